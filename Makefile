@@ -1,0 +1,40 @@
+# Meshwork's build. `make test` is what CI runs (after scripts/deps.sh).
+SHELL := /bin/bash
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X meshwork.dev/ctl.Version=$(VERSION)
+GO ?= go
+
+.PHONY: build test lint unit bench run lab-clean clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/meshctl ./ctl/meshctl
+
+# test: formatting, vet, staticcheck, a tidy go.mod, the race-checked tests (lab tests run as
+# root), and every benchmark once for correctness.
+test: lint unit
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./...
+
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+	$(GO) mod tidy -diff
+
+unit:
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+# bench prints each figure beside its baseline from the same run (DESIGN.md, "Numbers").
+bench:
+	$(GO) test -run '^$$' -bench . -timeout 60m ./...
+
+# run: the first runnable thing, until the demo mesh lands: the lab self-test, verbose.
+run: build
+	@[ "$$(id -u)" = 0 ] || { echo "make run needs root (network namespaces): sudo make run"; exit 1; }
+	$(GO) test -count=1 -v -run 'TestNAT|TestProc' ./overlay/lab
+
+lab-clean:
+	scripts/lab-clean.sh
+
+clean:
+	rm -rf bin
