@@ -35,7 +35,7 @@ type Lab struct {
 	t  TB
 	id string // unique among live labs: pid and a counter
 
-	mu       sync.Mutex // guards the fields below
+	mu    sync.Mutex // guards the fields below
 	hosts []*Host
 	procs []*Proc
 	inet  *Internet
