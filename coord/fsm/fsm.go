@@ -1,0 +1,238 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+)
+
+// Command is one change, as the leader proposes it. Time is set by the proposer, never read
+// from the clock in Apply, so every replica computes the same state.
+type Command struct {
+	Op      string          `json:"op"` // "user.create", ...
+	V       int             `json:"v"`  // version of Op's payload
+	Actor   string          `json:"actor"`
+	Source  string          `json:"source,omitempty"`
+	Time    time.Time       `json:"time"`
+	IdemKey string          `json:"idem,omitempty"` // Idempotency-Key of the request
+	Data    json.RawMessage `json:"data"`
+}
+
+// format is the first byte of every log entry this package writes.
+const format = 'J'
+
+// Encode makes a log entry of c.
+func (c *Command) Encode() ([]byte, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{format}, b...), nil
+}
+
+// NewCommand builds a command with data marshalled as its payload, at version 1.
+func NewCommand(op, actor, source string, data any) (*Command, error) {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	return &Command{Op: op, V: 1, Actor: actor, Source: source, Time: time.Now().UTC(), Data: b}, nil
+}
+
+// An op applies one kind of command inside a write transaction and returns the object to
+// answer with and its name for the audit log.
+type op struct {
+	version int // the newest payload version this build understands
+	apply   func(t *tx) (value any, object string, err error)
+}
+
+// tx is a command being applied: its write transaction, the command and its log index.
+type tx struct {
+	*memdb.Txn
+	c     *Command
+	index uint64
+}
+
+// decode unmarshals the command's payload, refusing unknown fields.
+func (t *tx) decode(v any) error {
+	dec := json.NewDecoder(bytes.NewReader(t.c.Data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(CodeInvalid, "%s: %v", t.c.Op, err)
+	}
+	return nil
+}
+
+// put inserts or replaces obj in table and records the table's change index.
+func (t *tx) put(table string, obj any) {
+	must(t.Insert(table, obj))
+	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
+}
+
+// del removes obj from table and records the table's change index.
+func (t *tx) del(table string, obj any) {
+	must(t.Delete(table, obj))
+	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
+}
+
+// FSM applies the Raft log to a Store. It implements raft.FSM and raft.BatchingFSM.
+type FSM struct {
+	store       *Store
+	unsupported atomic.Bool
+	logf        func(string, ...any)
+}
+
+// New makes an FSM over an empty store. logf may be nil.
+func New(logf func(string, ...any)) *FSM {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return &FSM{store: newStore(), logf: logf}
+}
+
+// Store is the state the FSM keeps.
+func (f *FSM) Store() *Store { return f.store }
+
+// Unsupported reports whether the log held a command this build does not understand: the
+// replica is behind the others and must be upgraded; its state stopped at that command.
+func (f *FSM) Unsupported() bool { return f.unsupported.Load() }
+
+// Apply applies one log entry and returns its *Result.
+func (f *FSM) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies consecutive log entries in one memdb transaction per entry, holding the
+// store's write lock once.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	f.store.mu.Lock()
+	defer f.store.mu.Unlock()
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			out[i] = &Result{Index: l.Index}
+			continue
+		}
+		out[i] = f.applyOne(l.Index, l.Data)
+	}
+	return out
+}
+
+func (f *FSM) applyOne(index uint64, data []byte) *Result {
+	if f.unsupported.Load() {
+		// Past a command we could not apply, applying later ones would build a state that
+		// differs from the other replicas'. Stand still until upgraded.
+		return &Result{Index: index, Err: errorf(CodeUnsupported, "this replica stopped at a command it does not understand; upgrade it")}
+	}
+	var c Command
+	if len(data) == 0 || data[0] != format || json.Unmarshal(data[1:], &c) != nil {
+		return f.refuse(index, "log entry %d is not a command this build can read", index)
+	}
+	o, ok := ops[c.Op]
+	if !ok || c.V > o.version || c.V < 1 {
+		return f.refuse(index, "command %s v%d is newer than this replica understands", c.Op, c.V)
+	}
+	txn := f.store.db.Txn(true)
+	defer txn.Abort()
+	if c.IdemKey != "" {
+		if prev := first[idemEntry](txn, tIdem, "id", c.IdemKey); prev != nil {
+			return &prev.Result
+		}
+	}
+	value, object, err := o.apply(&tx{Txn: txn, c: &c, index: index})
+	res := &Result{Index: index}
+	if err != nil {
+		res.Err = asError(err)
+		return res
+	}
+	if value != nil {
+		if res.Value, err = json.Marshal(value); err != nil {
+			res.Err = asError(err)
+			return res
+		}
+	}
+	must(txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source}))
+	if c.IdemKey != "" {
+		must(txn.Insert(tIdem, &idemEntry{Key: c.IdemKey, Index: index, Result: *res}))
+		pruneIdem(txn, index)
+	}
+	txn.Commit()
+	return res
+}
+
+func (f *FSM) refuse(index uint64, format string, args ...any) *Result {
+	f.unsupported.Store(true)
+	err := errorf(CodeUnsupported, format, args...)
+	f.logf("fsm: %v: this replica stands still until it is upgraded", err)
+	return &Result{Index: index, Err: err}
+}
+
+// idemWindow is how many log entries an idempotency key is remembered for.
+const idemWindow = 100_000
+
+func pruneIdem(txn *memdb.Txn, index uint64) {
+	if index <= idemWindow {
+		return
+	}
+	it, err := txn.Get(tIdem, "index")
+	if err != nil {
+		return
+	}
+	var old []any
+	for v := it.Next(); v != nil; v = it.Next() {
+		if v.(*idemEntry).Index+idemWindow > index {
+			break
+		}
+		old = append(old, v)
+	}
+	for _, v := range old {
+		txn.Delete(tIdem, v)
+	}
+}
+
+func asError(err error) *Error {
+	if e, ok := err.(*Error); ok {
+		return e
+	}
+	return errorf(CodeInvalid, "%v", err)
+}
+
+// must panics on a memdb error: inserts into a static schema fail only on programming errors.
+func must(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("fsm: %v", err))
+	}
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// Snapshot captures the state at this moment for Raft.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if f.unsupported.Load() {
+		// A snapshot now would claim indexes this replica never applied; after the upgrade
+		// it must replay them from the log.
+		return nil, errors.New("fsm: no snapshot while stopped at an unsupported command")
+	}
+	return &snapshot{txn: f.store.read()}, nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	db, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.store.mu.Lock()
+	f.store.db = db
+	f.store.mu.Unlock()
+	f.unsupported.Store(false)
+	return nil
+}

@@ -1,0 +1,288 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/raft"
+)
+
+// harness applies commands as Raft would, with increasing indexes.
+type harness struct {
+	t     *testing.T
+	f     *FSM
+	index uint64
+}
+
+func newHarness(t *testing.T) *harness { return &harness{t: t, f: New(t.Logf)} }
+
+var t0 = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+
+func (h *harness) entry(op string, data any) *raft.Log {
+	h.t.Helper()
+	c, err := NewCommand(op, "tester", "127.0.0.1", data)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c.Time = t0.Add(time.Duration(h.index) * time.Second)
+	b, err := c.Encode()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.index++
+	return &raft.Log{Index: h.index, Type: raft.LogCommand, Data: b}
+}
+
+func (h *harness) apply(op string, data any) *Result {
+	h.t.Helper()
+	return h.f.Apply(h.entry(op, data)).(*Result)
+}
+
+func (h *harness) ok(op string, data any) *Result {
+	h.t.Helper()
+	r := h.apply(op, data)
+	if r.Err != nil {
+		h.t.Fatalf("%s: %v", op, r.Err)
+	}
+	return r
+}
+
+// seed makes an admin, a member and a machine.
+func (h *harness) seed() {
+	h.ok("user.create", User{ID: "u1", Name: "root", Role: RoleAdmin})
+	h.ok("user.create", User{ID: "u2", Name: "alice", Role: RoleMember})
+	h.ok("node.register", Node{ID: "n1", Name: "wm1", UserID: "u1"})
+}
+
+func snapshotBytes(t *testing.T, s *Store) []byte {
+	var b bytes.Buffer
+	if err := s.WriteSnapshot(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestRefusals(t *testing.T) {
+	tests := []struct {
+		name string
+		op   string
+		data any
+		want error
+	}{
+		{"duplicate user", "user.create", User{ID: "u9", Name: "alice", Role: RoleMember}, ErrConflict},
+		{"bad user name", "user.create", User{ID: "u9", Name: "Alice_1", Role: RoleMember}, ErrInvalid},
+		{"bad role", "user.create", User{ID: "u9", Name: "bob", Role: "root"}, ErrInvalid},
+		{"unknown field", "user.create", map[string]any{"id": "u9", "name": "bob", "role": "member", "extra": 1}, ErrInvalid},
+		{"delete missing user", "user.delete", ByName{"nobody"}, ErrNotFound},
+		{"delete last admin", "user.delete", ByName{"root"}, ErrConflict},
+		{"key for missing user", "apikey.create", APIKey{ID: "k9", UserID: "nope", Hash: "h"}, ErrNotFound},
+		{"revoke missing key", "apikey.revoke", ByID{"k404"}, ErrNotFound},
+		{"bad tag", "authkey.create", AuthKey{ID: "a9", UserID: "u1", Hash: "h", Tags: []string{"workmachine"}}, ErrInvalid},
+		{"workspace on unknown machine", "workspace.create", Workspace{ID: "w9", Name: "api", OwnerID: "u2", Machine: "wm9", Image: "img"}, ErrNotFound},
+		{"workspace named like a node", "workspace.create", Workspace{ID: "w9", Name: "wm1", OwnerID: "u2", Machine: "wm1", Image: "img"}, ErrConflict},
+		{"workspace without image", "workspace.create", Workspace{ID: "w9", Name: "api", OwnerID: "u2", Machine: "wm1"}, ErrInvalid},
+		{"workspace bad name", "workspace.create", Workspace{ID: "w9", Name: "-api", OwnerID: "u2", Machine: "wm1", Image: "img"}, ErrInvalid},
+		{"duplicate workspace", "workspace.create", Workspace{ID: "w9", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"}, ErrConflict},
+		{"stop missing workspace", "workspace.set", WorkspaceState{"nope", Stopped}, ErrNotFound},
+		{"bad desired state", "workspace.set", WorkspaceState{"dev", "paused"}, ErrInvalid},
+		{"delete node with workspaces", "node.delete", ByName{"wm1"}, ErrConflict},
+		{"delete user with workspaces", "user.delete", ByName{"alice"}, ErrConflict},
+		{"restore garbage", "restore", Restore{Snapshot: base64.StdEncoding.EncodeToString([]byte("nope"))}, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.seed()
+			h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
+			before := snapshotBytes(t, h.f.Store())
+			r := h.apply(tt.op, tt.data)
+			if !errors.Is(r.Decode(nil), tt.want) {
+				t.Fatalf("%s = %v; want %v", tt.op, r.Err, tt.want.(*Error).Code)
+			}
+			if r.Err.Msg == "" {
+				t.Errorf("error has no message")
+			}
+			if diff := cmp.Diff(string(before), string(snapshotBytes(t, h.f.Store()))); diff != "" {
+				t.Errorf("a refused command changed the state (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLifecycleAndAudit(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	var w Workspace
+	if err := h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"}).Decode(&w); err != nil {
+		t.Fatal(err)
+	}
+	if w.Desired != Running || !w.CreatedAt.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("created %+v; want running, created at the command's time", w)
+	}
+	h.ok("workspace.set", WorkspaceState{"dev", Stopped})
+	if got := h.f.Store().Workspace("dev").Desired; got != Stopped {
+		t.Errorf("desired = %s after stop", got)
+	}
+	if got := h.f.Store().TableIndex(tWorkspaces); got != h.index {
+		t.Errorf("workspaces table index = %d, want %d", got, h.index)
+	}
+	h.ok("workspace.delete", ByName{"dev"})
+	h.ok("user.delete", ByName{"alice"})
+	var actions []string
+	for _, e := range h.f.Store().Audit(0, 100) {
+		actions = append(actions, e.Action+" "+e.Object)
+	}
+	want := []string{"user.create user/root", "user.create user/alice", "node.register node/wm1",
+		"workspace.create workspace/dev", "workspace.set workspace/dev", "workspace.delete workspace/dev", "user.delete user/alice"}
+	if diff := cmp.Diff(want, actions); diff != "" {
+		t.Errorf("audit (-want +got):\n%s", diff)
+	}
+	if got := h.f.Store().Audit(5, 1); len(got) != 1 || got[0].Seq != 6 {
+		t.Errorf("Audit(5, 1) = %v; want the event at 6", got)
+	}
+}
+
+func TestIdempotency(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	send := func() *Result {
+		l := h.entry("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
+		c, _ := NewCommand("workspace.create", "tester", "", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
+		c.IdemKey, c.Time = "retry-1", t0
+		l.Data, _ = c.Encode()
+		return h.f.Apply(l).(*Result)
+	}
+	first, second := send(), send()
+	if first.Err != nil || second.Err != nil {
+		t.Fatalf("create, retry = %v, %v; want the same success twice", first.Err, second.Err)
+	}
+	if diff := cmp.Diff(first, second); diff != "" {
+		t.Errorf("retry answered differently:\n%s", diff)
+	}
+	if n := len(h.f.Store().Workspaces("")); n != 1 {
+		t.Errorf("%d workspaces after a retried create", n)
+	}
+}
+
+// TestUnsupported: a command from a newer version changes nothing, and the replica stands
+// still (and takes no snapshot) rather than drift from the others.
+func TestUnsupported(t *testing.T) {
+	for _, op := range []struct {
+		name string
+		v    int
+	}{{"volume.create", 1}, {"user.create", 2}} {
+		h := newHarness(t)
+		h.seed()
+		before := snapshotBytes(t, h.f.Store())
+		l := h.entry(op.name, User{ID: "u9", Name: "zed", Role: RoleMember})
+		c, _ := NewCommand(op.name, "tester", "", User{ID: "u9", Name: "zed", Role: RoleMember})
+		c.V = op.v
+		l.Data, _ = c.Encode()
+		if r := h.f.Apply(l).(*Result); !errors.Is(r.Decode(nil), ErrUnsupported) {
+			t.Errorf("%s v%d = %v; want unsupported", op.name, op.v, r.Err)
+		}
+		if r := h.apply("user.create", User{ID: "u8", Name: "yan", Role: RoleMember}); !errors.Is(r.Decode(nil), ErrUnsupported) {
+			t.Errorf("a command after the unsupported one applied: %v", r.Err)
+		}
+		if !h.f.Unsupported() {
+			t.Errorf("Unsupported() = false")
+		}
+		if _, err := h.f.Snapshot(); err == nil {
+			t.Errorf("snapshot taken while stopped")
+		}
+		if diff := cmp.Diff(string(before), string(snapshotBytes(t, h.f.Store()))); diff != "" {
+			t.Errorf("state changed:\n%s", diff)
+		}
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.ok("apikey.create", APIKey{ID: "k1", UserID: "u1", Hash: "abc"})
+	h.ok("authkey.create", AuthKey{ID: "a1", UserID: "u1", Hash: "def", Reusable: true, Tags: []string{"tag:wm"}})
+	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img", CPU: 1.5})
+	h.ok("policy.set", Policy{Text: `{"acls": []}`})
+	want := snapshotBytes(t, h.f.Store())
+
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := New(t.Logf)
+	if err := g.Restore(sink.closer()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), string(snapshotBytes(t, g.Store()))); diff != "" {
+		t.Errorf("restored state differs:\n%s", diff)
+	}
+	if g.Store().Policy().Version != 1 || g.Store().Workspace("dev").CPU != 1.5 {
+		t.Errorf("restored reads wrong: %+v", g.Store().Policy())
+	}
+
+	// The restore command replaces a live state with a backup's.
+	h2 := newHarness(t)
+	h2.ok("user.create", User{ID: "x", Name: "other", Role: RoleAdmin})
+	h2.ok("restore", Restore{Snapshot: base64.StdEncoding.EncodeToString(want)})
+	if h2.f.Store().UserByName("other") != nil || h2.f.Store().Workspace("dev") == nil {
+		t.Errorf("restore did not replace the state")
+	}
+}
+
+func TestApplyBatchEqualsApply(t *testing.T) {
+	a, b := newHarness(t), newHarness(t)
+	a.seed()
+	b.seed()
+	var logs []*raft.Log
+	for _, name := range []string{"w1", "w2", "w1"} {
+		logs = append(logs, b.entry("workspace.create", Workspace{ID: name, Name: name, OwnerID: "u2", Machine: "wm1", Image: "img"}))
+		a.apply("workspace.create", Workspace{ID: name, Name: name, OwnerID: "u2", Machine: "wm1", Image: "img"})
+	}
+	res := b.f.ApplyBatch(logs)
+	if res[2].(*Result).Err == nil {
+		t.Errorf("duplicate in a batch accepted")
+	}
+	if diff := cmp.Diff(string(snapshotBytes(t, a.f.Store())), string(snapshotBytes(t, b.f.Store()))); diff != "" {
+		t.Errorf("batch and one-by-one differ:\n%s", diff)
+	}
+}
+
+func FuzzApply(f *testing.F) {
+	f.Add([]byte(`J{"op":"user.create","v":1,"data":{"id":"a","name":"b","role":"admin"}}`))
+	f.Add([]byte(`J{"op":"restore","v":1,"data":{"snapshot":"e30K"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fsm := New(nil)
+		fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+	})
+}
+
+func BenchmarkApply(b *testing.B) {
+	h := &harness{t: &testing.T{}, f: New(nil)}
+	h.ok("user.create", User{ID: "u1", Name: "root", Role: RoleAdmin})
+	for i := 0; b.Loop(); i++ {
+		k := APIKey{ID: fmt.Sprintf("k%d", i), UserID: "u1", Hash: "h"}
+		h.f.Apply(h.entry("apikey.create", k))
+	}
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { return nil }
+func (s *memSink) Close() error  { return nil }
+func (s *memSink) closer() *readCloser {
+	return &readCloser{bytes.NewReader(s.Bytes())}
+}
+
+type readCloser struct{ *bytes.Reader }
+
+func (readCloser) Close() error { return nil }

@@ -1,0 +1,348 @@
+package fsm
+
+import (
+	"encoding/base64"
+	"time"
+)
+
+// ops is every command this build understands.
+var ops = map[string]op{
+	"user.create":      {1, userCreate},
+	"user.delete":      {1, userDelete},
+	"apikey.create":    {1, apikeyCreate},
+	"apikey.revoke":    {1, apikeyRevoke},
+	"authkey.create":   {1, authkeyCreate},
+	"authkey.revoke":   {1, authkeyRevoke},
+	"node.register":    {1, nodeRegister},
+	"node.delete":      {1, nodeDelete},
+	"workspace.create": {1, workspaceCreate},
+	"workspace.set":    {1, workspaceSet},
+	"workspace.delete": {1, workspaceDelete},
+	"policy.set":       {1, policySet},
+	"restore":          {1, restore},
+}
+
+// ByName names the object of a delete or a change.
+type ByName struct {
+	Name string `json:"name"`
+}
+
+// ByID names a key to revoke.
+type ByID struct {
+	ID string `json:"id"`
+}
+
+func userCreate(t *tx) (any, string, error) {
+	var u User
+	if err := t.decode(&u); err != nil {
+		return nil, "", err
+	}
+	if err := ValidName("user", u.Name); err != nil {
+		return nil, "", err
+	}
+	if u.Role != RoleAdmin && u.Role != RoleMember {
+		return nil, "", errorf(CodeInvalid, "role %q: use admin or member", u.Role)
+	}
+	if first[User](t.Txn, tUsers, "name", u.Name) != nil {
+		return nil, "", errorf(CodeConflict, "user %q already exists", u.Name)
+	}
+	if u.ID == "" || first[User](t.Txn, tUsers, "id", u.ID) != nil {
+		return nil, "", errorf(CodeInvalid, "user %q: missing or duplicate ID", u.Name)
+	}
+	u.CreatedAt = t.c.Time
+	t.put(tUsers, &u)
+	return &u, "user/" + u.Name, nil
+}
+
+func userDelete(t *tx) (any, string, error) {
+	var req ByName
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	u := first[User](t.Txn, tUsers, "name", req.Name)
+	if u == nil {
+		return nil, "", errorf(CodeNotFound, "no user %q", req.Name)
+	}
+	if ws := all[Workspace](t.Txn, tWorkspaces, "owner", u.ID); len(ws) > 0 {
+		return nil, "", errorf(CodeConflict, "user %q owns %d workspace(s), %s first: delete them before the user", u.Name, len(ws), ws[0].Name)
+	}
+	if u.Role == RoleAdmin && countAdmins(t) == 1 {
+		return nil, "", errorf(CodeConflict, "%q is the last admin; make another admin first", u.Name)
+	}
+	for _, k := range all[APIKey](t.Txn, tAPIKeys, "user", u.ID) {
+		t.del(tAPIKeys, k)
+	}
+	for _, k := range all[AuthKey](t.Txn, tAuthKeys, "user", u.ID) {
+		t.del(tAuthKeys, k)
+	}
+	t.del(tUsers, u)
+	return nil, "user/" + u.Name, nil
+}
+
+func countAdmins(t *tx) int {
+	n := 0
+	for _, u := range all[User](t.Txn, tUsers, "id") {
+		if u.Role == RoleAdmin {
+			n++
+		}
+	}
+	return n
+}
+
+func apikeyCreate(t *tx) (any, string, error) {
+	var k APIKey
+	if err := t.decode(&k); err != nil {
+		return nil, "", err
+	}
+	if first[User](t.Txn, tUsers, "id", k.UserID) == nil {
+		return nil, "", errorf(CodeNotFound, "no user with ID %q", k.UserID)
+	}
+	if k.ID == "" || k.Hash == "" || first[APIKey](t.Txn, tAPIKeys, "id", k.ID) != nil {
+		return nil, "", errorf(CodeInvalid, "API key: missing or duplicate ID, or no hash")
+	}
+	k.CreatedAt, k.RevokedAt = t.c.Time, nil
+	t.put(tAPIKeys, &k)
+	return &k, "apikey/" + k.ID, nil
+}
+
+func apikeyRevoke(t *tx) (any, string, error) {
+	var req ByID
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	old := first[APIKey](t.Txn, tAPIKeys, "id", req.ID)
+	if old == nil {
+		return nil, "", errorf(CodeNotFound, "no API key %q", req.ID)
+	}
+	k := *old
+	if k.RevokedAt == nil {
+		k.RevokedAt = timePtr(t.c.Time)
+		t.put(tAPIKeys, &k)
+	}
+	return &k, "apikey/" + k.ID, nil
+}
+
+func authkeyCreate(t *tx) (any, string, error) {
+	var k AuthKey
+	if err := t.decode(&k); err != nil {
+		return nil, "", err
+	}
+	if first[User](t.Txn, tUsers, "id", k.UserID) == nil {
+		return nil, "", errorf(CodeNotFound, "no user with ID %q", k.UserID)
+	}
+	if k.ID == "" || k.Hash == "" || first[AuthKey](t.Txn, tAuthKeys, "id", k.ID) != nil {
+		return nil, "", errorf(CodeInvalid, "auth key: missing or duplicate ID, or no hash")
+	}
+	for _, tag := range k.Tags {
+		if err := validTag(tag); err != nil {
+			return nil, "", err
+		}
+	}
+	k.CreatedAt, k.RevokedAt, k.Uses = t.c.Time, nil, 0
+	t.put(tAuthKeys, &k)
+	return &k, "authkey/" + k.ID, nil
+}
+
+func validTag(tag string) error {
+	name, ok := cutPrefix(tag, "tag:")
+	if !ok || ValidName("tag", name) != nil {
+		return errorf(CodeInvalid, "tag %q: write tag:NAME, NAME a DNS label (tag:workmachine)", tag)
+	}
+	return nil
+}
+
+func cutPrefix(s, p string) (string, bool) {
+	if len(s) < len(p) || s[:len(p)] != p {
+		return s, false
+	}
+	return s[len(p):], true
+}
+
+func authkeyRevoke(t *tx) (any, string, error) {
+	var req ByID
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	old := first[AuthKey](t.Txn, tAuthKeys, "id", req.ID)
+	if old == nil {
+		return nil, "", errorf(CodeNotFound, "no auth key %q", req.ID)
+	}
+	k := *old
+	if k.RevokedAt == nil {
+		k.RevokedAt = timePtr(t.c.Time)
+		t.put(tAuthKeys, &k)
+	}
+	return &k, "authkey/" + k.ID, nil
+}
+
+func nodeRegister(t *tx) (any, string, error) {
+	var n Node
+	if err := t.decode(&n); err != nil {
+		return nil, "", err
+	}
+	if err := ValidName("node", n.Name); err != nil {
+		return nil, "", err
+	}
+	if err := nameFree(t, n.Name); err != nil {
+		return nil, "", err
+	}
+	if n.ID == "" || first[Node](t.Txn, tNodes, "id", n.ID) != nil {
+		return nil, "", errorf(CodeInvalid, "node %q: missing or duplicate ID", n.Name)
+	}
+	if first[User](t.Txn, tUsers, "id", n.UserID) == nil {
+		return nil, "", errorf(CodeNotFound, "no user with ID %q", n.UserID)
+	}
+	n.CreatedAt = t.c.Time
+	t.put(tNodes, &n)
+	return &n, "node/" + n.Name, nil
+}
+
+// nameFree checks that name is taken by neither a node nor a workspace: both are
+// NAME.<domain> on the mesh.
+func nameFree(t *tx, name string) error {
+	if first[Node](t.Txn, tNodes, "name", name) != nil {
+		return errorf(CodeConflict, "the name %q is taken by a node (nodes and workspaces share the mesh's DNS names)", name)
+	}
+	if first[Workspace](t.Txn, tWorkspaces, "name", name) != nil {
+		return errorf(CodeConflict, "the name %q is taken by a workspace (nodes and workspaces share the mesh's DNS names)", name)
+	}
+	return nil
+}
+
+func nodeDelete(t *tx) (any, string, error) {
+	var req ByName
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	n := first[Node](t.Txn, tNodes, "name", req.Name)
+	if n == nil {
+		return nil, "", errorf(CodeNotFound, "no node %q", req.Name)
+	}
+	if ws := all[Workspace](t.Txn, tWorkspaces, "machine", n.Name); len(ws) > 0 {
+		return nil, "", errorf(CodeConflict, "node %q hosts %d workspace(s), %s first: delete them before the node", n.Name, len(ws), ws[0].Name)
+	}
+	t.del(tNodes, n)
+	return nil, "node/" + n.Name, nil
+}
+
+func workspaceCreate(t *tx) (any, string, error) {
+	var w Workspace
+	if err := t.decode(&w); err != nil {
+		return nil, "", err
+	}
+	if err := ValidName("workspace", w.Name); err != nil {
+		return nil, "", err
+	}
+	if err := nameFree(t, w.Name); err != nil {
+		return nil, "", err
+	}
+	if w.ID == "" || first[Workspace](t.Txn, tWorkspaces, "id", w.ID) != nil {
+		return nil, "", errorf(CodeInvalid, "workspace %q: missing or duplicate ID", w.Name)
+	}
+	if first[User](t.Txn, tUsers, "id", w.OwnerID) == nil {
+		return nil, "", errorf(CodeNotFound, "no user with ID %q", w.OwnerID)
+	}
+	if first[Node](t.Txn, tNodes, "name", w.Machine) == nil {
+		return nil, "", errorf(CodeNotFound, "no machine %q: see meshctl node list for the machines on the mesh", w.Machine)
+	}
+	if w.Image == "" {
+		return nil, "", errorf(CodeInvalid, "workspace %q: an image is required (--image REF)", w.Name)
+	}
+	if w.CPU < 0 || w.MemoryBytes < 0 {
+		return nil, "", errorf(CodeInvalid, "workspace %q: CPU and memory limits must not be negative", w.Name)
+	}
+	if w.Desired == "" {
+		w.Desired = Running
+	}
+	if w.Desired != Running && w.Desired != Stopped {
+		return nil, "", errorf(CodeInvalid, "workspace %q: state %q: use running or stopped", w.Name, w.Desired)
+	}
+	w.CreatedAt, w.UpdatedAt = t.c.Time, t.c.Time
+	t.put(tWorkspaces, &w)
+	return &w, "workspace/" + w.Name, nil
+}
+
+// WorkspaceState is the payload of workspace.set.
+type WorkspaceState struct {
+	Name    string `json:"name"`
+	Desired string `json:"desired"`
+}
+
+func workspaceSet(t *tx) (any, string, error) {
+	var req WorkspaceState
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	old := first[Workspace](t.Txn, tWorkspaces, "name", req.Name)
+	if old == nil {
+		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
+	}
+	if req.Desired != Running && req.Desired != Stopped {
+		return nil, "", errorf(CodeInvalid, "workspace %q: state %q: use running or stopped", req.Name, req.Desired)
+	}
+	w := *old
+	w.Desired, w.UpdatedAt = req.Desired, t.c.Time
+	t.put(tWorkspaces, &w)
+	return &w, "workspace/" + w.Name, nil
+}
+
+func workspaceDelete(t *tx) (any, string, error) {
+	var req ByName
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	w := first[Workspace](t.Txn, tWorkspaces, "name", req.Name)
+	if w == nil {
+		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
+	}
+	t.del(tWorkspaces, w)
+	return nil, "workspace/" + w.Name, nil
+}
+
+func policySet(t *tx) (any, string, error) {
+	var p Policy
+	if err := t.decode(&p); err != nil {
+		return nil, "", err
+	}
+	old := first[policyRow](t.Txn, tPolicy, "id", "policy")
+	p.Version = 1
+	if old != nil {
+		p.Version = old.Policy.Version + 1
+	}
+	t.put(tPolicy, &policyRow{ID: "policy", Policy: p})
+	return &p, "policy", nil
+}
+
+// Restore is the payload of the restore command: a snapshot, as WriteSnapshot makes it.
+type Restore struct {
+	Snapshot string `json:"snapshot"` // base64
+}
+
+func restore(t *tx) (any, string, error) {
+	var req Restore
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	raw, err := base64.StdEncoding.DecodeString(req.Snapshot)
+	if err != nil {
+		return nil, "", errorf(CodeInvalid, "restore: snapshot is not base64: %v", err)
+	}
+	records, err := parseSnapshot(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, tbl := range dataTables {
+		if _, err := t.DeleteAll(tbl, "id"); err != nil {
+			return nil, "", err
+		}
+	}
+	for _, r := range records {
+		must(t.Insert(r.table, r.obj))
+	}
+	for _, tbl := range dataTables[:len(dataTables)-1] {
+		must(t.Insert(tIndex, &tableIndex{Table: tbl, Index: t.index}))
+	}
+	return nil, "cluster/state", nil
+}
+
+func timePtr(t time.Time) *time.Time { return &t }

@@ -1,0 +1,193 @@
+package fsm
+
+import (
+	"sync"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Table names.
+const (
+	tUsers      = "users"
+	tAPIKeys    = "apikeys"
+	tAuthKeys   = "authkeys"
+	tNodes      = "nodes"
+	tWorkspaces = "workspaces"
+	tPolicy     = "policy"
+	tAudit      = "audit"
+	tIdem       = "idempotency"
+	tIndex      = "index"
+)
+
+func str(field string) *memdb.StringFieldIndex { return &memdb.StringFieldIndex{Field: field} }
+
+func byID() *memdb.IndexSchema {
+	return &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("ID")}
+}
+
+func byName() *memdb.IndexSchema {
+	return &memdb.IndexSchema{Name: "name", Unique: true, Indexer: str("Name")}
+}
+
+func by(name, field string) *memdb.IndexSchema {
+	return &memdb.IndexSchema{Name: name, Indexer: str(field), AllowMissing: true}
+}
+
+func table(name string, idx ...*memdb.IndexSchema) *memdb.TableSchema {
+	t := &memdb.TableSchema{Name: name, Indexes: map[string]*memdb.IndexSchema{}}
+	for _, i := range idx {
+		t.Indexes[i.Name] = i
+	}
+	return t
+}
+
+var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+	tUsers:      table(tUsers, byID(), byName()),
+	tAPIKeys:    table(tAPIKeys, byID(), by("user", "UserID")),
+	tAuthKeys:   table(tAuthKeys, byID(), by("user", "UserID")),
+	tNodes:      table(tNodes, byID(), byName(), by("user", "UserID")),
+	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine")),
+	tPolicy:     table(tPolicy, byID()),
+	tAudit:      table(tAudit, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
+	tIdem:       table(tIdem, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}, &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
+	tIndex:      table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
+}}
+
+// dataTables are the tables a snapshot carries, in the order it writes them.
+var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tPolicy, tAudit, tIdem, tIndex}
+
+// idemEntry remembers a command's result under its idempotency key, so a retry of a write
+// whose answer was lost gets the same answer instead of a second change.
+type idemEntry struct {
+	Key    string `json:"key"`
+	Index  uint64 `json:"index"`
+	Result Result `json:"result"`
+}
+
+// tableIndex is the Raft index of the last change to a table (for blocking queries).
+type tableIndex struct {
+	Table string `json:"table"`
+	Index uint64 `json:"index"`
+}
+
+// Store is the state as readers see it. Each read method sees one consistent moment.
+type Store struct {
+	mu sync.RWMutex // guards db: Restore swaps it
+	db *memdb.MemDB
+}
+
+func newStore() *Store {
+	db, err := memdb.NewMemDB(schema)
+	if err != nil {
+		panic(err) // the schema is static: a bad one is a programming error
+	}
+	return &Store{db: db}
+}
+
+// read returns a read transaction on the current state.
+func (s *Store) read() *memdb.Txn {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Txn(false)
+}
+
+func first[T any](txn *memdb.Txn, tbl, index string, args ...any) *T {
+	v, err := txn.First(tbl, index, args...)
+	if err != nil || v == nil {
+		return nil
+	}
+	return v.(*T)
+}
+
+func all[T any](txn *memdb.Txn, tbl, index string, args ...any) []*T {
+	it, err := txn.Get(tbl, index, args...)
+	if err != nil {
+		return nil
+	}
+	var out []*T
+	for v := it.Next(); v != nil; v = it.Next() {
+		out = append(out, v.(*T))
+	}
+	return out
+}
+
+// Users lists every user by ID.
+func (s *Store) Users() []*User { return all[User](s.read(), tUsers, "id") }
+
+// User finds a user by ID.
+func (s *Store) User(id string) *User { return first[User](s.read(), tUsers, "id", id) }
+
+// UserByName finds a user by name.
+func (s *Store) UserByName(name string) *User { return first[User](s.read(), tUsers, "name", name) }
+
+// APIKey finds an API key by ID.
+func (s *Store) APIKey(id string) *APIKey { return first[APIKey](s.read(), tAPIKeys, "id", id) }
+
+// APIKeys lists API keys, of one user or ("") of all.
+func (s *Store) APIKeys(userID string) []*APIKey { return listBy[APIKey](s, tAPIKeys, "user", userID) }
+
+// AuthKey finds an auth key by ID.
+func (s *Store) AuthKey(id string) *AuthKey { return first[AuthKey](s.read(), tAuthKeys, "id", id) }
+
+// AuthKeys lists auth keys, of one user or ("") of all.
+func (s *Store) AuthKeys(userID string) []*AuthKey {
+	return listBy[AuthKey](s, tAuthKeys, "user", userID)
+}
+
+// Nodes lists nodes, of one user or ("") of all.
+func (s *Store) Nodes(userID string) []*Node { return listBy[Node](s, tNodes, "user", userID) }
+
+// Node finds a node by name.
+func (s *Store) Node(name string) *Node { return first[Node](s.read(), tNodes, "name", name) }
+
+// Workspaces lists workspaces, of one owner or ("") of all.
+func (s *Store) Workspaces(ownerID string) []*Workspace {
+	return listBy[Workspace](s, tWorkspaces, "owner", ownerID)
+}
+
+// Workspace finds a workspace by name.
+func (s *Store) Workspace(name string) *Workspace {
+	return first[Workspace](s.read(), tWorkspaces, "name", name)
+}
+
+// policyRow holds the one policy.
+type policyRow struct {
+	ID     string `json:"id"` // always "policy"
+	Policy Policy `json:"policy"`
+}
+
+// Policy is the policy in force (version 0: none set).
+func (s *Store) Policy() Policy {
+	if p := first[policyRow](s.read(), tPolicy, "id", "policy"); p != nil {
+		return p.Policy
+	}
+	return Policy{}
+}
+
+// Audit lists up to limit events with Seq > since, oldest first.
+func (s *Store) Audit(since uint64, limit int) []*AuditEvent {
+	it, err := s.read().LowerBound(tAudit, "id", since+1)
+	if err != nil {
+		return nil
+	}
+	var out []*AuditEvent
+	for v := it.Next(); v != nil && len(out) < limit; v = it.Next() {
+		out = append(out, v.(*AuditEvent))
+	}
+	return out
+}
+
+// TableIndex is the Raft index of the last change to table.
+func (s *Store) TableIndex(table string) uint64 {
+	if ti := first[tableIndex](s.read(), tIndex, "id", table); ti != nil {
+		return ti.Index
+	}
+	return 0
+}
+
+func listBy[T any](s *Store, tbl, index, key string) []*T {
+	if key == "" {
+		return all[T](s.read(), tbl, "id")
+	}
+	return all[T](s.read(), tbl, index, key)
+}

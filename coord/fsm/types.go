@@ -1,0 +1,159 @@
+// Package fsm is coord's replicated state: the records (users, keys, nodes, workspaces,
+// policy, audit) in an in-memory go-memdb store, changed only by typed, versioned commands
+// applied from the Raft log. Every check that keeps the state sound (unique names, existing
+// references) runs inside Apply, so concurrent writers cannot break it.
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// User is a person or robot that owns things and holds keys.
+type User struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"` // "admin" or "member"
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// APIKey lets its user call the admin API. Only the secret's hash is kept.
+type APIKey struct {
+	ID        string     `json:"id"`
+	UserID    string     `json:"user_id"`
+	Name      string     `json:"name,omitempty"`
+	Hash      string     `json:"hash"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// AuthKey lets a machine join the mesh as its user.
+type AuthKey struct {
+	ID        string     `json:"id"`
+	UserID    string     `json:"user_id"`
+	Hash      string     `json:"hash"`
+	Reusable  bool       `json:"reusable"`
+	Ephemeral bool       `json:"ephemeral"`
+	Tags      []string   `json:"tags,omitempty"`
+	Uses      int        `json:"uses"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// Node is a machine on the mesh (registration arrives with the mesh).
+type Node struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	UserID    string    `json:"user_id"`
+	Tags      []string  `json:"tags,omitempty"`
+	IPv4      string    `json:"ipv4,omitempty"`
+	IPv6      string    `json:"ipv6,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+}
+
+// Workspace is a dev container wanted on a machine.
+type Workspace struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	OwnerID     string    `json:"owner_id"`
+	Machine     string    `json:"machine"`
+	Image       string    `json:"image"`
+	CPU         float64   `json:"cpu,omitempty"`
+	MemoryBytes int64     `json:"memory_bytes,omitempty"`
+	Desired     string    `json:"desired"` // "running" or "stopped"
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Policy is the mesh policy, HuJSON as the user wrote it.
+type Policy struct {
+	Text    string `json:"text"`
+	Version uint64 `json:"version"`
+}
+
+// AuditEvent records one change: who did what to which object, from where.
+type AuditEvent struct {
+	Seq    uint64    `json:"seq"` // the Raft index of the change
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Object string    `json:"object"`
+	Source string    `json:"source,omitempty"`
+}
+
+// Roles and desired states.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+	Running    = "running"
+	Stopped    = "stopped"
+)
+
+// Error is a command refused for a reason the caller can act on.
+type Error struct {
+	Code string `json:"code"` // one of the Code constants
+	Msg  string `json:"msg"`
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, ErrNotFound) and friends match on the code.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Msg == "" && t.Code == e.Code
+}
+
+// Error codes; the sentinels match any error of their code with errors.Is.
+const (
+	CodeNotFound    = "not_found"
+	CodeConflict    = "conflict"
+	CodeInvalid     = "invalid"
+	CodeUnsupported = "unsupported"
+)
+
+var (
+	ErrNotFound    = &Error{Code: CodeNotFound}
+	ErrConflict    = &Error{Code: CodeConflict}
+	ErrInvalid     = &Error{Code: CodeInvalid}
+	ErrUnsupported = &Error{Code: CodeUnsupported}
+)
+
+func errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Result is what applying a command gives back, the same on every replica and across the
+// forwarding hop: the log index, the changed object as JSON, or an error.
+type Result struct {
+	Index uint64          `json:"index"`
+	Value json.RawMessage `json:"value,omitempty"`
+	Err   *Error          `json:"err,omitempty"`
+}
+
+// Decode unmarshals the result's value into v, or returns its error.
+func (r *Result) Decode(v any) error {
+	if r.Err != nil {
+		return r.Err
+	}
+	if v == nil || len(r.Value) == 0 {
+		return nil
+	}
+	return json.Unmarshal(r.Value, v)
+}
+
+// ValidName checks a name that becomes a DNS label: 1 to 63 of a-z, 0-9 and '-', not
+// starting or ending with '-'.
+func ValidName(kind, name string) error {
+	ok := len(name) >= 1 && len(name) <= 63 && name[0] != '-' && name[len(name)-1] != '-'
+	for _, c := range name {
+		ok = ok && (c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-')
+	}
+	if !ok {
+		return errorf(CodeInvalid, "%s name %q: use 1 to 63 lower-case letters, digits and '-', not starting or ending with '-' (it becomes a DNS name)", kind, name)
+	}
+	return nil
+}
