@@ -26,7 +26,7 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{versionCmd, helpCmd}
+	commands = []*command{coordCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, clusterCmd, backupCmd, versionCmd, helpCmd}
 }
 
 func lookup(name string) *command {
@@ -166,7 +166,7 @@ func isGlobalFlag(name string) bool {
 // errHelpShown.
 func (e *env) parse(fs *flag.FlagSet, args []string) error {
 	c := e.cmd
-	err := fs.Parse(args)
+	err := parseInterleaved(fs, args)
 	switch {
 	case err == nil:
 		return nil
@@ -175,6 +175,28 @@ func (e *env) parse(fs *flag.FlagSet, args []string) error {
 	default:
 		return usageErrorf("%s: %v; run 'meshctl %s --help'", c.name, err, c.name)
 	}
+}
+
+// parseInterleaved parses flags wherever they stand among the arguments ("user delete bob
+// --json" as well as "user delete --json bob"); "--" ends the flags.
+func parseInterleaved(fs *flag.FlagSet, args []string) error {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // errHelpShown ends a command that printed its help; Run turns it into success.

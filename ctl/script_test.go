@@ -1,21 +1,15 @@
 package ctl
 
 import (
-	"context"
-	"os"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// TestMain lets testscript run meshctl in-process as the "meshctl" command.
+// TestMain puts this test binary on $PATH as "meshctl" (running Main), for the scripts and
+// for the lab tests, which start it inside lab hosts.
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
-		"meshctl": func() {
-			err := Run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-			os.Exit(ExitCode(err, os.Stderr))
-		},
-	})
+	testscript.Main(m, map[string]func(){"meshctl": Main})
 }
 
 // TestScript pins meshctl's command-line behaviour with the files in testdata/script.

@@ -3,8 +3,8 @@ package fsm
 import (
 	"bytes"
 	"encoding/base64"
-	"fmt"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -43,7 +44,7 @@ func (h *Host) Start(env []string, name string, args ...string) *Proc {
 	h.lab.t.Helper()
 	cmd := h.Command(context.Background(), name, args...)
 	cmd.Env = append(cmd.Environ(), env...)
-	p := &Proc{name: h.name + "/" + name, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{name: h.name + "/" + filepath.Base(name), cmd: cmd, done: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		h.lab.t.Fatalf("lab: start %s: %v", p.name, err)

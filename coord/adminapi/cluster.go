@@ -1,0 +1,180 @@
+package adminapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
+	"meshwork.dev/policy"
+)
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, c *caller) error {
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	out := []api.Node{}
+	for _, n := range store.Nodes(visible(c)) {
+		out = append(out, api.Node{ID: n.ID, Name: n.Name, User: userName(store, n.UserID), Tags: n.Tags,
+			IPv4: n.IPv4, IPv6: n.IPv6, LastSeen: n.LastSeen, CreatedAt: n.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, c *caller) error {
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	n := store.Node(r.PathValue("name"))
+	if n == nil || (!c.admin() && n.UserID != c.user.ID) {
+		return notFound("no node %q", r.PathValue("name"))
+	}
+	if err := s.apply(r, c, "node.delete", fsm.ByName{Name: n.Name}, nil); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, c *caller) error {
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	p := store.Policy()
+	writeJSON(w, http.StatusOK, api.Policy{Text: p.Text, Version: p.Version})
+	return nil
+}
+
+func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "changing the policy"); err != nil {
+		return err
+	}
+	var req api.Policy
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if _, err := policy.Parse([]byte(req.Text)); err != nil {
+		return invalid("%v", err)
+	}
+	var p fsm.Policy
+	if err := s.apply(r, c, "policy.set", fsm.Policy{Text: req.Text}, &p); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.Policy{Text: p.Text, Version: p.Version})
+	return nil
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "reading the audit log"); err != nil {
+		return err
+	}
+	since, err := queryInt(r, "since", 0)
+	if err != nil {
+		return err
+	}
+	limit, err := queryInt(r, "limit", 1000)
+	if err != nil {
+		return err
+	}
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	out := []api.AuditEvent{}
+	for _, e := range store.Audit(uint64(since), min(limit, 10000)) {
+		out = append(out, api.AuditEvent{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Object: e.Object, Source: e.Source})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request, c *caller) error {
+	st, err := s.Backend.Status()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Server) clusterToken(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "the join token"); err != nil {
+		return err
+	}
+	tok, err := s.Backend.JoinToken()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
+	return nil
+}
+
+func (s *Server) removeMember(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "removing replicas"); err != nil {
+		return err
+	}
+	if err := s.Backend.RemoveMember(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// join admits a new replica; the join token is its credential.
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	var req api.JoinRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	resp, err := s.Backend.Admit(req)
+	if err != nil {
+		writeError(w, s.apiError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) backupSave(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "backups"); err != nil {
+		return err
+	}
+	store, err := s.Backend.Read(r.Context(), api.Linearizable)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	return store.WriteSnapshot(w)
+}
+
+// maxBackup bounds a restored backup.
+const maxBackup = 256 << 20
+
+func (s *Server) backupRestore(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "restoring backups"); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBackup))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return apiErr(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "backup over %d bytes", maxBackup)
+	}
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(b, []byte("{")) {
+		return invalid("not a Meshwork backup: make one with meshctl backup save")
+	}
+	if err := s.apply(r, c, "restore", fsm.Restore{Snapshot: base64.StdEncoding.EncodeToString(b)}, nil); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "restored"})
+	return nil
+}

@@ -1,0 +1,223 @@
+// Package adminapi serves the admin REST API (contract: DESIGN.md, "the admin API") on any
+// coord replica: authentication by API key, members confined to their own things, writes
+// committed through Raft, reads at the consistency asked for.
+package adminapi
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
+	"meshwork.dev/coord/keys"
+)
+
+// Backend is the replica as the API uses it.
+type Backend interface {
+	// Apply commits a command (forwarding it to the leader) and returns its result.
+	Apply(ctx context.Context, c *fsm.Command) (*fsm.Result, error)
+	// Read returns the state once it satisfies consistency (api.Stale, ...).
+	Read(ctx context.Context, consistency string) (*fsm.Store, error)
+	Status() (api.Cluster, error)
+	RemoveMember(ctx context.Context, id string) error
+	Admit(req api.JoinRequest) (*api.JoinResponse, error)
+	JoinToken() (string, error)
+	Unsupported() bool
+}
+
+// Server is the admin API. Set Backend; Logf may be nil.
+type Server struct {
+	Backend Backend
+	Logf    func(format string, args ...any)
+	metrics metrics
+}
+
+// caller is who sent a request.
+type caller struct {
+	user  *fsm.User
+	keyID string
+	addr  string // source address, for the audit log
+}
+
+func (c *caller) admin() bool { return c.user.Role == fsm.RoleAdmin }
+
+// handlerFunc is a route that knows its caller and may fail with an error to report.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c *caller) error
+
+// Handler is the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", s.authed("GET /metrics", func(w http.ResponseWriter, r *http.Request, _ *caller) error {
+		s.serveMetrics(w, r)
+		return nil
+	}))
+	mux.HandleFunc("POST /v1/cluster/join", s.join) // authenticated by the join token
+	for pattern, h := range map[string]handlerFunc{
+		"POST /v1/users":                   s.createUser,
+		"GET /v1/users":                    s.listUsers,
+		"GET /v1/users/{name}":             s.getUser,
+		"DELETE /v1/users/{name}":          s.deleteUser,
+		"POST /v1/apikeys":                 s.createAPIKey,
+		"GET /v1/apikeys":                  s.listAPIKeys,
+		"DELETE /v1/apikeys/{id}":          s.revokeAPIKey,
+		"POST /v1/authkeys":                s.createAuthKey,
+		"GET /v1/authkeys":                 s.listAuthKeys,
+		"DELETE /v1/authkeys/{id}":         s.revokeAuthKey,
+		"GET /v1/nodes":                    s.listNodes,
+		"DELETE /v1/nodes/{name}":          s.deleteNode,
+		"POST /v1/workspaces":              s.createWorkspace,
+		"GET /v1/workspaces":               s.listWorkspaces,
+		"GET /v1/workspaces/{name}":        s.getWorkspace,
+		"POST /v1/workspaces/{name}/start": s.startWorkspace,
+		"POST /v1/workspaces/{name}/stop":  s.stopWorkspace,
+		"DELETE /v1/workspaces/{name}":     s.deleteWorkspace,
+		"GET /v1/policy":                   s.getPolicy,
+		"PUT /v1/policy":                   s.setPolicy,
+		"GET /v1/audit":                    s.listAudit,
+		"GET /v1/cluster":                  s.cluster,
+		"GET /v1/cluster/token":            s.clusterToken,
+		"DELETE /v1/cluster/members/{id}":  s.removeMember,
+		"GET /v1/backup":                   s.backupSave,
+		"PUT /v1/backup":                   s.backupRestore,
+	} {
+		mux.Handle(pattern, s.authed(pattern, h))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, notFound("no route %s %s; see DESIGN.md's admin API", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// authed checks the API key, then runs h and reports its error.
+func (s *Server) authed(route string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		c, err := s.authenticate(r)
+		if err == nil {
+			err = h(w, r, c)
+		}
+		if err != nil {
+			writeError(w, s.apiError(err))
+		}
+		s.metrics.observe(route, time.Since(start), err)
+	})
+}
+
+var errUnauthorized = apiErr(http.StatusUnauthorized, api.CodeUnauthorized,
+	"missing or malformed API key: send Authorization: Bearer mk_... (a new cluster's admin key is in its STATE/admin.key)")
+
+func (s *Server) authenticate(r *http.Request) (*caller, error) {
+	tok, ok := bearer(r)
+	if !ok {
+		return nil, errUnauthorized
+	}
+	k, err := keys.Parse(tok, keys.APIKey)
+	if err != nil {
+		return nil, errUnauthorized
+	}
+	store, err := s.Backend.Read(r.Context(), api.Stale)
+	if err != nil {
+		return nil, err
+	}
+	rec := store.APIKey(k.ID)
+	switch {
+	case rec == nil || !k.Matches(rec.Hash):
+		return nil, apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "unknown API key")
+	case rec.RevokedAt != nil:
+		return nil, apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "API key %s was revoked; create a new one", k.ID)
+	case rec.ExpiresAt != nil && time.Now().After(*rec.ExpiresAt):
+		return nil, apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "API key %s expired at %s; create a new one", k.ID, rec.ExpiresAt.Format(time.RFC3339))
+	}
+	u := store.User(rec.UserID)
+	if u == nil {
+		return nil, apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "API key %s belongs to a deleted user", k.ID)
+	}
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	return &caller{user: u, keyID: k.ID, addr: host}, nil
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	const p = "Bearer "
+	if len(h) <= len(p) || h[:len(p)] != p {
+		return "", false
+	}
+	return h[len(p):], true
+}
+
+// apiError maps state errors to HTTP answers.
+func (s *Server) apiError(err error) error {
+	var fe *fsm.Error
+	if e, ok := err.(*fsm.Error); ok {
+		fe = e
+	}
+	if fe == nil {
+		if s.Logf != nil {
+			if _, ok := err.(*api.Error); !ok {
+				s.Logf("adminapi: %v", err)
+			}
+		}
+		return err
+	}
+	status := map[string]int{
+		fsm.CodeNotFound: http.StatusNotFound, fsm.CodeConflict: http.StatusConflict,
+		fsm.CodeInvalid: http.StatusBadRequest, fsm.CodeUnsupported: http.StatusServiceUnavailable,
+	}[fe.Code]
+	code := map[string]string{
+		fsm.CodeNotFound: api.CodeNotFound, fsm.CodeConflict: api.CodeConflict,
+		fsm.CodeInvalid: api.CodeInvalid, fsm.CodeUnsupported: api.CodeUnavailable,
+	}[fe.Code]
+	if status == 0 {
+		status, code = http.StatusInternalServerError, api.CodeInternal
+	}
+	return &api.Error{Status: status, Code: code, Message: fe.Msg}
+}
+
+// apply runs a command as the caller and decodes its value into out.
+func (s *Server) apply(r *http.Request, c *caller, op string, data, out any) error {
+	cmd, err := fsm.NewCommand(op, c.user.Name, c.addr, data)
+	if err != nil {
+		return err
+	}
+	cmd.IdemKey = r.Header.Get("Idempotency-Key")
+	res, err := s.Backend.Apply(r.Context(), cmd)
+	if err != nil {
+		return err
+	}
+	return res.Decode(out)
+}
+
+// read returns the state at the consistency the request asks for.
+func (s *Server) read(r *http.Request) (*fsm.Store, error) {
+	return s.Backend.Read(r.Context(), r.URL.Query().Get("consistency"))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	st, err := s.Backend.Status()
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case s.Backend.Unsupported():
+		writeError(w, apiErr(http.StatusServiceUnavailable, api.CodeUnavailable, "replica stopped at a command it does not understand: upgrade it"))
+	case st.Leader == "":
+		writeError(w, apiErr(http.StatusServiceUnavailable, api.CodeUnavailable, "no leader"))
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "leader": st.Leader, "state": st.State})
+	}
+}
+
+func queryInt(r *http.Request, name string, def int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, invalid("?%s=%q: want a non-negative integer", name, v)
+	}
+	return n, nil
+}

@@ -1,0 +1,179 @@
+// Package api is the admin API's wire contract: the JSON types every route speaks, and a
+// client for them. coord serves it; meshctl and node agents call it.
+package api
+
+import "time"
+
+// Error is the body of every failed request: {"error":{"code":"…","message":"…"}}.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`    // machine-readable: "not_found", "conflict", "invalid", ...
+	Message string `json:"message"` // names the problem and, where there is one, the fix
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Error codes.
+const (
+	CodeInvalid      = "invalid"      // 400: the request is malformed or a field is wrong
+	CodeUnauthorized = "unauthorized" // 401: no key, or a wrong, expired or revoked one
+	CodeForbidden    = "forbidden"    // 403: the key's user may not do this
+	CodeNotFound     = "not_found"    // 404
+	CodeConflict     = "conflict"     // 409: a name already taken
+	CodeTooLarge     = "too_large"    // 413
+	CodeUnavailable  = "unavailable"  // 503: no leader, or the cluster is not ready
+	CodeInternal     = "internal"     // 500
+)
+
+// Roles.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
+
+// Read consistency, as ?consistency= takes it.
+const (
+	Stale        = "stale"        // this replica's state, however old
+	Default      = "default"      // this replica's state once it has a leader it heard from recently
+	Linearizable = "linearizable" // confirmed leadership, then the local state at the commit index
+)
+
+type User struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type CreateUser struct {
+	Name string `json:"name"`
+	Role string `json:"role,omitempty"` // default member
+}
+
+type APIKey struct {
+	ID        string     `json:"id"`
+	User      string     `json:"user"`
+	Name      string     `json:"name,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+type CreateAPIKey struct {
+	User   string `json:"user,omitempty"`   // default: the caller; admins may name another user
+	Name   string `json:"name,omitempty"`   // a note for humans
+	Expiry string `json:"expiry,omitempty"` // Go duration ("720h"); empty: never
+}
+
+// NewAPIKey is the answer to creating a key: the secret is shown this once.
+type NewAPIKey struct {
+	APIKey APIKey `json:"apikey"`
+	Key    string `json:"key"`
+}
+
+type AuthKey struct {
+	ID        string     `json:"id"`
+	User      string     `json:"user"`
+	Reusable  bool       `json:"reusable"`
+	Ephemeral bool       `json:"ephemeral"`
+	Tags      []string   `json:"tags,omitempty"`
+	Uses      int        `json:"uses"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+type CreateAuthKey struct {
+	Reusable  bool     `json:"reusable,omitempty"`
+	Ephemeral bool     `json:"ephemeral,omitempty"`
+	Tags      []string `json:"tags,omitempty"`
+	Expiry    string   `json:"expiry,omitempty"` // Go duration; default 24h
+}
+
+type NewAuthKey struct {
+	AuthKey AuthKey `json:"authkey"`
+	Key     string  `json:"key"`
+}
+
+type Node struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	User      string    `json:"user"`
+	Tags      []string  `json:"tags,omitempty"`
+	IPv4      string    `json:"ipv4,omitempty"`
+	IPv6      string    `json:"ipv6,omitempty"`
+	Online    bool      `json:"online"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type Workspace struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Owner     string    `json:"owner"`
+	Machine   string    `json:"machine"`
+	Image     string    `json:"image"`
+	CPU       float64   `json:"cpu,omitempty"`
+	Memory    int64     `json:"memory_bytes,omitempty"`
+	Desired   string    `json:"desired"` // running or stopped
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type CreateWorkspace struct {
+	Name    string  `json:"name"`
+	Machine string  `json:"machine"`
+	Image   string  `json:"image"`
+	CPU     float64 `json:"cpu,omitempty"`
+	Memory  string  `json:"memory,omitempty"` // "512m", "2g" or bytes
+	Owner   string  `json:"owner,omitempty"`  // admins may create for another user
+}
+
+type Policy struct {
+	Text    string `json:"text"`
+	Version uint64 `json:"version"`
+}
+
+type AuditEvent struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Action string    `json:"action"`
+	Object string    `json:"object"`
+	Source string    `json:"source,omitempty"`
+}
+
+// Cluster is the state of the coord replicas as one of them sees it.
+type Cluster struct {
+	ID           string   `json:"id"` // the replica that answered
+	Leader       string   `json:"leader"`
+	State        string   `json:"state"` // Leader, Follower, Candidate
+	Term         uint64   `json:"term"`
+	CommitIndex  uint64   `json:"commit_index"`
+	AppliedIndex uint64   `json:"applied_index"`
+	Members      []Member `json:"members"`
+}
+
+type Member struct {
+	ID      string `json:"id"`
+	Address string `json:"address"` // the --cluster address
+	HTTP    string `json:"http,omitempty"`
+	Voter   bool   `json:"voter"`
+	Leader  bool   `json:"leader"`
+}
+
+// JoinRequest is what a new replica sends to any member to join the cluster.
+type JoinRequest struct {
+	Token       string `json:"token"`
+	ID          string `json:"id"`
+	ClusterAddr string `json:"cluster_addr"`
+	HTTPAddr    string `json:"http_addr"`
+	PublicKey   []byte `json:"public_key"` // PKIX DER of the replica's TLS key
+}
+
+// JoinResponse carries the new replica's identity in the cluster.
+type JoinResponse struct {
+	CACert   []byte   `json:"ca_cert"` // PEM
+	CAKey    []byte   `json:"ca_key"`  // PEM: every replica can admit the next one
+	NodeCert []byte   `json:"node_cert"`
+	Peers    []string `json:"peers"` // cluster addresses of the members
+}

@@ -1,0 +1,119 @@
+// Package coord runs a coord replica: the Raft node holding Meshwork's desired state, and the
+// admin API in front of it.
+package coord
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"meshwork.dev/coord/adminapi"
+	"meshwork.dev/coord/fsm"
+	"meshwork.dev/coord/replica"
+)
+
+// Config says how to run a replica. StateDir and ClusterAddr are required.
+type Config struct {
+	ID              string
+	StateDir        string
+	HTTPAddr        string // admin API listen address
+	ClusterAddr     string // UDP, reachable by the other replicas
+	Join            string // a member's admin API URL (first start only)
+	JoinToken       string
+	BootstrapExpect int    // writes are refused until this many voters are members
+	SecretKeyFile   string // key that encrypts secrets at rest (later: environments, exits)
+	TLSCert, TLSKey string // serve the admin API over TLS
+	Logf            func(format string, args ...any)
+}
+
+// Run runs the replica until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logf == nil {
+		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("coord: --tls-cert and --tls-key go together")
+	}
+	// Bind the admin API first: joining replicas and clients find a port that answers.
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("coord: admin API address: %w", err)
+	}
+	defer ln.Close()
+	f := fsm.New(cfg.Logf)
+	b := &backend{fsm: f, expect: max(cfg.BootstrapExpect, 1), logf: cfg.Logf}
+	srv := &http.Server{
+		Handler:           (&adminapi.Server{Backend: b, Logf: cfg.Logf}).Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- serve(srv, ln, cfg) }()
+	defer srv.Close()
+
+	rep, err := replica.Open(ctx, replica.Config{
+		ID: cfg.ID, StateDir: cfg.StateDir, ClusterAddr: cfg.ClusterAddr, HTTPAddr: cfg.HTTPAddr,
+		Join: cfg.Join, JoinToken: cfg.JoinToken, Logf: cfg.Logf,
+	}, f)
+	if err != nil {
+		return err
+	}
+	defer rep.Close()
+	b.start(rep)
+	cfg.Logf("coord %s: admin API on %s, cluster port %s, state in %s", rep.ID(), ln.Addr(), cfg.ClusterAddr, cfg.StateDir)
+
+	if err := ensureAdmin(ctx, b, cfg.StateDir, rep.Bootstrapped()); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		cfg.Logf("coord %s: shutting down", rep.ID())
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return nil
+	case err := <-serveErr:
+		return fmt.Errorf("coord: admin API: %w", err)
+	}
+}
+
+func serve(srv *http.Server, ln net.Listener, cfg Config) error {
+	if cfg.TLSCert == "" {
+		cfg.Logf("coord: serving the admin API over plain HTTP (labs and demos only: pass --tls-cert/--tls-key in a real deployment)")
+		return srv.Serve(ln)
+	}
+	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	return srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+}
+
+// adminKeyFile is where a new cluster's first admin key is written.
+func adminKeyFile(stateDir string) string { return filepath.Join(stateDir, "admin.key") }
+
+// ensureAdmin makes the first admin and writes its API key to STATE/admin.key (0600) on the
+// replica that bootstrapped the cluster. A crash between the two is mended on the next start:
+// the bootstrap marker stays until the key file is written.
+func ensureAdmin(ctx context.Context, b *backend, stateDir string, bootstrapped bool) error {
+	marker := filepath.Join(stateDir, "bootstrap-pending")
+	if bootstrapped {
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(marker); err != nil {
+		return nil
+	}
+	key, err := b.createAdmin(ctx)
+	if err != nil {
+		return fmt.Errorf("coord: creating the first admin: %w", err)
+	}
+	if err := os.WriteFile(adminKeyFile(stateDir), []byte(key+"\n"), 0o600); err != nil {
+		return err
+	}
+	b.logf("coord: the first admin's API key is in %s", adminKeyFile(stateDir))
+	return os.Remove(marker)
+}

@@ -1,0 +1,208 @@
+// Package replica is one coord replica's Raft node: durable log and snapshots on disk,
+// coord-to-coord traffic over the QUIC transport, bootstrap and join with the cluster token,
+// membership, leader forwarding and read barriers. What the log holds is the caller's business:
+// it passes a raft.FSM and handles the RPC methods it forwards.
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"meshwork.dev/coord/peer"
+)
+
+// Config says how to run a replica.
+type Config struct {
+	// ID names the replica in the cluster; default: the name saved in the state directory,
+	// else the host name.
+	ID string
+	// StateDir holds the Raft log, snapshots, TLS identity and ID. Required.
+	StateDir string
+	// ClusterAddr is the UDP address for coord-to-coord traffic; peers dial it as given, so it
+	// must be reachable from them (not ":port"). Required.
+	ClusterAddr string
+	// HTTPAddr is the replica's admin API address, advertised to the others.
+	HTTPAddr string
+	// Join is a member's admin API URL, used on first start to join its cluster with JoinToken.
+	// Ignored once the replica has state.
+	Join      string
+	JoinToken string
+	// Logf logs; nil means log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// Replica is a running Raft node. Make it with Open.
+type Replica struct {
+	cfg   Config
+	id    *peer.Identity
+	tr    *peer.Transport
+	raft  *raft.Raft
+	logs  *raftboltdb.BoltStore
+	fresh bool // this process bootstrapped a new cluster
+
+	joinPeers []string // cluster addresses of the members, when joining
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Timing: a dead leader is noticed in about HeartbeatTimeout and replaced within about
+// twice that (the target is writes again within 1.5 s).
+func raftConfig(id string, logger hclog.Logger) *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(id)
+	c.HeartbeatTimeout = 400 * time.Millisecond
+	c.ElectionTimeout = 400 * time.Millisecond
+	c.LeaderLeaseTimeout = 300 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+	c.MaxAppendEntries = 512
+	c.BatchApplyCh = true
+	c.SnapshotThreshold = 16384
+	c.TrailingLogs = 10240
+	c.Logger = logger
+	return c
+}
+
+// Open starts the replica: restart from StateDir, bootstrap a new cluster (no state, no
+// Join), or join the cluster at Join.
+func Open(ctx context.Context, cfg Config, fsm raft.FSM) (*Replica, error) {
+	if cfg.StateDir == "" || cfg.ClusterAddr == "" {
+		return nil, errors.New("replica: StateDir and ClusterAddr are required")
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "raft"), 0o700); err != nil {
+		return nil, err
+	}
+	r := &Replica{cfg: cfg}
+	if err := r.loadID(); err != nil {
+		return nil, err
+	}
+	if err := r.start(ctx, fsm); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Replica) start(ctx context.Context, fsm raft.FSM) error {
+	var err error
+	r.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(r.cfg.StateDir, "raft", "raft.db")})
+	if err != nil {
+		return fmt.Errorf("replica: raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(r.cfg.StateDir, "raft"), 2, r.hclog("snapshots"))
+	if err != nil {
+		return fmt.Errorf("replica: snapshots: %w", err)
+	}
+	hasState, err := raft.HasExistingState(r.logs, r.logs, snaps)
+	if err != nil {
+		return err
+	}
+	if err := r.identity(ctx, hasState); err != nil {
+		return err
+	}
+	if r.tr, err = peer.Listen(r.cfg.ClusterAddr, r.id, r.cfg.Logf); err != nil {
+		return fmt.Errorf("replica: cluster address: %w", err)
+	}
+	r.tr.Handle(methodAddVoter, r.handleAddVoter)
+	r.tr.Handle(methodReadIndex, r.handleReadIndex)
+	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: r.tr.RaftLayer(), MaxPool: 4, Timeout: 5 * time.Second, Logger: r.hclog("net"),
+	})
+	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.hclog("raft")), fsm, r.logs, r.logs, snaps, nt); err != nil {
+		return fmt.Errorf("replica: raft: %w", err)
+	}
+	switch {
+	case hasState:
+		r.cfg.Logf("replica %s: restarted from %s", r.cfg.ID, r.cfg.StateDir)
+	case r.cfg.Join == "":
+		r.fresh = true
+		self := raft.Server{ID: raft.ServerID(r.cfg.ID), Address: raft.ServerAddress(r.cfg.ClusterAddr)}
+		if err := r.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{self}}).Error(); err != nil {
+			return fmt.Errorf("replica: bootstrap: %w", err)
+		}
+		r.cfg.Logf("replica %s: bootstrapped a new cluster", r.cfg.ID)
+	default:
+		if err := r.askToJoin(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Bootstrapped reports whether this process made a new cluster (and so must create its
+// first admin).
+func (r *Replica) Bootstrapped() bool { return r.fresh }
+
+// ID is the replica's ID.
+func (r *Replica) ID() string { return r.cfg.ID }
+
+// Raft is the underlying Raft node, for status and metrics.
+func (r *Replica) Raft() *raft.Raft { return r.raft }
+
+// Transport is the coord-to-coord transport, for the caller's RPC methods.
+func (r *Replica) Transport() *peer.Transport { return r.tr }
+
+// Close stops Raft and the transport. Idempotent.
+func (r *Replica) Close() error {
+	r.closeOnce.Do(func() {
+		if r.raft != nil {
+			r.closeErr = r.raft.Shutdown().Error()
+		}
+		if r.tr != nil {
+			r.tr.Close()
+		}
+		if r.logs != nil {
+			r.logs.Close()
+		}
+	})
+	return r.closeErr
+}
+
+// hclog adapts Logf for hashicorp/raft, at warning level and above.
+func (r *Replica) hclog(name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name: "raft-" + name, Level: hclog.Warn, Output: logfWriter(r.cfg.Logf),
+	})
+}
+
+// logfWriter turns a Logf into the io.Writer hclog wants.
+type logfWriter func(string, ...any)
+
+func (w logfWriter) Write(p []byte) (int, error) {
+	w("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// loadID settles the replica's ID: flag, else saved, else host name; saved for next time.
+func (r *Replica) loadID() error {
+	path := filepath.Join(r.cfg.StateDir, "id")
+	saved, err := os.ReadFile(path)
+	switch {
+	case err == nil && r.cfg.ID != "" && strings.TrimSpace(string(saved)) != r.cfg.ID:
+		return fmt.Errorf("replica: --id %q but %s says %q; a replica keeps its ID (remove it from the cluster and start with an empty state directory to rename)", r.cfg.ID, path, strings.TrimSpace(string(saved)))
+	case err == nil:
+		r.cfg.ID = strings.TrimSpace(string(saved))
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	if r.cfg.ID == "" {
+		if r.cfg.ID, err = os.Hostname(); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, []byte(r.cfg.ID+"\n"), 0o600)
+}

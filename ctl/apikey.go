@@ -1,0 +1,79 @@
+package ctl
+
+import (
+	"context"
+	"net/url"
+
+	"meshwork.dev/coord/api"
+)
+
+var apikeyCmd = group("apikey", "Manage admin API keys",
+	&command{name: "create", summary: "Create an API key (shown once)", usage: "[--user NAME] [--name NOTE] [--expiry DUR]",
+		examples: []string{"meshctl apikey create --name laptop", "meshctl apikey create --user alice --expiry 720h"}, run: apikeyCreate},
+	&command{name: "list", summary: "List API keys", usage: "[--json]",
+		examples: []string{"meshctl apikey list"}, run: apikeyList},
+	&command{name: "revoke", summary: "Revoke an API key", usage: "ID",
+		examples: []string{"meshctl apikey revoke k1a2b3c4"}, run: apikeyRevoke},
+)
+
+func apikeyCreate(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	var req api.CreateAPIKey
+	fs.StringVar(&req.User, "user", "", "the `user` the key acts as (default: you; admins only for others)")
+	fs.StringVar(&req.Name, "name", "", "a `note` saying what the key is for")
+	fs.StringVar(&req.Expiry, "expiry", "", "lifetime as a Go `duration` (720h); default: never expires")
+	if err := e.args(fs, args, 0); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var k api.NewAPIKey
+	if err := c.Do(ctx, "POST", "/v1/apikeys", req, &k); err != nil {
+		return err
+	}
+	if e.global.json {
+		return e.printJSON(k)
+	}
+	return e.printf("%s\n\nAPI key %s for %s. This is the only time it is shown: keep it.\nnext: export MESHCTL_TOKEN=%s\n",
+		k.Key, k.APIKey.ID, k.APIKey.User, k.Key)
+}
+
+func apikeyList(ctx context.Context, e *env, args []string) error {
+	if err := e.args(e.flags(), args, 0); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var keys []api.APIKey
+	if err := c.Do(ctx, "GET", "/v1/apikeys", nil, &keys); err != nil {
+		return err
+	}
+	if e.global.json {
+		return e.printJSON(keys)
+	}
+	var rows [][]string
+	for _, k := range keys {
+		rows = append(rows, []string{k.ID, k.User, k.Name, when(&k.CreatedAt), when(k.ExpiresAt), when(k.RevokedAt)})
+	}
+	return e.table("ID\tUSER\tNAME\tCREATED\tEXPIRES\tREVOKED", rows)
+}
+
+func apikeyRevoke(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	if err := e.args(fs, args, 1); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	id := fs.Arg(0)
+	if err := c.Do(ctx, "DELETE", "/v1/apikeys/"+url.PathEscape(id), nil, nil); err != nil {
+		return err
+	}
+	return e.printf("revoked API key %s\n", id)
+}
