@@ -42,4 +42,3 @@ func (h *Host) Cut(peers ...netip.Addr) (heal func()) {
 		}
 	}
 }
-
