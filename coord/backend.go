@@ -157,7 +157,7 @@ func (b *backend) Read(ctx context.Context, consistency string) (*fsm.Store, err
 			return nil, unavailable("linearizable read: %v", err)
 		}
 	default:
-		return nil, &api.Error{Status: 400, Code: api.CodeInvalid, Message: fmt.Sprintf("consistency %q: use stale, default or linearizable", consistency)}
+		return nil, fmt.Errorf("consistency %q: use stale, default or linearizable", consistency)
 	}
 	return b.fsm.Store(), nil
 }

@@ -51,12 +51,19 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, c *caller) error
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /metrics", s.authed("GET /metrics", func(w http.ResponseWriter, r *http.Request, _ *caller) error {
-		s.serveMetrics(w, r)
-		return nil
-	}))
 	mux.HandleFunc("POST /v1/cluster/join", s.join) // authenticated by the join token
-	for pattern, h := range map[string]handlerFunc{
+	for pattern, h := range s.routes() {
+		mux.Handle(pattern, s.authed(pattern, h))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, notFound("no route %s %s; see DESIGN.md's admin API", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// routes are the authenticated routes.
+func (s *Server) routes() map[string]handlerFunc {
+	return map[string]handlerFunc{
 		"POST /v1/users":                   s.createUser,
 		"GET /v1/users":                    s.listUsers,
 		"GET /v1/users/{name}":             s.getUser,
@@ -83,13 +90,11 @@ func (s *Server) Handler() http.Handler {
 		"DELETE /v1/cluster/members/{id}":  s.removeMember,
 		"GET /v1/backup":                   s.backupSave,
 		"PUT /v1/backup":                   s.backupRestore,
-	} {
-		mux.Handle(pattern, s.authed(pattern, h))
+		"GET /metrics": func(w http.ResponseWriter, r *http.Request, _ *caller) error {
+			s.serveMetrics(w, r)
+			return nil
+		},
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, notFound("no route %s %s; see DESIGN.md's admin API", r.Method, r.URL.Path))
-	})
-	return mux
 }
 
 // authed checks the API key, then runs h and reports its error.
@@ -193,7 +198,12 @@ func (s *Server) apply(r *http.Request, c *caller, op string, data, out any) err
 
 // read returns the state at the consistency the request asks for.
 func (s *Server) read(r *http.Request) (*fsm.Store, error) {
-	return s.Backend.Read(r.Context(), r.URL.Query().Get("consistency"))
+	c := r.URL.Query().Get("consistency")
+	switch c {
+	case "", api.Stale, api.Default, api.Linearizable:
+		return s.Backend.Read(r.Context(), c)
+	}
+	return nil, invalid("?consistency=%q: use stale, default or linearizable", c)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

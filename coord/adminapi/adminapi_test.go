@@ -1,0 +1,259 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
+	"meshwork.dev/coord/keys"
+)
+
+// localBackend applies commands straight to an FSM: the API without Raft, for fast tests.
+// The replicated path is tested with real processes in ctl's lab tests.
+type localBackend struct {
+	mu    sync.Mutex
+	f     *fsm.FSM
+	index uint64
+}
+
+var _ Backend = (*localBackend)(nil)
+
+func (b *localBackend) Apply(ctx context.Context, c *fsm.Command) (*fsm.Result, error) {
+	data, err := c.Encode()
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.index++
+	return b.f.Apply(&raft.Log{Index: b.index, Type: raft.LogCommand, Data: data}).(*fsm.Result), nil
+}
+
+func (b *localBackend) Read(ctx context.Context, consistency string) (*fsm.Store, error) {
+	return b.f.Store(), nil
+}
+func (b *localBackend) Status() (api.Cluster, error) {
+	return api.Cluster{ID: "c1", Leader: "c1", State: "Leader"}, nil
+}
+func (b *localBackend) RemoveMember(context.Context, string) error { return nil }
+func (b *localBackend) Admit(api.JoinRequest) (*api.JoinResponse, error) {
+	return nil, fmt.Errorf("no joins here")
+}
+func (b *localBackend) JoinToken() (string, error) { return "mj_test", nil }
+func (b *localBackend) Unsupported() bool          { return false }
+
+// env is an API with an admin (root), a member (alice) and her workspace on machine wm1.
+type env struct {
+	t       *testing.T
+	srv     *httptest.Server
+	b       *localBackend
+	admin   string
+	alice   string
+	bob     string
+	revoked string
+	expired string
+}
+
+func newEnv(t *testing.T) *env {
+	b := &localBackend{f: fsm.New(t.Logf)}
+	e := &env{t: t, b: b}
+	must := func(op string, data any) {
+		c, _ := fsm.NewCommand(op, "test", "", data)
+		if res, _ := b.Apply(context.Background(), c); res.Err != nil {
+			t.Fatalf("%s: %v", op, res.Err)
+		}
+	}
+	key := func(user string, exp *time.Time) string {
+		k := keys.New(keys.APIKey)
+		must("apikey.create", fsm.APIKey{ID: k.ID, UserID: user, Hash: k.Hash(), ExpiresAt: exp})
+		return k.String()
+	}
+	must("user.create", fsm.User{ID: "u-root", Name: "root", Role: fsm.RoleAdmin})
+	must("user.create", fsm.User{ID: "u-alice", Name: "alice", Role: fsm.RoleMember})
+	must("user.create", fsm.User{ID: "u-bob", Name: "bob", Role: fsm.RoleMember})
+	must("node.register", fsm.Node{ID: "n1", Name: "wm1", UserID: "u-root"})
+	must("workspace.create", fsm.Workspace{ID: "w1", Name: "alice-ws", OwnerID: "u-alice", Machine: "wm1", Image: "img"})
+	e.admin, e.alice, e.bob = key("u-root", nil), key("u-alice", nil), key("u-bob", nil)
+	past := time.Now().Add(-time.Hour)
+	e.expired = key("u-alice", &past)
+	e.revoked = key("u-alice", nil)
+	k, _ := keys.Parse(e.revoked, keys.APIKey)
+	must("apikey.revoke", fsm.ByID{ID: k.ID})
+	e.srv = httptest.NewServer((&Server{Backend: b, Logf: t.Logf}).Handler())
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// do sends a request and returns the status and body.
+func (e *env) do(key, method, path, body string) (int, string) {
+	e.t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, e.srv.URL+path, r)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (e *env) snapshot() string {
+	var b bytes.Buffer
+	e.b.f.Store().WriteSnapshot(&b)
+	return b.String()
+}
+
+// TestEveryRouteNeedsAKey sends every route no key, a malformed one, an unknown one, an
+// expired one and a revoked one: all 401, nothing changed.
+func TestEveryRouteNeedsAKey(t *testing.T) {
+	e := newEnv(t)
+	before := e.snapshot()
+	for pattern := range (&Server{}).routes() {
+		method, path, _ := strings.Cut(pattern, " ")
+		path = strings.NewReplacer("{name}", "alice-ws", "{id}", "x").Replace(path)
+		for what, key := range map[string]string{"no": "", "malformed": "hello", "unknown": keys.New(keys.APIKey).String(),
+			"expired": e.expired, "revoked": e.revoked} {
+			status, body := e.do(key, method, path, `{}`)
+			if status != http.StatusUnauthorized || !strings.Contains(body, `"code": "unauthorized"`) {
+				t.Errorf("%s with %s key: %d %s; want 401 unauthorized", pattern, what, status, body)
+			}
+		}
+	}
+	if e.snapshot() != before {
+		t.Errorf("refused requests changed the state")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name, key, method, path, body string
+		status                        int
+		says                          string
+	}{
+		{"malformed JSON", "admin", "POST", "/v1/users", `{"name": `, 400, "request body"},
+		{"unknown field", "admin", "POST", "/v1/users", `{"name": "carol", "admin": true}`, 400, "unknown field"},
+		{"two values", "admin", "POST", "/v1/users", `{"name": "carol"} {}`, 400, "more than one"},
+		{"empty body", "admin", "POST", "/v1/users", ``, 400, "empty request body"},
+		{"oversized", "admin", "POST", "/v1/users", `{"name": "` + strings.Repeat("a", maxBody) + `"}`, 413, "over"},
+		{"duplicate user", "admin", "POST", "/v1/users", `{"name": "alice"}`, 409, "already exists"},
+		{"invalid DNS label", "admin", "POST", "/v1/users", `{"name": "Carol!"}`, 400, "DNS"},
+		{"bad role", "admin", "POST", "/v1/users", `{"name": "carol", "role": "god"}`, 400, "admin or member"},
+		{"bad expiry", "alice", "POST", "/v1/apikeys", `{"expiry": "soon"}`, 400, "duration"},
+		{"bad tag", "alice", "POST", "/v1/authkeys", `{"tags": ["wm"]}`, 400, "tag:NAME"},
+		{"unknown machine", "alice", "POST", "/v1/workspaces", `{"name": "api", "machine": "nope", "image": "img"}`, 404, "meshctl node list"},
+		{"workspace named like a node", "alice", "POST", "/v1/workspaces", `{"name": "wm1", "machine": "wm1", "image": "img"}`, 409, "taken by a node"},
+		{"bad memory", "alice", "POST", "/v1/workspaces", `{"name": "api", "machine": "wm1", "image": "img", "memory": "lots"}`, 400, "512m"},
+		{"malformed policy", "admin", "PUT", "/v1/policy", `{"text": "{\"acls\": [ {"}`, 400, "policy"},
+		{"policy with unknown section", "admin", "PUT", "/v1/policy", `{"text": "{\"rules\": []}"}`, 400, "known sections"},
+		{"bad consistency", "alice", "GET", "/v1/workspaces?consistency=eventual", ``, 400, "linearizable"},
+		{"bad audit since", "admin", "GET", "/v1/audit?since=-1", ``, 400, "since"},
+		{"no such route", "admin", "GET", "/v1/volumes", ``, 404, "no route"},
+		{"restore of garbage", "admin", "PUT", "/v1/backup", `hello`, 400, "backup"},
+		// A member touching what is not hers: refused as if it did not exist, or forbidden.
+		{"member deletes another's workspace", "bob", "DELETE", "/v1/workspaces/alice-ws", ``, 404, "no workspace"},
+		{"member stops another's workspace", "bob", "POST", "/v1/workspaces/alice-ws/stop", ``, 404, "no workspace"},
+		{"member creates a user", "alice", "POST", "/v1/users", `{"name": "carol"}`, 403, "admins"},
+		{"member deletes a user", "alice", "DELETE", "/v1/users/bob", ``, 403, "admins"},
+		{"member key for another", "alice", "POST", "/v1/apikeys", `{"user": "bob"}`, 403, "only admins"},
+		{"member reads the audit", "alice", "GET", "/v1/audit", ``, 403, "admins"},
+		{"member sets the policy", "alice", "PUT", "/v1/policy", `{"text": "{}"}`, 403, "admins"},
+		{"member takes a backup", "alice", "GET", "/v1/backup", ``, 403, "admins"},
+		{"member gets the join token", "alice", "GET", "/v1/cluster/token", ``, 403, "admins"},
+		{"member revokes another's key", "bob", "DELETE", "/v1/apikeys/" + keyID(e.alice), ``, 404, "no API key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.snapshot()
+			key := map[string]string{"admin": e.admin, "alice": e.alice, "bob": e.bob}[tt.key]
+			status, body := e.do(key, tt.method, tt.path, tt.body)
+			var eb struct{ Error api.Error }
+			if status != tt.status || json.Unmarshal([]byte(body), &eb) != nil || !strings.Contains(eb.Error.Message, tt.says) {
+				t.Errorf("%d %s; want %d with a message about %q", status, body, tt.status, tt.says)
+			}
+			if e.snapshot() != before {
+				t.Errorf("a refused request changed the state")
+			}
+		})
+	}
+}
+
+func keyID(key string) string {
+	k, _ := keys.Parse(key, keys.APIKey)
+	return k.ID
+}
+
+// TestMemberSeesOwn: listings show a member only her own things; admins see all.
+func TestMemberSeesOwn(t *testing.T) {
+	e := newEnv(t)
+	if status, body := e.do(e.alice, "POST", "/v1/workspaces", `{"name": "api", "machine": "wm1", "image": "img", "memory": "2g"}`); status != 201 || !strings.Contains(body, `"memory_bytes": 2147483648`) {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	count := func(key, path string) int {
+		_, body := e.do(key, "GET", path, "")
+		var items []json.RawMessage
+		if err := json.Unmarshal([]byte(body), &items); err != nil {
+			t.Fatalf("%s: %s", path, body)
+		}
+		return len(items)
+	}
+	for _, c := range []struct {
+		key, path string
+		want      int
+	}{{e.bob, "/v1/workspaces", 0}, {e.alice, "/v1/workspaces", 2}, {e.admin, "/v1/workspaces", 2},
+		{e.bob, "/v1/users", 1}, {e.admin, "/v1/users", 3}, {e.bob, "/v1/apikeys", 1}} {
+		if got := count(c.key, c.path); got != c.want {
+			t.Errorf("%s as %s: %d items, want %d", c.path, keyID(c.key), got, c.want)
+		}
+	}
+	if status, _ := e.do(e.alice, "POST", "/v1/workspaces/api/stop", ""); status != 200 {
+		t.Errorf("owner stop: %d", status)
+	}
+	if status, _ := e.do(e.alice, "DELETE", "/v1/workspaces/api", ""); status != 204 {
+		t.Errorf("owner delete: %d", status)
+	}
+	_, audit := e.do(e.admin, "GET", "/v1/audit?since=0", "")
+	if !strings.Contains(audit, `"action": "workspace.delete"`) || !strings.Contains(audit, `"actor": "alice"`) {
+		t.Errorf("audit lacks alice's delete: %s", audit)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	e := newEnv(t)
+	send := func() (int, string) {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/users", strings.NewReader(`{"name": "carol"}`))
+		req.Header.Set("Authorization", "Bearer "+e.admin)
+		req.Header.Set("Idempotency-Key", "create-carol-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	s1, b1 := send()
+	s2, b2 := send()
+	if s1 != 201 || s2 != 201 || b1 != b2 {
+		t.Errorf("retry with the same Idempotency-Key: %d %s then %d %s; want the same 201 twice", s1, b1, s2, b2)
+	}
+}
