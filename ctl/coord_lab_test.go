@@ -295,6 +295,20 @@ func TestCoordBackup(t *testing.T) {
 		t.Errorf("after restore: users %v, %v; want keep-me back and after-backup gone", got, err)
 	}
 
+	// A replica with a wrong join token is turned away, saying why.
+	bad := cl.start("c8", c1.url(), "mj_wrong")
+	select {
+	case <-bad.proc.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("a replica with a wrong join token is still running")
+	}
+	if err := bad.proc.Wait(); err == nil {
+		t.Errorf("a replica with a wrong join token exited 0")
+	}
+	if st, _ := cl.status(c1); len(st.Members) != 1 {
+		t.Errorf("members after a refused join: %v", st.Members)
+	}
+
 	// Into another cluster: its own admin key stops working, the backup's works.
 	other := cl.start("c9", "", "")
 	var otherKey string

@@ -129,6 +129,11 @@ func (s *Server) removeMember(w http.ResponseWriter, r *http.Request, c *caller)
 
 // join admits a new replica; the join token is its credential.
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	if !s.joins.acquire() {
+		writeError(w, apiErr(http.StatusTooManyRequests, api.CodeUnavailable, "too many joins at once; retry in a moment"))
+		return
+	}
+	defer s.joins.release()
 	var req api.JoinRequest
 	if err := decode(w, r, &req); err != nil {
 		writeError(w, err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"meshwork.dev/coord/api"
@@ -33,7 +34,27 @@ type Server struct {
 	Backend Backend
 	Logf    func(format string, args ...any)
 	metrics metrics
+	joins   joinSlots
 }
+
+// joinSlots bounds the join requests handled at once: they are the only route served before
+// authentication, so what an unauthenticated caller can make the replica hold stays small.
+type joinSlots struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (j *joinSlots) acquire() bool {
+	j.once.Do(func() { j.ch = make(chan struct{}, 4) })
+	select {
+	case j.ch <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (j *joinSlots) release() { <-j.ch }
 
 // caller is who sent a request.
 type caller struct {

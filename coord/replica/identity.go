@@ -174,7 +174,12 @@ func postJSON(ctx context.Context, url string, in, out any) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		err := fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		var e struct{ Error api.Error }
+		msg := strings.TrimSpace(string(body))
+		if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
+			msg = e.Error.Message
+		}
+		err := fmt.Errorf("%s: %s", resp.Status, msg)
 		if resp.StatusCode < 500 {
 			return &permanentError{err}
 		}
