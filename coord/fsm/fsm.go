@@ -85,6 +85,7 @@ func (t *tx) del(table string, obj any) {
 // FSM applies the Raft log to a Store. It implements raft.FSM and raft.BatchingFSM.
 type FSM struct {
 	store       *Store
+	applied     atomic.Uint64 // index of the last log entry applied to the store
 	unsupported atomic.Bool
 	logf        func(string, ...any)
 }
@@ -116,14 +117,19 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.store.mu.Lock()
 	defer f.store.mu.Unlock()
 	for i, l := range logs {
-		if l.Type != raft.LogCommand {
+		if l.Type == raft.LogCommand {
+			out[i] = f.applyOne(l.Index, l.Data)
+		} else {
 			out[i] = &Result{Index: l.Index}
-			continue
 		}
-		out[i] = f.applyOne(l.Index, l.Data)
+		f.applied.Store(l.Index)
 	}
 	return out
 }
+
+// AppliedIndex is the index of the last log entry the store reflects. (Raft's own
+// AppliedIndex runs ahead: it counts entries handed to the FSM, not yet applied.)
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 func (f *FSM) applyOne(index uint64, data []byte) *Result {
 	if f.unsupported.Load() {
@@ -220,18 +226,21 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		// it must replay them from the log.
 		return nil, errors.New("fsm: no snapshot while stopped at an unsupported command")
 	}
-	return &snapshot{txn: f.store.read()}, nil
+	f.store.mu.RLock()
+	defer f.store.mu.RUnlock()
+	return &snapshot{txn: f.store.db.Txn(false), index: f.applied.Load()}, nil
 }
 
 // Restore replaces the state with a snapshot's.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	db, err := readSnapshot(rc)
+	db, index, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
 	f.store.mu.Lock()
 	f.store.db = db
+	f.applied.Store(index)
 	f.store.mu.Unlock()
 	f.unsupported.Store(false)
 	return nil

@@ -327,7 +327,7 @@ func restore(t *tx) (any, string, error) {
 	if err != nil {
 		return nil, "", errorf(CodeInvalid, "restore: snapshot is not base64: %v", err)
 	}
-	records, err := parseSnapshot(raw)
+	records, _, err := parseSnapshot(raw)
 	if err != nil {
 		return nil, "", err
 	}

@@ -12,7 +12,13 @@ import (
 )
 
 // The snapshot format: a header line, then one JSON line per record, table by table.
-const snapshotHeader = `{"format":"meshwork-state","version":1}`
+type header struct {
+	Format  string `json:"format"` // always "meshwork-state"
+	Version int    `json:"version"`
+	Index   uint64 `json:"index"` // the last log index the state reflects
+}
+
+const snapshotFormat = "meshwork-state"
 
 type record struct {
 	table string
@@ -49,10 +55,13 @@ func newRecord(table string) (any, error) {
 	return nil, errorf(CodeInvalid, "snapshot: unknown table %q (made by a newer version?)", table)
 }
 
-type snapshot struct{ txn *memdb.Txn }
+type snapshot struct {
+	txn   *memdb.Txn
+	index uint64
+}
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := writeSnapshot(sink, s.txn); err != nil {
+	if err := writeSnapshot(sink, s.txn, s.index); err != nil {
 		sink.Cancel()
 		return err
 	}
@@ -62,12 +71,14 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 func (s *snapshot) Release() {}
 
 // WriteSnapshot writes the state at this moment in the snapshot format (a backup).
-func (s *Store) WriteSnapshot(w io.Writer) error { return writeSnapshot(w, s.read()) }
+func (s *Store) WriteSnapshot(w io.Writer) error { return writeSnapshot(w, s.read(), 0) }
 
-func writeSnapshot(w io.Writer, txn *memdb.Txn) error {
+func writeSnapshot(w io.Writer, txn *memdb.Txn, index uint64) error {
 	bw := bufio.NewWriter(w)
-	bw.WriteString(snapshotHeader + "\n")
 	enc := json.NewEncoder(bw)
+	if err := enc.Encode(header{Format: snapshotFormat, Version: 1, Index: index}); err != nil {
+		return err
+	}
 	for _, tbl := range dataTables {
 		it, err := txn.Get(tbl, "id")
 		if err != nil {
@@ -87,51 +98,55 @@ func writeSnapshot(w io.Writer, txn *memdb.Txn) error {
 }
 
 // parseSnapshot reads and checks a whole snapshot.
-func parseSnapshot(b []byte) ([]record, error) {
+func parseSnapshot(b []byte) ([]record, uint64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	if !sc.Scan() || sc.Text() != snapshotHeader {
-		return nil, errorf(CodeInvalid, "not a Meshwork state snapshot (no header); make one with meshctl backup save")
+	var h header
+	if !sc.Scan() || json.Unmarshal(sc.Bytes(), &h) != nil || h.Format != snapshotFormat {
+		return nil, 0, errorf(CodeInvalid, "not a Meshwork state snapshot (no header); make one with meshctl backup save")
+	}
+	if h.Version != 1 {
+		return nil, 0, errorf(CodeInvalid, "snapshot version %d: this build reads version 1 (made by a newer Meshwork?)", h.Version)
 	}
 	var out []record
 	for n := 2; sc.Scan(); n++ {
 		var l line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return nil, errorf(CodeInvalid, "snapshot line %d: %v", n, err)
+			return nil, 0, errorf(CodeInvalid, "snapshot line %d: %v", n, err)
 		}
 		obj, err := newRecord(l.T)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if err := json.Unmarshal(l.O, obj); err != nil {
-			return nil, errorf(CodeInvalid, "snapshot line %d: %v", n, err)
+			return nil, 0, errorf(CodeInvalid, "snapshot line %d: %v", n, err)
 		}
 		out = append(out, record{l.T, obj})
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
+		return nil, 0, fmt.Errorf("snapshot: %w", err)
 	}
-	return out, nil
+	return out, h.Index, nil
 }
 
-// readSnapshot builds a new store's database from a snapshot.
-func readSnapshot(r io.Reader) (*memdb.MemDB, error) {
+// readSnapshot builds a new store's database from a snapshot, and returns its index.
+func readSnapshot(r io.Reader) (*memdb.MemDB, uint64, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	records, err := parseSnapshot(b)
+	records, index, err := parseSnapshot(b)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	db := newStore().db
 	txn := db.Txn(true)
 	for _, rec := range records {
 		if err := txn.Insert(rec.table, rec.obj); err != nil {
 			txn.Abort()
-			return nil, errorf(CodeInvalid, "snapshot: %s: %v", rec.table, err)
+			return nil, 0, errorf(CodeInvalid, "snapshot: %s: %v", rec.table, err)
 		}
 	}
 	txn.Commit()
-	return db, nil
+	return db, index, nil
 }

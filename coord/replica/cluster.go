@@ -78,13 +78,14 @@ func (r *Replica) Forward(ctx context.Context, method string, req []byte) ([]byt
 var ErrLeaderChanged = errors.New("the leader changed during the call")
 
 // Barrier waits until the local state reflects every write committed before the call: the
-// leader confirms it still leads and names its commit index; this replica waits to apply it.
+// leader commits a barrier entry (proving it still leads, in a term where it has committed)
+// and names the last index its state machine applied; this replica waits to apply as far.
 func (r *Replica) Barrier(ctx context.Context) error {
 	var idx uint64
 	if r.IsLeader() {
-		idx = r.raft.CommitIndex()
-		if err := r.raft.VerifyLeader().Error(); err != nil {
-			return fmt.Errorf("confirming leadership: %w", err)
+		var err error
+		if idx, err = r.leaderBarrier(); err != nil {
+			return err
 		}
 	} else {
 		resp, err := r.Forward(ctx, methodReadIndex, nil)
@@ -99,9 +100,16 @@ func (r *Replica) Barrier(ctx context.Context) error {
 	return r.WaitApplied(ctx, idx)
 }
 
-// WaitApplied waits until the local state machine has applied index idx.
+func (r *Replica) leaderBarrier() (uint64, error) {
+	if err := r.raft.Barrier(5 * time.Second).Error(); err != nil {
+		return 0, fmt.Errorf("read barrier: %w", err)
+	}
+	return r.fsm.AppliedIndex(), nil
+}
+
+// WaitApplied waits until the local state machine has applied the command at index idx.
 func (r *Replica) WaitApplied(ctx context.Context, idx uint64) error {
-	for r.raft.AppliedIndex() < idx {
+	for r.fsm.AppliedIndex() < idx {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting to apply index %d: %w", idx, ctx.Err())
@@ -125,8 +133,8 @@ func (r *Replica) handleReadIndex(ctx context.Context, peer string, _ []byte) ([
 	if !r.IsLeader() {
 		return nil, raft.ErrNotLeader
 	}
-	idx := r.raft.CommitIndex()
-	if err := r.raft.VerifyLeader().Error(); err != nil {
+	idx, err := r.leaderBarrier()
+	if err != nil {
 		return nil, err
 	}
 	return binary.BigEndian.AppendUint64(nil, idx), nil

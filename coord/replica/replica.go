@@ -41,9 +41,18 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
+// FSM is the state machine a replica runs: a raft.FSM that says how far it has applied.
+// (raft's own AppliedIndex counts entries handed to the FSM, not yet applied.)
+type FSM interface {
+	raft.FSM
+	// AppliedIndex is the index of the last command or configuration entry applied.
+	AppliedIndex() uint64
+}
+
 // Replica is a running Raft node. Make it with Open.
 type Replica struct {
 	cfg   Config
+	fsm   FSM
 	id    *peer.Identity
 	tr    *peer.Transport
 	raft  *raft.Raft
@@ -75,7 +84,7 @@ func raftConfig(id string, logger hclog.Logger) *raft.Config {
 
 // Open starts the replica: restart from StateDir, bootstrap a new cluster (no state, no
 // Join), or join the cluster at Join.
-func Open(ctx context.Context, cfg Config, fsm raft.FSM) (*Replica, error) {
+func Open(ctx context.Context, cfg Config, fsm FSM) (*Replica, error) {
 	if cfg.StateDir == "" || cfg.ClusterAddr == "" {
 		return nil, errors.New("replica: StateDir and ClusterAddr are required")
 	}
@@ -85,7 +94,7 @@ func Open(ctx context.Context, cfg Config, fsm raft.FSM) (*Replica, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "raft"), 0o700); err != nil {
 		return nil, err
 	}
-	r := &Replica{cfg: cfg}
+	r := &Replica{cfg: cfg, fsm: fsm}
 	if err := r.loadID(); err != nil {
 		return nil, err
 	}
@@ -96,7 +105,7 @@ func Open(ctx context.Context, cfg Config, fsm raft.FSM) (*Replica, error) {
 	return r, nil
 }
 
-func (r *Replica) start(ctx context.Context, fsm raft.FSM) error {
+func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	var err error
 	r.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(r.cfg.StateDir, "raft", "raft.db")})
 	if err != nil {
