@@ -85,6 +85,9 @@ func newEnv(t *testing.T) *env {
 	must("user.create", fsm.User{ID: "u-bob", Name: "bob", Role: fsm.RoleMember})
 	must("node.register", fsm.Node{ID: "n1", Name: "wm1", UserID: "u-root"})
 	must("workspace.create", fsm.Workspace{ID: "w1", Name: "alice-ws", OwnerID: "u-alice", Machine: "wm1", Image: "img"})
+	must("workspace.create", fsm.Workspace{ID: "w2", Name: "bob-ws", OwnerID: "u-bob", Machine: "wm1", Image: "img"})
+	must("environment.create", fsm.Environment{ID: "e1", Name: "alice-env", OwnerID: "u-alice", Machine: "wm1",
+		Services: []fsm.Service{{Name: "api", Image: "api", Ports: []int{8080}}}})
 	e.admin, e.alice, e.bob = key("u-root", nil), key("u-alice", nil), key("u-bob", nil)
 	past := time.Now().Add(-time.Hour)
 	e.expired = key("u-alice", &past)
@@ -179,6 +182,14 @@ func TestBadInput(t *testing.T) {
 		{"member sets the policy", "alice", "PUT", "/v1/policy", `{"text": "{}"}`, 403, "admins"},
 		{"member takes a backup", "alice", "GET", "/v1/backup", ``, 403, "admins"},
 		{"member gets the join token", "alice", "GET", "/v1/cluster/token", ``, 403, "admins"},
+		{"broken compose file", "alice", "POST", "/v1/environments", `{"name": "qa", "machine": "wm1", "compose": "services: ["}`, 400, "compose file"},
+		{"compose service without image", "alice", "POST", "/v1/environments", `{"name": "qa", "machine": "wm1", "compose": "services:\n  web:\n    build: .\n"}`, 400, "no image"},
+		{"duplicate environment", "alice", "POST", "/v1/environments", `{"name": "alice-env", "machine": "wm1", "compose": "services:\n  web:\n    image: x\n"}`, 409, "already exists"},
+		{"intercept of an unknown service", "alice", "POST", "/v1/intercepts", `{"env": "alice-env", "service": "web", "port": 80, "workspace": "alice-ws", "workspace_port": 3000}`, 404, "has no service"},
+		{"member intercepts another's env", "bob", "POST", "/v1/intercepts", `{"env": "alice-env", "service": "api", "port": 8080, "workspace": "bob-ws", "workspace_port": 3000}`, 404, "no environment"},
+		{"member intercepts into another's workspace", "alice", "POST", "/v1/intercepts", `{"env": "alice-env", "service": "api", "port": 8080, "workspace": "bob-ws", "workspace_port": 3000}`, 404, "no workspace"},
+		{"member connects to another's env", "bob", "PUT", "/v1/workspaces/bob-ws/env", `{"env": "alice-env"}`, 404, "no environment"},
+		{"member deletes another's env", "bob", "DELETE", "/v1/environments/alice-env", ``, 404, "no environment"},
 		{"member revokes another's key", "bob", "DELETE", "/v1/apikeys/" + keyID(e.alice), ``, 404, "no API key"},
 	}
 	for _, tt := range tests {
@@ -219,11 +230,28 @@ func TestMemberSeesOwn(t *testing.T) {
 	for _, c := range []struct {
 		key, path string
 		want      int
-	}{{e.bob, "/v1/workspaces", 0}, {e.alice, "/v1/workspaces", 2}, {e.admin, "/v1/workspaces", 2},
+	}{{e.bob, "/v1/workspaces", 1}, {e.alice, "/v1/workspaces", 2}, {e.admin, "/v1/workspaces", 3},
 		{e.bob, "/v1/users", 1}, {e.admin, "/v1/users", 3}, {e.bob, "/v1/apikeys", 1}} {
 		if got := count(c.key, c.path); got != c.want {
 			t.Errorf("%s as %s: %d items, want %d", c.path, keyID(c.key), got, c.want)
 		}
+	}
+	if status, body := e.do(e.alice, "POST", "/v1/environments", `{"name": "qa", "machine": "wm1", "compose": "services:\n  postgres:\n    image: postgres:16\n    expose: [\"5432\"]\n"}`); status != 201 || !strings.Contains(body, `"ports": [`) {
+		t.Errorf("env create: %d %s", status, body)
+	}
+	if status, body := e.do(e.alice, "PUT", "/v1/workspaces/api/env", `{"env": "qa"}`); status != 200 || !strings.Contains(body, `"env": "qa"`) {
+		t.Errorf("env connect: %d %s", status, body)
+	}
+	status, body := e.do(e.alice, "POST", "/v1/intercepts", `{"env": "qa", "service": "postgres", "port": 5432, "workspace": "api", "workspace_port": 15432}`)
+	var ic api.Intercept
+	if status != 201 || json.Unmarshal([]byte(body), &ic) != nil {
+		t.Fatalf("intercept: %d %s", status, body)
+	}
+	if status, _ := e.do(e.alice, "DELETE", "/v1/workspaces/api", ""); status != 409 {
+		t.Errorf("deleting a workspace that receives an intercept: %d, want 409", status)
+	}
+	if status, _ := e.do(e.alice, "DELETE", "/v1/intercepts/"+ic.ID, ""); status != 204 {
+		t.Errorf("intercept stop: %d", status)
 	}
 	if status, _ := e.do(e.alice, "POST", "/v1/workspaces/api/stop", ""); status != 200 {
 		t.Errorf("owner stop: %d", status)

@@ -12,7 +12,7 @@ import (
 
 func apiWorkspace(w *fsm.Workspace, owner string) api.Workspace {
 	return api.Workspace{ID: w.ID, Name: w.Name, Owner: owner, Machine: w.Machine, Image: w.Image,
-		CPU: w.CPU, Memory: w.MemoryBytes, Desired: w.Desired, CreatedAt: w.CreatedAt}
+		CPU: w.CPU, Memory: w.MemoryBytes, Desired: w.Desired, Env: w.Env, CreatedAt: w.CreatedAt}
 }
 
 // parseMemory reads "512m", "2g", "1.5G" or a number of bytes.
@@ -122,5 +122,27 @@ func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request, c *call
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) connectWorkspace(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.Connect
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	store, ws, err := s.ownWorkspace(r, c)
+	if err != nil {
+		return err
+	}
+	if req.Env != "" {
+		if e := store.Environment(req.Env); e == nil || (!c.admin() && e.OwnerID != c.user.ID) {
+			return notFound("no environment %q (see meshctl env list)", req.Env)
+		}
+	}
+	var out fsm.Workspace
+	if err := s.apply(r, c, "workspace.connect", fsm.Connect{Workspace: ws.Name, Env: req.Env}, &out); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiWorkspace(&out, userName(store, out.OwnerID)))
 	return nil
 }

@@ -116,6 +116,7 @@ type Workspace struct {
 	CPU       float64   `json:"cpu,omitempty"`
 	Memory    int64     `json:"memory_bytes,omitempty"`
 	Desired   string    `json:"desired"` // running or stopped
+	Env       string    `json:"env,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -126,6 +127,53 @@ type CreateWorkspace struct {
 	CPU     float64 `json:"cpu,omitempty"`
 	Memory  string  `json:"memory,omitempty"` // "512m", "2g" or bytes
 	Owner   string  `json:"owner,omitempty"`  // admins may create for another user
+}
+
+type Environment struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Owner     string    `json:"owner"`
+	Machine   string    `json:"machine"`
+	Services  []Service `json:"services"`
+	Desired   string    `json:"desired"` // running or stopped
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type Service struct {
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	Ports []int  `json:"ports,omitempty"`
+}
+
+type CreateEnvironment struct {
+	Name    string `json:"name"`
+	Machine string `json:"machine"`
+	Compose string `json:"compose"` // the compose file's text
+	Owner   string `json:"owner,omitempty"`
+}
+
+// Connect links a workspace to an environment (Env "" disconnects).
+type Connect struct {
+	Env string `json:"env"`
+}
+
+type Intercept struct {
+	ID            string    `json:"id"`
+	Env           string    `json:"env"`
+	Service       string    `json:"service"`
+	Port          int       `json:"port"`
+	Workspace     string    `json:"workspace"`
+	WorkspacePort int       `json:"workspace_port"`
+	Owner         string    `json:"owner"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+type CreateIntercept struct {
+	Env           string `json:"env"`
+	Service       string `json:"service"`
+	Port          int    `json:"port"`
+	Workspace     string `json:"workspace"`
+	WorkspacePort int    `json:"workspace_port"`
 }
 
 type Policy struct {

@@ -92,13 +92,30 @@ func TestRefusals(t *testing.T) {
 		{"bad desired state", "workspace.set", WorkspaceState{"dev", "paused"}, ErrInvalid},
 		{"delete node with workspaces", "node.delete", ByName{"wm1"}, ErrConflict},
 		{"delete user with workspaces", "user.delete", ByName{"alice"}, ErrConflict},
+		{"delete node with environments", "node.delete", ByName{"wm1"}, ErrConflict},
 		{"restore garbage", "restore", Restore{Snapshot: base64.StdEncoding.EncodeToString([]byte("nope"))}, ErrInvalid},
+		{"duplicate environment", "environment.create", Environment{ID: "e9", Name: "staging", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "db"}}}, ErrConflict},
+		{"environment on unknown machine", "environment.create", Environment{ID: "e9", Name: "qa", OwnerID: "u2", Machine: "nope", Services: []Service{{Name: "db"}}}, ErrNotFound},
+		{"environment without services", "environment.create", Environment{ID: "e9", Name: "qa", OwnerID: "u2", Machine: "wm1"}, ErrInvalid},
+		{"service with a bad name", "environment.create", Environment{ID: "e9", Name: "qa", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "DB_1"}}}, ErrInvalid},
+		{"intercept of unknown env", "intercept.create", Intercept{ID: "i9", Env: "prod", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000}, ErrNotFound},
+		{"intercept of unknown service", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "web", Port: 80, Workspace: "dev", WorkspacePort: 3000}, ErrNotFound},
+		{"intercept to unknown workspace", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "postgres", Port: 5432, Workspace: "nope", WorkspacePort: 5432}, ErrNotFound},
+		{"intercept with a bad port", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "postgres", Port: 70000, Workspace: "dev", WorkspacePort: 5432}, ErrInvalid},
+		{"intercept taken", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 4000}, ErrConflict},
+		{"delete env with an intercept", "environment.delete", ByName{"staging"}, ErrConflict},
+		{"delete workspace with an intercept", "workspace.delete", ByName{"dev"}, ErrConflict},
+		{"connect to unknown env", "workspace.connect", Connect{Workspace: "dev", Env: "prod"}, ErrNotFound},
+		{"stop missing intercept", "intercept.delete", ByID{"i404"}, ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.seed()
 			h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
+			h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1",
+				Services: []Service{{Name: "api", Image: "api", Ports: []int{8080}}, {Name: "postgres", Image: "pg"}}})
+			h.ok("intercept.create", Intercept{ID: "i1", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000})
 			before := snapshotBytes(t, h.f.Store())
 			r := h.apply(tt.op, tt.data)
 			if !errors.Is(r.Decode(nil), tt.want) {
@@ -144,6 +161,27 @@ func TestLifecycleAndAudit(t *testing.T) {
 	}
 	if got := h.f.Store().Audit(5, 1); len(got) != 1 || got[0].Seq != 6 {
 		t.Errorf("Audit(5, 1) = %v; want the event at 6", got)
+	}
+}
+
+func TestEnvironmentLifecycle(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
+	h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "api", Image: "api"}}})
+	h.ok("workspace.connect", Connect{Workspace: "dev", Env: "staging"})
+	var ic Intercept
+	if err := h.ok("intercept.create", Intercept{ID: "i1", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000}).Decode(&ic); err != nil {
+		t.Fatal(err)
+	}
+	if ic.Target != "staging/api:8080" {
+		t.Errorf("target %q", ic.Target)
+	}
+	h.ok("environment.set", WorkspaceState{"staging", Stopped})
+	h.ok("intercept.delete", ByID{"i1"})
+	h.ok("environment.delete", ByName{"staging"})
+	if w := h.f.Store().Workspace("dev"); w.Env != "" {
+		t.Errorf("workspace still connected to a deleted environment: %q", w.Env)
 	}
 }
 

@@ -7,19 +7,25 @@ import (
 
 // ops is every command this build understands.
 var ops = map[string]op{
-	"user.create":      {1, userCreate},
-	"user.delete":      {1, userDelete},
-	"apikey.create":    {1, apikeyCreate},
-	"apikey.revoke":    {1, apikeyRevoke},
-	"authkey.create":   {1, authkeyCreate},
-	"authkey.revoke":   {1, authkeyRevoke},
-	"node.register":    {1, nodeRegister},
-	"node.delete":      {1, nodeDelete},
-	"workspace.create": {1, workspaceCreate},
-	"workspace.set":    {1, workspaceSet},
-	"workspace.delete": {1, workspaceDelete},
-	"policy.set":       {1, policySet},
-	"restore":          {1, restore},
+	"user.create":        {1, userCreate},
+	"user.delete":        {1, userDelete},
+	"apikey.create":      {1, apikeyCreate},
+	"apikey.revoke":      {1, apikeyRevoke},
+	"authkey.create":     {1, authkeyCreate},
+	"authkey.revoke":     {1, authkeyRevoke},
+	"node.register":      {1, nodeRegister},
+	"node.delete":        {1, nodeDelete},
+	"workspace.create":   {1, workspaceCreate},
+	"workspace.set":      {1, workspaceSet},
+	"workspace.delete":   {1, workspaceDelete},
+	"workspace.connect":  {1, workspaceConnect},
+	"environment.create": {1, environmentCreate},
+	"environment.set":    {1, environmentSet},
+	"environment.delete": {1, environmentDelete},
+	"intercept.create":   {1, interceptCreate},
+	"intercept.delete":   {1, interceptDelete},
+	"policy.set":         {1, policySet},
+	"restore":            {1, restore},
 }
 
 // ByName names the object of a delete or a change.
@@ -65,6 +71,9 @@ func userDelete(t *tx) (any, string, error) {
 	}
 	if ws := all[Workspace](t.Txn, tWorkspaces, "owner", u.ID); len(ws) > 0 {
 		return nil, "", errorf(CodeConflict, "user %q owns %d workspace(s), %s first: delete them before the user", u.Name, len(ws), ws[0].Name)
+	}
+	if envs := all[Environment](t.Txn, tEnvs, "owner", u.ID); len(envs) > 0 {
+		return nil, "", errorf(CodeConflict, "user %q owns %d environment(s), %s first: delete them before the user", u.Name, len(envs), envs[0].Name)
 	}
 	if u.Role == RoleAdmin && countAdmins(t) == 1 {
 		return nil, "", errorf(CodeConflict, "%q is the last admin; make another admin first", u.Name)
@@ -221,6 +230,9 @@ func nodeDelete(t *tx) (any, string, error) {
 	if ws := all[Workspace](t.Txn, tWorkspaces, "machine", n.Name); len(ws) > 0 {
 		return nil, "", errorf(CodeConflict, "node %q hosts %d workspace(s), %s first: delete them before the node", n.Name, len(ws), ws[0].Name)
 	}
+	if envs := all[Environment](t.Txn, tEnvs, "machine", n.Name); len(envs) > 0 {
+		return nil, "", errorf(CodeConflict, "node %q hosts %d environment(s), %s first: delete them before the node", n.Name, len(envs), envs[0].Name)
+	}
 	t.del(tNodes, n)
 	return nil, "node/" + n.Name, nil
 }
@@ -294,6 +306,9 @@ func workspaceDelete(t *tx) (any, string, error) {
 	w := first[Workspace](t.Txn, tWorkspaces, "name", req.Name)
 	if w == nil {
 		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
+	}
+	if ics := all[Intercept](t.Txn, tIntercepts, "workspace", w.Name); len(ics) > 0 {
+		return nil, "", errorf(CodeConflict, "workspace %q receives intercept %s (%s); stop it first (meshctl intercept stop %s)", w.Name, ics[0].ID, ics[0].Target, ics[0].ID)
 	}
 	t.del(tWorkspaces, w)
 	return nil, "workspace/" + w.Name, nil

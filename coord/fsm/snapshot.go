@@ -43,6 +43,10 @@ func newRecord(table string) (any, error) {
 		return new(Node), nil
 	case tWorkspaces:
 		return new(Workspace), nil
+	case tEnvs:
+		return new(Environment), nil
+	case tIntercepts:
+		return new(Intercept), nil
 	case tPolicy:
 		return new(policyRow), nil
 	case tAudit:

@@ -13,6 +13,8 @@ const (
 	tAuthKeys   = "authkeys"
 	tNodes      = "nodes"
 	tWorkspaces = "workspaces"
+	tEnvs       = "environments"
+	tIntercepts = "intercepts"
 	tPolicy     = "policy"
 	tAudit      = "audit"
 	tIdem       = "idempotency"
@@ -46,15 +48,18 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tAPIKeys:    table(tAPIKeys, byID(), by("user", "UserID")),
 	tAuthKeys:   table(tAuthKeys, byID(), by("user", "UserID")),
 	tNodes:      table(tNodes, byID(), byName(), by("user", "UserID")),
-	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine")),
-	tPolicy:     table(tPolicy, byID()),
-	tAudit:      table(tAudit, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
-	tIdem:       table(tIdem, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}, &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
-	tIndex:      table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
+	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine"), by("env", "Env")),
+	tEnvs:       table(tEnvs, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine")),
+	tIntercepts: table(tIntercepts, byID(), &memdb.IndexSchema{Name: "target", Unique: true, Indexer: str("Target")},
+		by("env", "Env"), by("workspace", "Workspace"), by("owner", "OwnerID")),
+	tPolicy: table(tPolicy, byID()),
+	tAudit:  table(tAudit, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
+	tIdem:   table(tIdem, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}, &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
+	tIndex:  table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
 }}
 
 // dataTables are the tables a snapshot carries, in the order it writes them.
-var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tPolicy, tAudit, tIdem, tIndex}
+var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tIndex}
 
 // idemEntry remembers a command's result under its idempotency key, so a retry of a write
 // whose answer was lost gets the same answer instead of a second change.
@@ -148,6 +153,26 @@ func (s *Store) Workspaces(ownerID string) []*Workspace {
 // Workspace finds a workspace by name.
 func (s *Store) Workspace(name string) *Workspace {
 	return first[Workspace](s.read(), tWorkspaces, "name", name)
+}
+
+// Environments lists environments, of one owner or ("") of all.
+func (s *Store) Environments(ownerID string) []*Environment {
+	return listBy[Environment](s, tEnvs, "owner", ownerID)
+}
+
+// Environment finds an environment by name.
+func (s *Store) Environment(name string) *Environment {
+	return first[Environment](s.read(), tEnvs, "name", name)
+}
+
+// Intercepts lists intercepts, of one owner or ("") of all.
+func (s *Store) Intercepts(ownerID string) []*Intercept {
+	return listBy[Intercept](s, tIntercepts, "owner", ownerID)
+}
+
+// Intercept finds an intercept by ID.
+func (s *Store) Intercept(id string) *Intercept {
+	return first[Intercept](s.read(), tIntercepts, "id", id)
 }
 
 // policyRow holds the one policy.

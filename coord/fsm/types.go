@@ -64,9 +64,43 @@ type Workspace struct {
 	Image       string    `json:"image"`
 	CPU         float64   `json:"cpu,omitempty"`
 	MemoryBytes int64     `json:"memory_bytes,omitempty"`
-	Desired     string    `json:"desired"` // "running" or "stopped"
+	Desired     string    `json:"desired"`       // "running" or "stopped"
+	Env         string    `json:"env,omitempty"` // the environment it is connected to
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Environment is a set of services from a compose file, wanted on a machine.
+type Environment struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	OwnerID   string    `json:"owner_id"`
+	Machine   string    `json:"machine"`
+	Compose   string    `json:"compose"`
+	Services  []Service `json:"services"`
+	Desired   string    `json:"desired"` // "running" or "stopped"
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Service is one service of an environment, as its compose file declares it.
+type Service struct {
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	Ports []int  `json:"ports,omitempty"`
+}
+
+// Intercept sends an environment service's port to a workspace's port.
+type Intercept struct {
+	ID            string    `json:"id"`
+	Env           string    `json:"env"`
+	Service       string    `json:"service"`
+	Port          int       `json:"port"`
+	Workspace     string    `json:"workspace"`
+	WorkspacePort int       `json:"workspace_port"`
+	OwnerID       string    `json:"owner_id"`
+	Target        string    `json:"target"` // "env/service:port", unique among intercepts
+	CreatedAt     time.Time `json:"created_at"`
 }
 
 // Policy is the mesh policy, HuJSON as the user wrote it.

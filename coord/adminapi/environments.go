@@ -1,0 +1,179 @@
+package adminapi
+
+import (
+	"net/http"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
+	"meshwork.dev/coord/keys"
+	"meshwork.dev/workspace/compose"
+)
+
+// maxCompose bounds a compose file.
+const maxCompose = 256 << 10
+
+func apiEnvironment(e *fsm.Environment, owner string) api.Environment {
+	out := api.Environment{ID: e.ID, Name: e.Name, Owner: owner, Machine: e.Machine, Desired: e.Desired, CreatedAt: e.CreatedAt}
+	for _, s := range e.Services {
+		out.Services = append(out.Services, api.Service{Name: s.Name, Image: s.Image, Ports: s.Ports})
+	}
+	return out
+}
+
+func (s *Server) createEnvironment(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.CreateEnvironment
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := fsm.ValidName("environment", req.Name); err != nil {
+		return err
+	}
+	if len(req.Compose) > maxCompose {
+		return apiErr(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "compose file over %d bytes", maxCompose)
+	}
+	services, err := compose.Parse(req.Name, []byte(req.Compose))
+	if err != nil {
+		return invalid("environment %q: %v", req.Name, err)
+	}
+	owner, err := s.owner(r, c, req.Owner)
+	if err != nil {
+		return err
+	}
+	e := fsm.Environment{ID: keys.New("e").ID, Name: req.Name, OwnerID: owner.ID, Machine: req.Machine, Compose: req.Compose}
+	for _, svc := range services {
+		e.Services = append(e.Services, fsm.Service{Name: svc.Name, Image: svc.Image, Ports: svc.Ports})
+	}
+	if err := s.apply(r, c, "environment.create", e, &e); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, apiEnvironment(&e, owner.Name))
+	return nil
+}
+
+func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, c *caller) error {
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	out := []api.Environment{}
+	for _, e := range store.Environments(visible(c)) {
+		out = append(out, apiEnvironment(e, userName(store, e.OwnerID)))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// ownEnvironment finds the named environment if the caller may see it.
+func (s *Server) ownEnvironment(r *http.Request, c *caller) (*fsm.Store, *fsm.Environment, error) {
+	store, err := s.read(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	e := store.Environment(r.PathValue("name"))
+	if e == nil || (!c.admin() && e.OwnerID != c.user.ID) {
+		return nil, nil, notFound("no environment %q", r.PathValue("name"))
+	}
+	return store, e, nil
+}
+
+func (s *Server) getEnvironment(w http.ResponseWriter, r *http.Request, c *caller) error {
+	store, e, err := s.ownEnvironment(r, c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiEnvironment(e, userName(store, e.OwnerID)))
+	return nil
+}
+
+func (s *Server) upEnvironment(w http.ResponseWriter, r *http.Request, c *caller) error {
+	return s.setEnvironment(w, r, c, fsm.Running)
+}
+
+func (s *Server) downEnvironment(w http.ResponseWriter, r *http.Request, c *caller) error {
+	return s.setEnvironment(w, r, c, fsm.Stopped)
+}
+
+func (s *Server) setEnvironment(w http.ResponseWriter, r *http.Request, c *caller, desired string) error {
+	store, e, err := s.ownEnvironment(r, c)
+	if err != nil {
+		return err
+	}
+	var out fsm.Environment
+	if err := s.apply(r, c, "environment.set", fsm.WorkspaceState{Name: e.Name, Desired: desired}, &out); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiEnvironment(&out, userName(store, out.OwnerID)))
+	return nil
+}
+
+func (s *Server) deleteEnvironment(w http.ResponseWriter, r *http.Request, c *caller) error {
+	_, e, err := s.ownEnvironment(r, c)
+	if err != nil {
+		return err
+	}
+	if err := s.apply(r, c, "environment.delete", fsm.ByName{Name: e.Name}, nil); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func apiIntercept(i *fsm.Intercept, owner string) api.Intercept {
+	return api.Intercept{ID: i.ID, Env: i.Env, Service: i.Service, Port: i.Port, Workspace: i.Workspace,
+		WorkspacePort: i.WorkspacePort, Owner: owner, CreatedAt: i.CreatedAt}
+}
+
+// createIntercept needs the caller to own (or, as an admin, see) both the environment and
+// the workspace that will receive its traffic.
+func (s *Server) createIntercept(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.CreateIntercept
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	if e := store.Environment(req.Env); e == nil || (!c.admin() && e.OwnerID != c.user.ID) {
+		return notFound("no environment %q (see meshctl env list)", req.Env)
+	}
+	if ws := store.Workspace(req.Workspace); ws == nil || (!c.admin() && ws.OwnerID != c.user.ID) {
+		return notFound("no workspace %q", req.Workspace)
+	}
+	ic := fsm.Intercept{ID: keys.New("i").ID, Env: req.Env, Service: req.Service, Port: req.Port,
+		Workspace: req.Workspace, WorkspacePort: req.WorkspacePort, OwnerID: c.user.ID}
+	if err := s.apply(r, c, "intercept.create", ic, &ic); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, apiIntercept(&ic, c.user.Name))
+	return nil
+}
+
+func (s *Server) listIntercepts(w http.ResponseWriter, r *http.Request, c *caller) error {
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	out := []api.Intercept{}
+	for _, ic := range store.Intercepts(visible(c)) {
+		out = append(out, apiIntercept(ic, userName(store, ic.OwnerID)))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) deleteIntercept(w http.ResponseWriter, r *http.Request, c *caller) error {
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	ic := store.Intercept(r.PathValue("id"))
+	if ic == nil || (!c.admin() && ic.OwnerID != c.user.ID) {
+		return notFound("no intercept %q", r.PathValue("id"))
+	}
+	if err := s.apply(r, c, "intercept.delete", fsm.ByID{ID: ic.ID}, nil); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

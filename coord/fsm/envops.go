@@ -1,0 +1,173 @@
+package fsm
+
+import "fmt"
+
+// Connect is the payload of workspace.connect: Env "" disconnects.
+type Connect struct {
+	Workspace string `json:"workspace"`
+	Env       string `json:"env"`
+}
+
+func workspaceConnect(t *tx) (any, string, error) {
+	var req Connect
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	old := first[Workspace](t.Txn, tWorkspaces, "name", req.Workspace)
+	if old == nil {
+		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Workspace)
+	}
+	if req.Env != "" && first[Environment](t.Txn, tEnvs, "name", req.Env) == nil {
+		return nil, "", errorf(CodeNotFound, "no environment %q (see meshctl env list)", req.Env)
+	}
+	w := *old
+	w.Env, w.UpdatedAt = req.Env, t.c.Time
+	t.put(tWorkspaces, &w)
+	return &w, "workspace/" + w.Name, nil
+}
+
+func environmentCreate(t *tx) (any, string, error) {
+	var e Environment
+	if err := t.decode(&e); err != nil {
+		return nil, "", err
+	}
+	if err := ValidName("environment", e.Name); err != nil {
+		return nil, "", err
+	}
+	if first[Environment](t.Txn, tEnvs, "name", e.Name) != nil {
+		return nil, "", errorf(CodeConflict, "environment %q already exists", e.Name)
+	}
+	if e.ID == "" || first[Environment](t.Txn, tEnvs, "id", e.ID) != nil {
+		return nil, "", errorf(CodeInvalid, "environment %q: missing or duplicate ID", e.Name)
+	}
+	if first[User](t.Txn, tUsers, "id", e.OwnerID) == nil {
+		return nil, "", errorf(CodeNotFound, "no user with ID %q", e.OwnerID)
+	}
+	if first[Node](t.Txn, tNodes, "name", e.Machine) == nil {
+		return nil, "", errorf(CodeNotFound, "no machine %q: see meshctl node list for the machines on the mesh", e.Machine)
+	}
+	if len(e.Services) == 0 {
+		return nil, "", errorf(CodeInvalid, "environment %q has no services", e.Name)
+	}
+	for _, s := range e.Services {
+		if err := ValidName("service", s.Name); err != nil {
+			return nil, "", err
+		}
+	}
+	e.Desired, e.CreatedAt, e.UpdatedAt = Running, t.c.Time, t.c.Time
+	t.put(tEnvs, &e)
+	return &e, "environment/" + e.Name, nil
+}
+
+func environmentSet(t *tx) (any, string, error) {
+	var req WorkspaceState
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	old := first[Environment](t.Txn, tEnvs, "name", req.Name)
+	if old == nil {
+		return nil, "", errorf(CodeNotFound, "no environment %q", req.Name)
+	}
+	if req.Desired != Running && req.Desired != Stopped {
+		return nil, "", errorf(CodeInvalid, "environment %q: state %q: use running or stopped", req.Name, req.Desired)
+	}
+	e := *old
+	e.Desired, e.UpdatedAt = req.Desired, t.c.Time
+	t.put(tEnvs, &e)
+	return &e, "environment/" + e.Name, nil
+}
+
+func environmentDelete(t *tx) (any, string, error) {
+	var req ByName
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	e := first[Environment](t.Txn, tEnvs, "name", req.Name)
+	if e == nil {
+		return nil, "", errorf(CodeNotFound, "no environment %q", req.Name)
+	}
+	if ics := all[Intercept](t.Txn, tIntercepts, "env", e.Name); len(ics) > 0 {
+		return nil, "", errorf(CodeConflict, "environment %q has intercept %s (%s); stop it first (meshctl intercept stop %s)", e.Name, ics[0].ID, ics[0].Target, ics[0].ID)
+	}
+	for _, w := range all[Workspace](t.Txn, tWorkspaces, "env", e.Name) {
+		c := *w
+		c.Env, c.UpdatedAt = "", t.c.Time
+		t.put(tWorkspaces, &c)
+	}
+	t.del(tEnvs, e)
+	return nil, "environment/" + e.Name, nil
+}
+
+func interceptCreate(t *tx) (any, string, error) {
+	var ic Intercept
+	if err := t.decode(&ic); err != nil {
+		return nil, "", err
+	}
+	e := first[Environment](t.Txn, tEnvs, "name", ic.Env)
+	if e == nil {
+		return nil, "", errorf(CodeNotFound, "no environment %q (see meshctl env list)", ic.Env)
+	}
+	svc := findService(e, ic.Service)
+	if svc == nil {
+		return nil, "", errorf(CodeNotFound, "environment %q has no service %q (it has %s)", e.Name, ic.Service, serviceNames(e))
+	}
+	if err := validPort("port", ic.Port); err != nil {
+		return nil, "", err
+	}
+	if err := validPort("workspace port", ic.WorkspacePort); err != nil {
+		return nil, "", err
+	}
+	if first[Workspace](t.Txn, tWorkspaces, "name", ic.Workspace) == nil {
+		return nil, "", errorf(CodeNotFound, "no workspace %q", ic.Workspace)
+	}
+	ic.Target = fmt.Sprintf("%s/%s:%d", ic.Env, ic.Service, ic.Port)
+	if prev := first[Intercept](t.Txn, tIntercepts, "target", ic.Target); prev != nil {
+		return nil, "", errorf(CodeConflict, "%s is already intercepted to %s:%d (intercept %s)", ic.Target, prev.Workspace, prev.WorkspacePort, prev.ID)
+	}
+	if ic.ID == "" || first[Intercept](t.Txn, tIntercepts, "id", ic.ID) != nil {
+		return nil, "", errorf(CodeInvalid, "intercept: missing or duplicate ID")
+	}
+	ic.CreatedAt = t.c.Time
+	t.put(tIntercepts, &ic)
+	return &ic, "intercept/" + ic.ID, nil
+}
+
+func findService(e *Environment, name string) *Service {
+	for i := range e.Services {
+		if e.Services[i].Name == name {
+			return &e.Services[i]
+		}
+	}
+	return nil
+}
+
+func serviceNames(e *Environment) string {
+	s := ""
+	for i, svc := range e.Services {
+		if i > 0 {
+			s += ", "
+		}
+		s += svc.Name
+	}
+	return s
+}
+
+func validPort(what string, p int) error {
+	if p < 1 || p > 65535 {
+		return errorf(CodeInvalid, "%s %d: want 1 to 65535", what, p)
+	}
+	return nil
+}
+
+func interceptDelete(t *tx) (any, string, error) {
+	var req ByID
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	ic := first[Intercept](t.Txn, tIntercepts, "id", req.ID)
+	if ic == nil {
+		return nil, "", errorf(CodeNotFound, "no intercept %q", req.ID)
+	}
+	t.del(tIntercepts, ic)
+	return nil, "intercept/" + ic.ID, nil
+}
