@@ -11,11 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"meshwork.dev/coord/adminapi"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/replica"
+	"meshwork.dev/coord/secret"
 )
 
 // Config says how to run a replica. StateDir and ClusterAddr are required.
@@ -40,6 +42,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return errors.New("coord: --tls-cert and --tls-key go together")
 	}
+	sk, err := secretKey(cfg)
+	if err != nil {
+		return err
+	}
 	// Bind the admin API first: joining replicas and clients find a port that answers.
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -49,7 +55,7 @@ func Run(ctx context.Context, cfg Config) error {
 	f := fsm.New(cfg.Logf)
 	b := &backend{fsm: f, expect: max(cfg.BootstrapExpect, 1), logf: cfg.Logf}
 	srv := &http.Server{
-		Handler:           (&adminapi.Server{Backend: b, Logf: cfg.Logf}).Handler(),
+		Handler:           (&adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk}).Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	serveErr := make(chan error, 1)
@@ -89,6 +95,29 @@ func serve(srv *http.Server, ln net.Listener, cfg Config) error {
 	}
 	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	return srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+}
+
+// secretKey loads the key that seals secrets at rest: --secret-key-file, else the
+// environment's MESHWORK_SECRET_KEY, else none (and writes that need it are refused).
+func secretKey(cfg Config) (*secret.Key, error) {
+	var k secret.Key
+	var err error
+	switch {
+	case cfg.SecretKeyFile != "":
+		if rel, rerr := filepath.Rel(cfg.StateDir, cfg.SecretKeyFile); rerr == nil && !strings.HasPrefix(rel, "..") {
+			return nil, fmt.Errorf("coord: --secret-key-file %s is inside the state directory; keep the key apart from the data it protects", cfg.SecretKeyFile)
+		}
+		k, err = secret.Load(cfg.SecretKeyFile)
+	case os.Getenv("MESHWORK_SECRET_KEY") != "":
+		k, err = secret.Parse(os.Getenv("MESHWORK_SECRET_KEY"))
+	default:
+		cfg.Logf("coord: no --secret-key-file: environments (whose compose files hold secrets) cannot be created")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("coord: %w", err)
+	}
+	return &k, nil
 }
 
 // adminKeyFile is where a new cluster's first admin key is written.

@@ -3,6 +3,7 @@ package adminapi
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
+	"meshwork.dev/coord/secret"
 )
 
 // localBackend applies commands straight to an FSM: the API without Raft, for fast tests.
@@ -64,6 +66,7 @@ type env struct {
 	bob     string
 	revoked string
 	expired string
+	key     *secret.Key
 }
 
 func newEnv(t *testing.T) *env {
@@ -94,7 +97,10 @@ func newEnv(t *testing.T) *env {
 	e.revoked = key("u-alice", nil)
 	k, _ := keys.Parse(e.revoked, keys.APIKey)
 	must("apikey.revoke", fsm.ByID{ID: k.ID})
-	e.srv = httptest.NewServer((&Server{Backend: b, Logf: t.Logf}).Handler())
+	var sk secret.Key
+	rand.Read(sk[:])
+	e.key = &sk
+	e.srv = httptest.NewServer((&Server{Backend: b, Logf: t.Logf, Secrets: e.key}).Handler())
 	t.Cleanup(e.srv.Close)
 	return e
 }
@@ -283,5 +289,30 @@ func TestIdempotencyKey(t *testing.T) {
 	s2, b2 := send()
 	if s1 != 201 || s2 != 201 || b1 != b2 {
 		t.Errorf("retry with the same Idempotency-Key: %d %s then %d %s; want the same 201 twice", s1, b1, s2, b2)
+	}
+}
+
+// TestComposeSealed: a compose file (which holds passwords) is encrypted before it enters
+// the log; without a secret key coord refuses to store one.
+func TestComposeSealed(t *testing.T) {
+	e := newEnv(t)
+	compose := "services:\n  db:\n    image: postgres\n    environment:\n      POSTGRES_PASSWORD: hunter2-xyzzy\n"
+	body, _ := json.Marshal(api.CreateEnvironment{Name: "qa", Machine: "wm1", Compose: compose})
+	if status, out := e.do(e.alice, "POST", "/v1/environments", string(body)); status != 201 {
+		t.Fatalf("create: %d %s", status, out)
+	}
+	if strings.Contains(e.snapshot(), "hunter2-xyzzy") {
+		t.Errorf("the password is in the state in plain text")
+	}
+	got, err := OpenCompose(e.key, e.b.f.Store().Environment("qa"))
+	if err != nil || string(got) != compose {
+		t.Errorf("OpenCompose = %q, %v", got, err)
+	}
+
+	bare := httptest.NewServer((&Server{Backend: e.b}).Handler())
+	defer bare.Close()
+	e.srv = bare
+	if status, out := e.do(e.alice, "POST", "/v1/environments", strings.Replace(string(body), "qa", "qb", 1)); status != 503 || !strings.Contains(out, "--secret-key-file") {
+		t.Errorf("without a key: %d %s; want 503 naming --secret-key-file", status, out)
 	}
 }

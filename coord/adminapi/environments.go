@@ -1,16 +1,30 @@
 package adminapi
 
 import (
+	"encoding/base64"
 	"net/http"
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
+	"meshwork.dev/coord/secret"
 	"meshwork.dev/workspace/compose"
 )
 
 // maxCompose bounds a compose file.
 const maxCompose = 256 << 10
+
+// composeAAD binds a sealed compose file to its environment.
+func composeAAD(env string) string { return "environment/" + env + "/compose" }
+
+// OpenCompose decrypts an environment's stored compose file.
+func OpenCompose(k *secret.Key, e *fsm.Environment) ([]byte, error) {
+	sealed, err := base64.StdEncoding.DecodeString(e.Compose)
+	if err != nil {
+		return nil, err
+	}
+	return k.Open(sealed, []byte(composeAAD(e.Name)))
+}
 
 func apiEnvironment(e *fsm.Environment, owner string) api.Environment {
 	out := api.Environment{ID: e.ID, Name: e.Name, Owner: owner, Machine: e.Machine, Desired: e.Desired, CreatedAt: e.CreatedAt}
@@ -39,7 +53,13 @@ func (s *Server) createEnvironment(w http.ResponseWriter, r *http.Request, c *ca
 	if err != nil {
 		return err
 	}
-	e := fsm.Environment{ID: keys.New("e").ID, Name: req.Name, OwnerID: owner.ID, Machine: req.Machine, Compose: req.Compose}
+	if s.Secrets == nil {
+		return apiErr(http.StatusServiceUnavailable, api.CodeUnavailable,
+			"coord has no secret key to encrypt compose files at rest: start every replica with the same --secret-key-file FILE")
+	}
+	sealed := s.Secrets.Seal([]byte(req.Compose), []byte(composeAAD(req.Name)))
+	e := fsm.Environment{ID: keys.New("e").ID, Name: req.Name, OwnerID: owner.ID, Machine: req.Machine,
+		Compose: base64.StdEncoding.EncodeToString(sealed)}
 	for _, svc := range services {
 		e.Services = append(e.Services, fsm.Service{Name: svc.Name, Image: svc.Image, Ports: svc.Ports})
 	}

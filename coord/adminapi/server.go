@@ -14,6 +14,7 @@ import (
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
+	"meshwork.dev/coord/secret"
 )
 
 // Backend is the replica as the API uses it.
@@ -29,10 +30,13 @@ type Backend interface {
 	Unsupported() bool
 }
 
-// Server is the admin API. Set Backend; Logf may be nil.
+// Server is the admin API. Set Backend; Logf and Secrets may be nil.
 type Server struct {
 	Backend Backend
 	Logf    func(format string, args ...any)
+	// Secrets seals what must be encrypted at rest (environments' compose files) before it
+	// enters the Raft log. Without it, such writes are refused.
+	Secrets *secret.Key
 	metrics metrics
 	joins   joinSlots
 }
