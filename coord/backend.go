@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
+	"meshwork.dev/coord/peer"
 	"meshwork.dev/coord/replica"
 )
 
@@ -175,15 +177,13 @@ func (b *backend) RemoveMember(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !rep.IsLeader() {
-		return unavailable("cluster remove must reach the leader; ask %s", leaderOf(rep))
+	err = rep.RemoveMember(ctx, id)
+	var nm replica.ErrNoMember
+	var re *peer.RemoteError
+	if errors.As(err, &nm) || errors.As(err, &re) && strings.HasPrefix(re.Msg, "no replica") {
+		return &api.Error{Status: 404, Code: api.CodeNotFound, Message: err.Error()}
 	}
-	return rep.RemoveMember(id)
-}
-
-func leaderOf(rep *replica.Replica) string {
-	st, _ := rep.Status()
-	return st.Leader
+	return err
 }
 
 func (b *backend) Admit(req api.JoinRequest) (*api.JoinResponse, error) {

@@ -234,6 +234,21 @@ func TestCoordCluster(t *testing.T) {
 	for _, r := range rs {
 		cl.waitUsers(r, "through-0", "through-1", "through-2", "after-kill", "while-down")
 	}
+
+	// An operator removes a replica through any member; the other two go on.
+	if _, err := cl.ctl(rs[0], "cluster", "remove", "c9"); err == nil || !strings.Contains(err.Error(), `no replica "c9"`) {
+		t.Errorf("removing an unknown replica: %v", err)
+	}
+	cl.mustCtl(rs[0], "cluster", "remove", "c3")
+	rs[2].proc.Stop()
+	eventually(t, 15*time.Second, "two members", func() error {
+		st, err := cl.status(rs[1])
+		if err == nil && len(st.Members) != 2 {
+			err = fmt.Errorf("members %v", st.Members)
+		}
+		return err
+	})
+	cl.mustCtl(rs[1], "user", "create", "after-remove")
 }
 
 // TestCoordPartition cuts the leader off from the other two: it cannot commit, they can;

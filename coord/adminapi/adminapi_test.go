@@ -316,3 +316,46 @@ func TestComposeSealed(t *testing.T) {
 		t.Errorf("without a key: %d %s; want 503 naming --secret-key-file", status, out)
 	}
 }
+
+// TestBlockingQuery: a listing with ?index= waits for a change, as an agent's watch does.
+func TestBlockingQuery(t *testing.T) {
+	e := newEnv(t)
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/workspaces", nil)
+	req.Header.Set("Authorization", "Bearer "+e.alice)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	index := resp.Header.Get("X-Meshwork-Index")
+	if index == "" || index == "0" {
+		t.Fatalf("X-Meshwork-Index = %q", index)
+	}
+	type answer struct {
+		body    string
+		elapsed time.Duration
+	}
+	got := make(chan answer)
+	start := time.Now()
+	go func() {
+		_, body := e.do(e.alice, "GET", "/v1/workspaces?wait=10s&index="+index, "")
+		got <- answer{body, time.Since(start)}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if status, body := e.do(e.alice, "POST", "/v1/workspaces", `{"name": "new-one", "machine": "wm1", "image": "img"}`); status != 201 {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	a := <-got
+	if !strings.Contains(a.body, "new-one") || a.elapsed < 200*time.Millisecond || a.elapsed > 5*time.Second {
+		t.Errorf("blocking query answered after %v with %s; want the new workspace, after the change", a.elapsed, a.body)
+	}
+	if _, m := e.do(e.admin, "GET", "/metrics", ""); !strings.Contains(m, `meshwork_api_requests_total{route="POST /v1/workspaces"} 1`) || !strings.Contains(m, "meshwork_apply_total 1") {
+		t.Errorf("metrics do not count the write:\n%s", m)
+	}
+	if status, _ := e.do(e.alice, "GET", "/v1/workspaces?index=x", ""); status != 400 {
+		t.Errorf("bad index: %d", status)
+	}
+	if status, _ := e.do(e.alice, "GET", "/v1/workspaces?index=1&wait=1h", ""); status != 400 {
+		t.Errorf("wait over the limit: %d", status)
+	}
+}

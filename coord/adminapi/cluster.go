@@ -13,7 +13,7 @@ import (
 )
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, c *caller) error {
-	store, err := s.read(r)
+	store, err := s.watchRead(w, r, fsm.TableNodes)
 	if err != nil {
 		return err
 	}
@@ -43,7 +43,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, c *caller) e
 }
 
 func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, c *caller) error {
-	store, err := s.read(r)
+	store, err := s.watchRead(w, r, fsm.TablePolicy)
 	if err != nil {
 		return err
 	}

@@ -71,7 +71,7 @@ func (s *Server) createEnvironment(w http.ResponseWriter, r *http.Request, c *ca
 }
 
 func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, c *caller) error {
-	store, err := s.read(r)
+	store, err := s.watchRead(w, r, fsm.TableEnvironments)
 	if err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ func (s *Server) createIntercept(w http.ResponseWriter, r *http.Request, c *call
 }
 
 func (s *Server) listIntercepts(w http.ResponseWriter, r *http.Request, c *caller) error {
-	store, err := s.read(r)
+	store, err := s.watchRead(w, r, fsm.TableIntercepts)
 	if err != nil {
 		return err
 	}

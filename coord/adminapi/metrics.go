@@ -11,8 +11,19 @@ import (
 
 // metrics counts API requests per route: how many, how many failed, total seconds.
 type metrics struct {
-	mu     sync.Mutex // guards routes
+	mu     sync.Mutex // guards routes and apply
 	routes map[string]*routeStats
+	apply  routeStats // commits through Raft, as the API waits for them
+}
+
+func (m *metrics) observeApply(d time.Duration, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.apply.count++
+	m.apply.seconds += d.Seconds()
+	if err != nil {
+		m.apply.errors++
+	}
 }
 
 type routeStats struct {
@@ -65,6 +76,10 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(&b, "meshwork_api_errors_total{route=%q} %d\n", k, st.errors)
 		fmt.Fprintf(&b, "meshwork_api_seconds_total{route=%q} %g\n", k, st.seconds)
 	}
+	a := s.metrics.apply
+	fmt.Fprintf(&b, "# TYPE meshwork_apply_total counter\nmeshwork_apply_total %d\n", a.count)
+	fmt.Fprintf(&b, "# TYPE meshwork_apply_errors_total counter\nmeshwork_apply_errors_total %d\n", a.errors)
+	fmt.Fprintf(&b, "# TYPE meshwork_apply_seconds_total counter\nmeshwork_apply_seconds_total %g\n", a.seconds)
 	s.metrics.mu.Unlock()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	w.Write([]byte(b.String()))

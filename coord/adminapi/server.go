@@ -224,7 +224,9 @@ func (s *Server) apply(r *http.Request, c *caller, op string, data, out any) err
 		return err
 	}
 	cmd.IdemKey = r.Header.Get("Idempotency-Key")
+	start := time.Now()
 	res, err := s.Backend.Apply(r.Context(), cmd)
+	s.metrics.observeApply(time.Since(start), err)
 	if err != nil {
 		return err
 	}
@@ -253,6 +255,36 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "leader": st.Leader, "state": st.State})
 	}
+}
+
+// maxWait bounds a blocking query.
+const maxWait = 10 * time.Minute
+
+// watchRead is read for listings that support blocking queries: with ?index=N it first waits
+// (up to ?wait=DUR, default 5m) until table has changed after N. X-Meshwork-Index carries
+// the index to pass next time; it is read before the listing, so no change slips between.
+func (s *Server) watchRead(w http.ResponseWriter, r *http.Request, table string) (*fsm.Store, error) {
+	store, err := s.read(r)
+	if err != nil {
+		return nil, err
+	}
+	if q := r.URL.Query().Get("index"); q != "" {
+		after, err := strconv.ParseUint(q, 10, 64)
+		if err != nil {
+			return nil, invalid("?index=%q: want the X-Meshwork-Index of an earlier answer", q)
+		}
+		wait := 5 * time.Minute
+		if q := r.URL.Query().Get("wait"); q != "" {
+			if wait, err = time.ParseDuration(q); err != nil || wait <= 0 || wait > maxWait {
+				return nil, invalid("?wait=%q: want a duration up to %v (30s, 5m)", q, maxWait)
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		store.WaitIndex(ctx, table, after)
+		cancel()
+	}
+	w.Header().Set("X-Meshwork-Index", strconv.FormatUint(store.TableIndex(table), 10))
+	return store, nil
 }
 
 func queryInt(r *http.Request, name string, def int) (int, error) {

@@ -58,7 +58,7 @@ func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, c *call
 }
 
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, c *caller) error {
-	store, err := s.read(r)
+	store, err := s.watchRead(w, r, fsm.TableWorkspaces)
 	if err != nil {
 		return err
 	}

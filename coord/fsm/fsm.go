@@ -239,7 +239,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.store.mu.Lock()
-	f.store.db = db
+	f.store.swap(db)
 	f.applied.Store(index)
 	f.store.mu.Unlock()
 	f.unsupported.Store(false)

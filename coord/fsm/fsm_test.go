@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -324,3 +325,35 @@ func (s *memSink) closer() *readCloser {
 type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
+
+func TestWaitIndex(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	s := h.f.Store()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	before := s.TableIndex(TableWorkspaces)
+	got := make(chan uint64)
+	go func() { got <- s.WaitIndex(ctx, TableWorkspaces, before) }()
+	h.ok("user.create", User{ID: "u3", Name: "carol", Role: RoleMember}) // another table: no wake-up
+	select {
+	case idx := <-got:
+		t.Fatalf("woke at %d on a change to another table", idx)
+	case <-time.After(50 * time.Millisecond):
+	}
+	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
+	if idx := <-got; idx != h.index {
+		t.Errorf("woke at %d, want %d", idx, h.index)
+	}
+
+	// A restore wakes waiters too.
+	snap := snapshotBytes(t, s)
+	go func() { got <- s.WaitIndex(ctx, TableWorkspaces, h.index) }()
+	time.Sleep(20 * time.Millisecond)
+	h.ok("restore", Restore{Snapshot: base64.StdEncoding.EncodeToString(snap)})
+	select {
+	case <-got:
+	case <-time.After(2 * time.Second):
+		t.Errorf("restore did not wake the waiter")
+	}
+}

@@ -143,7 +143,7 @@ func readSnapshot(r io.Reader) (*memdb.MemDB, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	db := newStore().db
+	db := newDB()
 	txn := db.Txn(true)
 	for _, rec := range records {
 		if err := txn.Insert(rec.table, rec.obj); err != nil {

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"context"
 	"sync"
 
 	"github.com/hashicorp/go-memdb"
@@ -75,18 +76,63 @@ type tableIndex struct {
 	Index uint64 `json:"index"`
 }
 
+// Tables whose change index callers can wait on (WaitIndex).
+const (
+	TableNodes        = tNodes
+	TableWorkspaces   = tWorkspaces
+	TableEnvironments = tEnvs
+	TableIntercepts   = tIntercepts
+	TablePolicy       = tPolicy
+)
+
 // Store is the state as readers see it. Each read method sees one consistent moment.
 type Store struct {
-	mu sync.RWMutex // guards db: Restore swaps it
-	db *memdb.MemDB
+	mu       sync.RWMutex // guards db and replaced: Restore swaps them
+	db       *memdb.MemDB
+	replaced chan struct{} // closed when db is swapped for a restored one
 }
 
 func newStore() *Store {
+	return &Store{db: newDB(), replaced: make(chan struct{})}
+}
+
+func newDB() *memdb.MemDB {
 	db, err := memdb.NewMemDB(schema)
 	if err != nil {
 		panic(err) // the schema is static: a bad one is a programming error
 	}
-	return &Store{db: db}
+	return db
+}
+
+// swap replaces the database (a restored snapshot) and wakes every waiter. Callers hold mu.
+func (s *Store) swap(db *memdb.MemDB) {
+	s.db = db
+	close(s.replaced)
+	s.replaced = make(chan struct{})
+}
+
+// WaitIndex blocks until table's change index passes after, or ctx ends, and returns the
+// index then: the blocking query behind "wake me when workspaces change".
+func (s *Store) WaitIndex(ctx context.Context, table string, after uint64) uint64 {
+	for {
+		s.mu.RLock()
+		txn, replaced := s.db.Txn(false), s.replaced
+		s.mu.RUnlock()
+		ch, v, err := txn.FirstWatch(tIndex, "id", table)
+		var idx uint64
+		if err == nil && v != nil {
+			idx = v.(*tableIndex).Index
+		}
+		if idx > after || err != nil {
+			return idx
+		}
+		select {
+		case <-ch:
+		case <-replaced:
+		case <-ctx.Done():
+			return idx
+		}
+	}
 }
 
 // read returns a read transaction on the current state.

@@ -17,6 +17,7 @@ import (
 const (
 	methodAddVoter  = "replica.addvoter"
 	methodReadIndex = "replica.readindex"
+	methodRemove    = "replica.remove"
 )
 
 // ErrNoLeader is returned when no leader is known within the wait.
@@ -184,8 +185,23 @@ func (r *Replica) Status() (api.Cluster, error) {
 	return c, nil
 }
 
-// RemoveMember removes replica id from the cluster (on the leader).
-func (r *Replica) RemoveMember(id string) error {
+// RemoveMember removes replica id from the cluster, through the leader.
+func (r *Replica) RemoveMember(ctx context.Context, id string) error {
+	if !r.IsLeader() {
+		_, err := r.Forward(ctx, methodRemove, []byte(id))
+		return err
+	}
+	return r.removeMember(id)
+}
+
+func (r *Replica) handleRemove(ctx context.Context, peer string, req []byte) ([]byte, error) {
+	if !r.IsLeader() {
+		return nil, raft.ErrNotLeader
+	}
+	return nil, r.removeMember(string(req))
+}
+
+func (r *Replica) removeMember(id string) error {
 	f := r.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return err
@@ -195,5 +211,12 @@ func (r *Replica) RemoveMember(id string) error {
 			return r.raft.RemoveServer(s.ID, 0, 10*time.Second).Error()
 		}
 	}
-	return fmt.Errorf("no replica %q in the cluster (see meshctl cluster status)", id)
+	return ErrNoMember{id}
+}
+
+// ErrNoMember is returned for removing a replica that is not a member.
+type ErrNoMember struct{ ID string }
+
+func (e ErrNoMember) Error() string {
+	return fmt.Sprintf("no replica %q in the cluster (see meshctl cluster status)", e.ID)
 }

@@ -127,6 +127,7 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	}
 	r.tr.Handle(methodAddVoter, r.handleAddVoter)
 	r.tr.Handle(methodReadIndex, r.handleReadIndex)
+	r.tr.Handle(methodRemove, r.handleRemove)
 	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: r.tr.RaftLayer(), MaxPool: 4, Timeout: 5 * time.Second, Logger: r.hclog("net"),
 	})
