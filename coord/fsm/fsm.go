@@ -58,6 +58,7 @@ type tx struct {
 	*memdb.Txn
 	c     *Command
 	index uint64
+	wrote bool // an op must not fail once it has written
 }
 
 // decode unmarshals the command's payload, refusing unknown fields.
@@ -72,12 +73,14 @@ func (t *tx) decode(v any) error {
 
 // put inserts or replaces obj in table and records the table's change index.
 func (t *tx) put(table string, obj any) {
+	t.wrote = true
 	must(t.Insert(table, obj))
 	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
 }
 
 // del removes obj from table and records the table's change index.
 func (t *tx) del(table string, obj any) {
+	t.wrote = true
 	must(t.Delete(table, obj))
 	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
 }
@@ -110,20 +113,24 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies consecutive log entries in one memdb transaction per entry, holding the
-// store's write lock once.
+// ApplyBatch applies consecutive log entries in one memdb transaction, committed once:
+// the radix nodes a batch touches are copied once, not once per entry. A refused command
+// writes nothing (ops check everything before they write), so sharing the transaction is safe.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	f.store.mu.Lock()
 	defer f.store.mu.Unlock()
+	txn := f.store.db.Txn(true)
+	defer txn.Abort()
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			out[i] = f.applyOne(l.Index, l.Data)
+			out[i] = f.applyOne(txn, l.Index, l.Data)
 		} else {
 			out[i] = &Result{Index: l.Index}
 		}
-		f.applied.Store(l.Index)
 	}
+	txn.Commit()
+	f.applied.Store(logs[len(logs)-1].Index)
 	return out
 }
 
@@ -131,7 +138,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // AppliedIndex runs ahead: it counts entries handed to the FSM, not yet applied.)
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
-func (f *FSM) applyOne(index uint64, data []byte) *Result {
+func (f *FSM) applyOne(txn *memdb.Txn, index uint64, data []byte) *Result {
 	if f.unsupported.Load() {
 		// Past a command we could not apply, applying later ones would build a state that
 		// differs from the other replicas'. Stand still until upgraded.
@@ -145,31 +152,30 @@ func (f *FSM) applyOne(index uint64, data []byte) *Result {
 	if !ok || c.V > o.version || c.V < 1 {
 		return f.refuse(index, "command %s v%d is newer than this replica understands", c.Op, c.V)
 	}
-	txn := f.store.db.Txn(true)
-	defer txn.Abort()
 	if c.IdemKey != "" {
 		if prev := first[idemEntry](txn, tIdem, "id", c.IdemKey); prev != nil {
 			return &prev.Result
 		}
 	}
-	value, object, err := o.apply(&tx{Txn: txn, c: &c, index: index})
+	t := &tx{Txn: txn, c: &c, index: index}
+	value, object, err := o.apply(t)
 	res := &Result{Index: index}
 	if err != nil {
+		if t.wrote {
+			panic(fmt.Sprintf("fsm: %s failed after writing: %v", c.Op, err))
+		}
 		res.Err = asError(err)
 		return res
 	}
 	if value != nil {
-		if res.Value, err = json.Marshal(value); err != nil {
-			res.Err = asError(err)
-			return res
-		}
+		res.Value, err = json.Marshal(value)
+		must(err)
 	}
 	must(txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source}))
 	if c.IdemKey != "" {
 		must(txn.Insert(tIdem, &idemEntry{Key: c.IdemKey, Index: index, Result: *res}))
 		pruneIdem(txn, index)
 	}
-	txn.Commit()
 	return res
 }
 

@@ -298,6 +298,9 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 func FuzzApply(f *testing.F) {
 	f.Add([]byte(`J{"op":"user.create","v":1,"data":{"id":"a","name":"b","role":"admin"}}`))
 	f.Add([]byte(`J{"op":"restore","v":1,"data":{"snapshot":"e30K"}}`))
+	// A backup whose user has no ID: the schema refuses it, and so must the command.
+	bad := base64.StdEncoding.EncodeToString([]byte("{\"format\":\"meshwork-state\",\"version\":1}\n{\"t\":\"users\",\"o\":{}}\n"))
+	f.Add([]byte(`J{"op":"restore","v":1,"data":{"snapshot":"` + bad + `"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsm := New(nil)
 		fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/base64"
 	"time"
 )
@@ -346,10 +347,13 @@ func restore(t *tx) (any, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if _, _, err := readSnapshot(bytes.NewReader(raw)); err != nil {
+		return nil, "", err // records the schema refuses: refuse before writing anything
+	}
+	t.wrote = true
 	for _, tbl := range dataTables {
-		if _, err := t.DeleteAll(tbl, "id"); err != nil {
-			return nil, "", err
-		}
+		_, err := t.DeleteAll(tbl, "id")
+		must(err)
 	}
 	for _, r := range records {
 		must(t.Insert(r.table, r.obj))
