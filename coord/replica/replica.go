@@ -131,7 +131,12 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: r.tr.RaftLayer(), MaxPool: 4, Timeout: 5 * time.Second, Logger: r.hclog("net"),
 	})
-	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.hclog("raft")), fsm, r.logs, r.logs, snaps, nt); err != nil {
+	// The leader reads back what it just wrote to replicate it: keep recent entries in memory.
+	cache, err := raft.NewLogCache(4096, r.logs)
+	if err != nil {
+		return err
+	}
+	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.hclog("raft")), fsm, cache, r.logs, snaps, nt); err != nil {
 		return fmt.Errorf("replica: raft: %w", err)
 	}
 	switch {
