@@ -28,10 +28,9 @@ unit:
 bench:
 	$(GO) test -run '^$$' -bench . -timeout 60m ./...
 
-# run: the first runnable thing, until the demo mesh lands: the lab self-test, verbose.
+# run: Meshwork on this machine (for now its control plane: one coord replica).
 run: build
-	@[ "$$(id -u)" = 0 ] || { echo "make run needs root (network namespaces): sudo make run"; exit 1; }
-	$(GO) test -count=1 -v -run 'TestNAT|TestProc' ./overlay/lab
+	scripts/run.sh
 
 lab-clean:
 	scripts/lab-clean.sh
