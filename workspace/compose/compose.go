@@ -43,7 +43,7 @@ func Parse(env string, yaml []byte) ([]Service, error) {
 		return nil, fmt.Errorf("compose file: %v", err)
 	}
 	if len(p.Services) == 0 {
-		return nil, fmt.Errorf("compose file: no services; an environment needs at least one under services:")
+		return nil, fmt.Errorf("compose file: no services; an environment needs at least one (under services)")
 	}
 	if len(p.Services) > maxServices {
 		return nil, fmt.Errorf("compose file: %d services, at most %d", len(p.Services), maxServices)
