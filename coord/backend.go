@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -207,6 +208,25 @@ func (b *backend) JoinToken() (string, error) {
 }
 
 func (b *backend) Unsupported() bool { return b.fsm.Unsupported() }
+
+// initCluster sets the cluster's IPv6 prefix once, retrying until a leader takes it or ctx
+// ends. Every replica tries at start; the first write wins and the rest change nothing.
+func (b *backend) initCluster(ctx context.Context, ula netip.Prefix) {
+	for wait := 100 * time.Millisecond; ctx.Err() == nil; wait = min(2*wait, 5*time.Second) {
+		rep := b.rep.Load()
+		if rep.Barrier(ctx) == nil && b.fsm.Store().ULA().IsValid() {
+			return
+		}
+		c, _ := fsm.NewCommand("cluster.init", "coord", "start", fsm.ClusterInit{ULA: ula.String()})
+		if res, err := b.Apply(ctx, c); err == nil && res.Err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
 
 // createAdmin makes the user "admin" (if missing) and a new API key for it.
 func (b *backend) createAdmin(ctx context.Context) (string, error) {

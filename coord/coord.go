@@ -19,6 +19,7 @@ import (
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/replica"
 	"meshwork.dev/coord/secret"
+	"meshwork.dev/overlay/ipam"
 )
 
 // Config says how to run a replica. StateDir and ClusterAddr are required.
@@ -79,6 +80,12 @@ func Run(ctx context.Context, cfg Config) error {
 	b.start(rep)
 	cfg.Logf("coord %s: admin API on %s, cluster port %s, state in %s", rep.ID(), ln.Addr(), cfg.ClusterAddr, cfg.StateDir)
 
+	initDone := make(chan struct{})
+	go func() {
+		defer close(initDone)
+		b.initCluster(ctx, ipam.ULA(rep.ClusterSeed()))
+	}()
+	defer func() { <-initDone }()
 	if err := ensureAdmin(ctx, b, cfg.StateDir, rep.Bootstrapped()); err != nil {
 		return err
 	}

@@ -31,6 +31,7 @@ type cluster struct {
 	name  string
 	urls  []string // HTTP base URLs, by replica
 	procs []*exec.Cmd
+	logs  []string // their output files
 	write func(hc *http.Client, base string, n int64) error
 }
 
@@ -48,8 +49,10 @@ func freePorts(b *testing.B, n int) []int {
 }
 
 // startProc runs a command with its output in a log file, stopped when the benchmark ends.
-func startProc(b *testing.B, dir, name string, args ...string) *exec.Cmd {
-	log, err := os.Create(filepath.Join(dir, filepath.Base(name)+"-"+fmt.Sprint(time.Now().UnixNano())+".log"))
+func (c *cluster) startProc(b *testing.B, dir, name string, args ...string) *exec.Cmd {
+	path := filepath.Join(dir, fmt.Sprintf("%s-%d.log", filepath.Base(name), len(c.procs)))
+	c.logs = append(c.logs, path)
+	log, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -97,7 +100,7 @@ func startMeshwork(b *testing.B) (*cluster, string) {
 		if i > 0 {
 			args = append(args, "--join", c.urls[0], "--join-token", joinToken)
 		}
-		c.procs = append(c.procs, startProc(b, dir, meshctl, args...))
+		c.procs = append(c.procs, c.startProc(b, dir, meshctl, args...))
 		c.urls = append(c.urls, "http://"+httpAddr)
 		if i == 0 {
 			waitFor(b, 20*time.Second, "admin.key", func() error {
@@ -179,7 +182,7 @@ func startRqlite(b *testing.B) *cluster {
 			args = append(args, "-join", fmt.Sprintf("127.0.0.1:%d", ports[1]))
 		}
 		args = append(args, filepath.Join(dir, fmt.Sprint(i)))
-		c.procs = append(c.procs, startProc(b, dir, bin, args...))
+		c.procs = append(c.procs, c.startProc(b, dir, bin, args...))
 		c.urls = append(c.urls, fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]))
 	}
 	hc := &http.Client{Timeout: 5 * time.Second}
@@ -300,20 +303,25 @@ func BenchmarkAdminWrites(b *testing.B) {
 	}
 }
 
-// failover kills c's leader and returns how long until a write through a survivor succeeds.
-func failover(b *testing.B, c *cluster, leader int) time.Duration {
-	survivor := c.urls[(leader+1)%len(c.urls)]
+// failover kills c's leader and returns how long until a write through a survivor succeeds;
+// if none is within 30 s it logs the replicas' output and returns an error.
+func failover(b *testing.B, c *cluster, leader int) (time.Duration, error) {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	c.procs[leader].Process.Kill()
 	start := time.Now()
-	for time.Since(start) < 30*time.Second {
-		if c.write(hc, survivor, writeSeq.Add(1)) == nil {
-			return time.Since(start)
+	var err error
+	for i := 1; time.Since(start) < 30*time.Second; i++ {
+		survivor := c.urls[(leader+1+i%2)%len(c.urls)] // alternate between the two survivors
+		if err = c.write(hc, survivor, writeSeq.Add(1)); err == nil {
+			return time.Since(start), nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	b.Fatalf("%s: no write accepted within 30 s of killing the leader", c.name)
-	return 0
+	for _, l := range c.logs {
+		out, _ := os.ReadFile(l)
+		b.Logf("%s:\n%s", l, out[max(0, len(out)-2000):])
+	}
+	return 0, fmt.Errorf("%s: no write accepted within 30 s of killing the leader: %v", c.name, err)
 }
 
 // BenchmarkLeaderFailover: the leader is killed (SIGKILL); how long until writes are
@@ -326,9 +334,22 @@ func BenchmarkLeaderFailover(b *testing.B) {
 		if err := (&api.Client{Base: m.urls[0], Token: token}).Do(context.Background(), "GET", "/v1/cluster", nil, &st); err != nil {
 			b.Fatal(err)
 		}
-		mesh = append(mesh, failover(b, m, slices.IndexFunc(st.Members, func(x api.Member) bool { return x.Leader })))
+		d, err := failover(b, m, slices.IndexFunc(st.Members, func(x api.Member) bool { return x.Leader }))
+		if err != nil {
+			b.Fatal(err)
+		}
+		mesh = append(mesh, d)
 		r := startRqlite(b)
-		rq = append(rq, failover(b, r, slices.Index(r.urls, rqliteLeader(b, r))))
+		if d, err := failover(b, r, slices.Index(r.urls, rqliteLeader(b, r))); err == nil {
+			rq = append(rq, d)
+		} else {
+			b.Log(err)
+		}
+	}
+	if len(rq) == 0 {
+		// The baseline misbehaving is worth seeing (its logs are above) but is not our failure.
+		b.Logf("rqlite never recovered; no baseline this run")
+		rq = append(rq, 0)
 	}
 	slices.Sort(mesh)
 	slices.Sort(rq)

@@ -83,6 +83,7 @@ func newEnv(t *testing.T) *env {
 		must("apikey.create", fsm.APIKey{ID: k.ID, UserID: user, Hash: k.Hash(), ExpiresAt: exp})
 		return k.String()
 	}
+	must("cluster.init", fsm.ClusterInit{ULA: "fd00:1:2::/48"})
 	must("user.create", fsm.User{ID: "u-root", Name: "root", Role: fsm.RoleAdmin})
 	must("user.create", fsm.User{ID: "u-alice", Name: "alice", Role: fsm.RoleMember})
 	must("user.create", fsm.User{ID: "u-bob", Name: "bob", Role: fsm.RoleMember})

@@ -117,6 +117,8 @@ type Workspace struct {
 	Memory    int64     `json:"memory_bytes,omitempty"`
 	Desired   string    `json:"desired"` // running or stopped
 	Env       string    `json:"env,omitempty"`
+	IPv4      string    `json:"ipv4,omitempty"`
+	IPv6      string    `json:"ipv6,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

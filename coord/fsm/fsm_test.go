@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,7 @@ func (h *harness) ok(op string, data any) *Result {
 
 // seed makes an admin, a member and a machine.
 func (h *harness) seed() {
+	h.ok("cluster.init", ClusterInit{ULA: "fd12:3456:789a::/48"})
 	h.ok("user.create", User{ID: "u1", Name: "root", Role: RoleAdmin})
 	h.ok("user.create", User{ID: "u2", Name: "alice", Role: RoleMember})
 	h.ok("node.register", Node{ID: "n1", Name: "wm1", UserID: "u1"})
@@ -139,7 +141,7 @@ func TestLifecycleAndAudit(t *testing.T) {
 	if err := h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"}).Decode(&w); err != nil {
 		t.Fatal(err)
 	}
-	if w.Desired != Running || !w.CreatedAt.Equal(t0.Add(3*time.Second)) {
+	if w.Desired != Running || !w.CreatedAt.Equal(t0.Add(4*time.Second)) {
 		t.Errorf("created %+v; want running, created at the command's time", w)
 	}
 	h.ok("workspace.set", WorkspaceState{"dev", Stopped})
@@ -155,7 +157,7 @@ func TestLifecycleAndAudit(t *testing.T) {
 	for _, e := range h.f.Store().Audit(0, 100) {
 		actions = append(actions, e.Action+" "+e.Object)
 	}
-	want := []string{"user.create user/root", "user.create user/alice", "node.register node/wm1",
+	want := []string{"cluster.init cluster", "user.create user/root", "user.create user/alice", "node.register node/wm1",
 		"workspace.create workspace/dev", "workspace.set workspace/dev", "workspace.delete workspace/dev", "user.delete user/alice"}
 	if diff := cmp.Diff(want, actions); diff != "" {
 		t.Errorf("audit (-want +got):\n%s", diff)
@@ -358,5 +360,32 @@ func TestWaitIndex(t *testing.T) {
 	case <-got:
 	case <-time.After(2 * time.Second):
 		t.Errorf("restore did not wake the waiter")
+	}
+}
+
+// TestAddresses: every node and workspace gets its own mesh address pair, in the cluster's
+// ranges; deleting one frees its address; the cluster's prefix is set once.
+func TestAddresses(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	seen := map[string]bool{h.f.Store().Node("wm1").IPv4: true}
+	for i := range 50 {
+		var w Workspace
+		if err := h.ok("workspace.create", Workspace{ID: fmt.Sprint("w", i), Name: fmt.Sprint("ws", i), OwnerID: "u2", Machine: "wm1", Image: "img"}).Decode(&w); err != nil {
+			t.Fatal(err)
+		}
+		if seen[w.IPv4] || !strings.HasPrefix(w.IPv6, "fd12:3456:789a::") || !strings.HasPrefix(w.IPv4, "100.64.") {
+			t.Fatalf("workspace %d got %s / %s (seen before: %v)", i, w.IPv4, w.IPv6, seen[w.IPv4])
+		}
+		seen[w.IPv4] = true
+	}
+	addr := h.f.Store().Workspace("ws7").IPv4
+	h.ok("workspace.delete", ByName{"ws7"})
+	if l := first[addrLease](h.f.Store().read(), tAddrs, "id", addr); l != nil {
+		t.Errorf("address %s still leased to %s after delete", addr, l.Owner)
+	}
+	h.ok("cluster.init", ClusterInit{ULA: "fdff::/48"})
+	if got := h.f.Store().ULA().String(); got != "fd12:3456:789a::/48" {
+		t.Errorf("a second cluster.init changed the prefix to %s", got)
 	}
 }

@@ -26,6 +26,7 @@ var ops = map[string]op{
 	"intercept.create":   {1, interceptCreate},
 	"intercept.delete":   {1, interceptDelete},
 	"policy.set":         {1, policySet},
+	"cluster.init":       {1, clusterInit},
 	"restore":            {1, restore},
 }
 
@@ -202,7 +203,11 @@ func nodeRegister(t *tx) (any, string, error) {
 	if first[User](t.Txn, tUsers, "id", n.UserID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", n.UserID)
 	}
-	n.CreatedAt = t.c.Time
+	v4, v6, err := allocate(t, "node/"+n.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	n.IPv4, n.IPv6, n.CreatedAt = v4.String(), v6.String(), t.c.Time
 	t.put(tNodes, &n)
 	return &n, "node/" + n.Name, nil
 }
@@ -234,6 +239,7 @@ func nodeDelete(t *tx) (any, string, error) {
 	if envs := all[Environment](t.Txn, tEnvs, "machine", n.Name); len(envs) > 0 {
 		return nil, "", errorf(CodeConflict, "node %q hosts %d environment(s), %s first: delete them before the node", n.Name, len(envs), envs[0].Name)
 	}
+	release(t, n.IPv4)
 	t.del(tNodes, n)
 	return nil, "node/" + n.Name, nil
 }
@@ -270,7 +276,11 @@ func workspaceCreate(t *tx) (any, string, error) {
 	if w.Desired != Running && w.Desired != Stopped {
 		return nil, "", errorf(CodeInvalid, "workspace %q: state %q: use running or stopped", w.Name, w.Desired)
 	}
-	w.CreatedAt, w.UpdatedAt = t.c.Time, t.c.Time
+	v4, v6, err := allocate(t, "workspace/"+w.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	w.IPv4, w.IPv6, w.CreatedAt, w.UpdatedAt = v4.String(), v6.String(), t.c.Time, t.c.Time
 	t.put(tWorkspaces, &w)
 	return &w, "workspace/" + w.Name, nil
 }
@@ -311,6 +321,7 @@ func workspaceDelete(t *tx) (any, string, error) {
 	if ics := all[Intercept](t.Txn, tIntercepts, "workspace", w.Name); len(ics) > 0 {
 		return nil, "", errorf(CodeConflict, "workspace %q receives intercept %s (%s); stop it first (meshctl intercept stop %s)", w.Name, ics[0].ID, ics[0].Target, ics[0].ID)
 	}
+	release(t, w.IPv4)
 	t.del(tWorkspaces, w)
 	return nil, "workspace/" + w.Name, nil
 }

@@ -55,6 +55,10 @@ func newRecord(table string) (any, error) {
 		return new(idemEntry), nil
 	case tIndex:
 		return new(tableIndex), nil
+	case tAddrs:
+		return new(addrLease), nil
+	case tMeta:
+		return new(metaRow), nil
 	}
 	return nil, errorf(CodeInvalid, "snapshot: unknown table %q (made by a newer version?)", table)
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 
 	"github.com/hashicorp/go-memdb"
@@ -20,6 +21,8 @@ const (
 	tAudit      = "audit"
 	tIdem       = "idempotency"
 	tIndex      = "index"
+	tAddrs      = "addrs"
+	tMeta       = "meta"
 )
 
 func str(field string) *memdb.StringFieldIndex { return &memdb.StringFieldIndex{Field: field} }
@@ -57,10 +60,12 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tAudit:  table(tAudit, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
 	tIdem:   table(tIdem, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}, &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
 	tIndex:  table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
+	tAddrs:  table(tAddrs, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Addr")}),
+	tMeta:   table(tMeta, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}),
 }}
 
 // dataTables are the tables a snapshot carries, in the order it writes them.
-var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tIndex}
+var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tIndex}
 
 // idemEntry remembers a command's result under its idempotency key, so a retry of a write
 // whose answer was lost gets the same answer instead of a second change.
@@ -68,6 +73,19 @@ type idemEntry struct {
 	Key    string `json:"key"`
 	Index  uint64 `json:"index"`
 	Result Result `json:"result"`
+}
+
+// addrLease records who holds a mesh IPv4 address (its IPv6 twin goes with it).
+type addrLease struct {
+	Addr  string `json:"addr"`
+	Owner string `json:"owner"` // "node/NAME", "workspace/NAME"
+}
+
+// metaRow is a cluster-wide setting: "ula" (the IPv6 /48), "next-addr" (where the address
+// search resumes).
+type metaRow struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
 }
 
 // tableIndex is the Raft index of the last change to a table (for blocking queries).
@@ -219,6 +237,19 @@ func (s *Store) Intercepts(ownerID string) []*Intercept {
 // Intercept finds an intercept by ID.
 func (s *Store) Intercept(id string) *Intercept {
 	return first[Intercept](s.read(), tIntercepts, "id", id)
+}
+
+// ULA is the cluster's IPv6 /48 (invalid until the cluster is initialized).
+func (s *Store) ULA() netip.Prefix {
+	p, _ := netip.ParsePrefix(meta(s.read(), "ula"))
+	return p
+}
+
+func meta(txn *memdb.Txn, key string) string {
+	if m := first[metaRow](txn, tMeta, "id", key); m != nil {
+		return m.Value
+	}
+	return ""
 }
 
 // policyRow holds the one policy.

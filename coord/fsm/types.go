@@ -66,6 +66,8 @@ type Workspace struct {
 	MemoryBytes int64     `json:"memory_bytes,omitempty"`
 	Desired     string    `json:"desired"`       // "running" or "stopped"
 	Env         string    `json:"env,omitempty"` // the environment it is connected to
+	IPv4        string    `json:"ipv4,omitempty"`
+	IPv6        string    `json:"ipv6,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }

@@ -51,6 +51,9 @@ func (r *Replica) identity(ctx context.Context, hasState bool) error {
 	return r.id.Save(r.tlsDir())
 }
 
+// ClusterSeed is unique to the cluster and the same on every replica: its CA certificate.
+func (r *Replica) ClusterSeed() []byte { return r.id.CA.Raw }
+
 // JoinToken is the token new replicas join this cluster with.
 func (r *Replica) JoinToken() string { return keys.Token(r.id.CAKeyDER()) }
 
