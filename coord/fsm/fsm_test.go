@@ -353,7 +353,8 @@ func TestWaitIndex(t *testing.T) {
 
 	// A restore wakes waiters too.
 	snap := snapshotBytes(t, s)
-	go func() { got <- s.WaitIndex(ctx, TableWorkspaces, h.index) }()
+	now := h.index
+	go func() { got <- s.WaitIndex(ctx, TableWorkspaces, now) }()
 	time.Sleep(20 * time.Millisecond)
 	h.ok("restore", Restore{Snapshot: base64.StdEncoding.EncodeToString(snap)})
 	select {
