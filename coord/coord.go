@@ -3,6 +3,7 @@
 package coord
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,10 +14,13 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"meshwork.dev/coord/adminapi"
+	"meshwork.dev/coord/control"
 	"meshwork.dev/coord/fsm"
+	"meshwork.dev/coord/relay"
 	"meshwork.dev/coord/replica"
 	"meshwork.dev/coord/secret"
 	"meshwork.dev/overlay/ipam"
@@ -31,6 +35,8 @@ type Config struct {
 	Join            string // a member's admin API URL (first start only)
 	JoinToken       string
 	BootstrapExpect int    // writes are refused until this many voters are members
+	Domain          string // MagicDNS domain of the mesh; default mesh.internal
+	DERPAddr        string // TCP address of the embedded DERP relay (TLS); default: ClusterAddr's
 	SecretKeyFile   string // key that encrypts secrets at rest (later: environments, exits)
 	TLSCert, TLSKey string // serve the admin API over TLS
 	Logf            func(format string, args ...any)
@@ -61,10 +67,19 @@ func Run(ctx context.Context, cfg Config) error {
 	defer ln.Close()
 	f := fsm.New(cfg.Logf)
 	b := &backend{fsm: f, expect: max(cfg.BootstrapExpect, 1), logf: cfg.Logf}
-	srv := &http.Server{
-		Handler:           (&adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk}).Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	var ctrl atomic.Value // http.Handler of the control server, set once the replica is open
+	mux := http.NewServeMux()
+	mux.Handle("/", (&adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk}).Handler())
+	controlRoutes := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := ctrl.Load().(http.Handler); ok {
+			h.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "coord is starting", http.StatusServiceUnavailable)
+	})
+	mux.Handle("/key", controlRoutes)
+	mux.Handle("/ts2021", controlRoutes)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serve(srv, ln, cfg) }()
 	defer srv.Close()
@@ -78,6 +93,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rep.Close()
 	b.start(rep)
+	noiseKey, err := control.DeriveKey(rep.ClusterSecret())
+	if err != nil {
+		return err
+	}
+	derp, err := relay.Listen(cmp.Or(cfg.DERPAddr, cfg.ClusterAddr), rep.ID(), cfg.Logf)
+	if err != nil {
+		return fmt.Errorf("coord: DERP relay: %w", err)
+	}
+	defer derp.Close()
+	ctrl.Store((&control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: relay.Map(derp.Node), Logf: cfg.Logf}).Handler())
 	cfg.Logf("coord %s: admin API on %s, cluster port %s, state in %s", rep.ID(), ln.Addr(), cfg.ClusterAddr, cfg.StateDir)
 
 	initDone := make(chan struct{})

@@ -390,3 +390,52 @@ func TestAddresses(t *testing.T) {
 		t.Errorf("a second cluster.init changed the prefix to %s", got)
 	}
 }
+
+func TestJoin(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	exp := t0.Add(time.Hour)
+	h.ok("authkey.create", AuthKey{ID: "once", UserID: "u2", Hash: "h", ExpiresAt: &exp})
+	h.ok("authkey.create", AuthKey{ID: "many", UserID: "u2", Hash: "h", Reusable: true, Tags: []string{"tag:laptop"}, ExpiresAt: &exp})
+	h.ok("authkey.create", AuthKey{ID: "gone", UserID: "u2", Hash: "h", Reusable: true})
+	h.ok("authkey.revoke", ByID{"gone"})
+
+	var a Node
+	if err := h.ok("node.join", Join{ID: "na", Hostname: "Alice's MacBook.local", MachineKey: "mkey:a", NodeKey: "nodekey:a1", AuthKeyID: "once"}).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Name != "alice-s-macbook" || a.UserID != "u2" || a.IPv4 == "" {
+		t.Errorf("joined %+v", a)
+	}
+	for _, tt := range []struct {
+		name string
+		j    Join
+		says string
+	}{
+		{"single-use key again", Join{ID: "nb", Hostname: "b", MachineKey: "mkey:b", NodeKey: "nodekey:b", AuthKeyID: "once"}, "single-use"},
+		{"revoked key", Join{ID: "nb", Hostname: "b", MachineKey: "mkey:b", NodeKey: "nodekey:b", AuthKeyID: "gone"}, "revoked"},
+		{"no key", Join{ID: "nb", Hostname: "b", MachineKey: "mkey:b", NodeKey: "nodekey:b"}, "auth key is required"},
+		{"someone's node key", Join{ID: "nb", Hostname: "b", MachineKey: "mkey:b", NodeKey: "nodekey:a1", AuthKeyID: "many"}, "already used"},
+	} {
+		if r := h.apply("node.join", tt.j); r.Err == nil || !strings.Contains(r.Err.Msg, tt.says) {
+			t.Errorf("%s: %v; want an error about %q", tt.name, r.Err, tt.says)
+		}
+	}
+	// A name clash gets a suffix; the tags come from the key.
+	var b Node
+	h.ok("node.join", Join{ID: "nb", Hostname: "alice-s-macbook", MachineKey: "mkey:b", NodeKey: "nodekey:b", AuthKeyID: "many"}).Decode(&b)
+	if b.Name != "alice-s-macbook-2" || len(b.Tags) != 1 {
+		t.Errorf("clash: %+v", b)
+	}
+	// The same machine again rotates its node key and keeps name and addresses.
+	var again Node
+	h.ok("node.join", Join{Hostname: "other", MachineKey: "mkey:a", NodeKey: "nodekey:a2"}).Decode(&again)
+	if again.ID != a.ID || again.Name != a.Name || again.IPv4 != a.IPv4 || again.NodeKey != "nodekey:a2" {
+		t.Errorf("rejoin: %+v, was %+v", again, a)
+	}
+	// After expiry the reusable key stops working.
+	h.index = 4000 // command time = t0 + 4000 s, past the hour
+	if r := h.apply("node.join", Join{ID: "nc", Hostname: "c", MachineKey: "mkey:c", NodeKey: "nodekey:c", AuthKeyID: "many"}); r.Err == nil || !strings.Contains(r.Err.Msg, "expired") {
+		t.Errorf("expired key: %v", r.Err)
+	}
+}

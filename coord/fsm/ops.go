@@ -27,6 +27,8 @@ var ops = map[string]op{
 	"intercept.delete":   {1, interceptDelete},
 	"policy.set":         {1, policySet},
 	"cluster.init":       {1, clusterInit},
+	"node.join":          {1, nodeJoin},
+	"node.update":        {1, nodeUpdate},
 	"restore":            {1, restore},
 }
 

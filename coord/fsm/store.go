@@ -48,10 +48,12 @@ func table(name string, idx ...*memdb.IndexSchema) *memdb.TableSchema {
 }
 
 var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
-	tUsers:      table(tUsers, byID(), byName()),
-	tAPIKeys:    table(tAPIKeys, byID(), by("user", "UserID")),
-	tAuthKeys:   table(tAuthKeys, byID(), by("user", "UserID")),
-	tNodes:      table(tNodes, byID(), byName(), by("user", "UserID")),
+	tUsers:    table(tUsers, byID(), byName()),
+	tAPIKeys:  table(tAPIKeys, byID(), by("user", "UserID")),
+	tAuthKeys: table(tAuthKeys, byID(), by("user", "UserID")),
+	tNodes: table(tNodes, byID(), byName(), by("user", "UserID"),
+		&memdb.IndexSchema{Name: "machine", Unique: true, Indexer: str("MachineKey"), AllowMissing: true},
+		&memdb.IndexSchema{Name: "nodekey", Unique: true, Indexer: str("NodeKey"), AllowMissing: true}),
 	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine"), by("env", "Env")),
 	tEnvs:       table(tEnvs, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine")),
 	tIntercepts: table(tIntercepts, byID(), &memdb.IndexSchema{Name: "target", Unique: true, Indexer: str("Target")},
@@ -208,6 +210,14 @@ func (s *Store) Nodes(userID string) []*Node { return listBy[Node](s, tNodes, "u
 
 // Node finds a node by name.
 func (s *Store) Node(name string) *Node { return first[Node](s.read(), tNodes, "name", name) }
+
+// NodeByKey finds a node by its node key (nodekey:…).
+func (s *Store) NodeByKey(k string) *Node { return first[Node](s.read(), tNodes, "nodekey", k) }
+
+// NodeByMachine finds a node by its machine key (mkey:…).
+func (s *Store) NodeByMachine(k string) *Node {
+	return first[Node](s.read(), tNodes, "machine", k)
+}
 
 // Workspaces lists workspaces, of one owner or ("") of all.
 func (s *Store) Workspaces(ownerID string) []*Workspace {

@@ -43,16 +43,23 @@ type AuthKey struct {
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 }
 
-// Node is a machine on the mesh (registration arrives with the mesh).
+// Node is a machine on the mesh.
 type Node struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	UserID    string    `json:"user_id"`
-	Tags      []string  `json:"tags,omitempty"`
-	IPv4      string    `json:"ipv4,omitempty"`
-	IPv6      string    `json:"ipv6,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	LastSeen  time.Time `json:"last_seen,omitzero"`
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	UserID     string    `json:"user_id"`
+	Tags       []string  `json:"tags,omitempty"`
+	IPv4       string    `json:"ipv4,omitempty"`
+	IPv6       string    `json:"ipv6,omitempty"`
+	MachineKey string    `json:"machine_key,omitempty"` // mkey:…, the Noise identity
+	NodeKey    string    `json:"node_key,omitempty"`    // nodekey:…, the WireGuard key
+	DiscoKey   string    `json:"disco_key,omitempty"`
+	Endpoints  []string  `json:"endpoints,omitempty"` // ip:port candidates for direct paths
+	HomeDERP   int       `json:"home_derp,omitempty"`
+	OS         string    `json:"os,omitempty"`
+	Ephemeral  bool      `json:"ephemeral,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastSeen   time.Time `json:"last_seen,omitzero"`
 }
 
 // Workspace is a dev container wanted on a machine.

@@ -54,6 +54,9 @@ func (r *Replica) identity(ctx context.Context, hasState bool) error {
 // ClusterSeed is unique to the cluster and the same on every replica: its CA certificate.
 func (r *Replica) ClusterSeed() []byte { return r.id.CA.Raw }
 
+// ClusterSecret is secret, unique to the cluster and the same on every replica: the CA key.
+func (r *Replica) ClusterSecret() []byte { return r.id.CAKeyDER() }
+
 // JoinToken is the token new replicas join this cluster with.
 func (r *Replica) JoinToken() string { return keys.Token(r.id.CAKeyDER()) }
 

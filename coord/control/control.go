@@ -1,0 +1,113 @@
+// Package control is the mesh control server: Tailscale's control protocol (ts2021, HTTP/2
+// over Noise) served by every coord replica from its own replicated state, so stock
+// Tailscale clients and tsnet programs join a Meshwork mesh.
+package control
+
+//lint:file-ignore SA1019 net/http cannot serve HTTP/2 on one already-accepted conn (the Noise channel); x/net/http2 can.
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+
+	"golang.org/x/net/http2"
+	"tailscale.com/control/controlhttp/controlhttpserver"
+	"tailscale.com/tailcfg"
+	"tailscale.com/types/key"
+
+	"meshwork.dev/coord/fsm"
+)
+
+// Backend is the replica as the control server uses it.
+type Backend interface {
+	Apply(ctx context.Context, c *fsm.Command) (*fsm.Result, error)
+	Read(ctx context.Context, consistency string) (*fsm.Store, error)
+}
+
+// Server serves the control protocol. Set Backend and Key; the rest has defaults.
+type Server struct {
+	Backend Backend
+	// Key is the control server's Noise key. Clients pin it, and may reach any replica, so
+	// every replica must use the same one (DeriveKey).
+	Key key.MachinePrivate
+	// Domain is the MagicDNS domain; default "mesh.internal".
+	Domain string
+	// DERPMap is sent to nodes; nil sends an empty one (direct paths only).
+	DERPMap *tailcfg.DERPMap
+	// Logf logs; nil discards.
+	Logf func(format string, args ...any)
+}
+
+// DeriveKey derives the control Noise key from a secret every replica holds (the cluster
+// CA's key), so all replicas present the same control identity.
+func DeriveKey(secret []byte) (key.MachinePrivate, error) {
+	raw, err := hkdf.Key(sha256.New, secret, nil, "meshwork control noise key v1", 32)
+	if err != nil {
+		return key.MachinePrivate{}, err
+	}
+	raw[0] &= 248 // a Curve25519 scalar
+	raw[31] = raw[31]&127 | 64
+	var k key.MachinePrivate
+	err = k.UnmarshalText([]byte("privkey:" + hex.EncodeToString(raw)))
+	return k, err
+}
+
+// maxRequest bounds a request body inside the Noise channel.
+const maxRequest = 1 << 20
+
+// Handler serves the control routes: /key and /ts2021.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /key", s.serveKey)
+	mux.HandleFunc("POST /ts2021", s.serveNoise)
+	mux.HandleFunc("GET /ts2021", s.serveNoise) // WebSocket clients
+	return mux
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+func (s *Server) domain() string {
+	if s.Domain == "" {
+		return "mesh.internal"
+	}
+	return s.Domain
+}
+
+func (s *Server) serveKey(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	pub := s.Key.Public()
+	json.NewEncoder(w).Encode(&tailcfg.OverTLSPublicKeyResponse{PublicKey: pub})
+}
+
+// serveNoise upgrades to the Noise channel and serves HTTP/2 inside it; the peer's machine
+// key, proven by the handshake, identifies the machine on every request.
+func (s *Server) serveNoise(w http.ResponseWriter, r *http.Request) {
+	conn, err := controlhttpserver.AcceptHTTP(r.Context(), w, r, s.Key, nil)
+	if err != nil {
+		s.logf("control: upgrade from %s: %v", r.RemoteAddr, err)
+		return
+	}
+	defer conn.Close()
+	mk := conn.Peer()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /machine/register", func(w http.ResponseWriter, r *http.Request) { s.serveRegister(w, r, mk) })
+	mux.HandleFunc("POST /machine/map", func(w http.ResponseWriter, r *http.Request) { s.serveMap(w, r, mk) })
+	mux.HandleFunc("/machine/", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, io.LimitReader(r.Body, maxRequest)) // set-dns, update-health, ...: accepted, unused
+	})
+	var h2 http2.Server
+	h2.ServeConn(conn, &http2.ServeConnOpts{Context: r.Context(), BaseConfig: &http.Server{Handler: mux}})
+}
+
+// decode reads a JSON request body.
+func decode(r *http.Request, v any) error {
+	return json.NewDecoder(io.LimitReader(r.Body, maxRequest)).Decode(v)
+}

@@ -1,0 +1,223 @@
+package control
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"slices"
+	"time"
+
+	"tailscale.com/tailcfg"
+	"tailscale.com/types/key"
+	"tailscale.com/util/zstdframe"
+
+	"meshwork.dev/coord/fsm"
+)
+
+// keepAlive is how often an idle map stream gets a keep-alive.
+const keepAlive = 30 * time.Second
+
+// serveMap handles /machine/map: a node's report of itself (endpoints, disco key) and its
+// request for the network map, once or as a stream that follows every change.
+func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
+	var req tailcfg.MapRequest
+	if err := decode(r, &req); err != nil {
+		http.Error(w, "bad map request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx := r.Context()
+	store, err := s.Backend.Read(ctx, "")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	self := store.NodeByKey(req.NodeKey.String())
+	if self == nil || self.MachineKey != mk.String() {
+		http.Error(w, "node not registered with this key: register first", http.StatusForbidden)
+		return
+	}
+	// A streaming poll from a current client carries no news about the node (it sends that
+	// in separate requests); anything else may update what peers learn about it.
+	if !(req.Stream && req.Version >= 68) {
+		if err := s.update(ctx, self, &req); err != nil {
+			s.logf("control: update %s: %v", self.Name, err)
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	compress := req.Compress == "zstd"
+	var index uint64
+	for {
+		store, err := s.Backend.Read(ctx, "")
+		if err != nil {
+			return
+		}
+		index = store.TableIndex(fsm.TableNodes)
+		res := s.mapResponse(store, req.NodeKey.String())
+		if res == nil {
+			return // the node was deleted
+		}
+		if err := send(w, compress, res); err != nil || !req.Stream {
+			return
+		}
+		if !s.waitChange(ctx, w, compress, store, index) {
+			return
+		}
+	}
+}
+
+// waitChange waits for the nodes table to change, sending keep-alives meanwhile. It reports
+// false when the stream ended.
+func (s *Server) waitChange(ctx context.Context, w http.ResponseWriter, compress bool, store *fsm.Store, index uint64) bool {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, keepAlive)
+		now := store.WaitIndex(wctx, fsm.TableNodes, index)
+		cancel()
+		if ctx.Err() != nil {
+			return false
+		}
+		if now > index {
+			return true
+		}
+		if send(w, compress, &tailcfg.MapResponse{KeepAlive: true}) != nil {
+			return false
+		}
+	}
+}
+
+// update records what the node reports of itself, when it changed.
+func (s *Server) update(ctx context.Context, self *fsm.Node, req *tailcfg.MapRequest) error {
+	u := fsm.NodeUpdate{NodeKey: self.NodeKey, DiscoKey: req.DiscoKey.String(), OS: self.OS, HomeDERP: self.HomeDERP}
+	for _, ep := range req.Endpoints {
+		u.Endpoints = append(u.Endpoints, ep.String())
+	}
+	if req.Hostinfo != nil {
+		if req.Hostinfo.OS != "" {
+			u.OS = req.Hostinfo.OS
+		}
+		if req.Hostinfo.NetInfo != nil && req.Hostinfo.NetInfo.PreferredDERP != 0 {
+			u.HomeDERP = req.Hostinfo.NetInfo.PreferredDERP
+		}
+	}
+	if req.DiscoKey.IsZero() {
+		u.DiscoKey = self.DiscoKey
+	}
+	if u.DiscoKey == self.DiscoKey && slices.Equal(u.Endpoints, self.Endpoints) && u.OS == self.OS && u.HomeDERP == self.HomeDERP {
+		return nil
+	}
+	c, err := fsm.NewCommand("node.update", "node:"+self.Name, "", u)
+	if err != nil {
+		return err
+	}
+	res, err := s.Backend.Apply(ctx, c)
+	if err != nil {
+		return err
+	}
+	return res.Decode(nil)
+}
+
+// send writes one map message: a little-endian length, then JSON, zstd-compressed if asked.
+func send(w http.ResponseWriter, compress bool, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if compress {
+		b = zstdframe.AppendEncode(nil, b, zstdframe.FastestCompression)
+	}
+	var n [4]byte
+	binary.LittleEndian.PutUint32(n[:], uint32(len(b)))
+	if _, err := w.Write(n[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return nil
+}
+
+// mapResponse is the whole network map as node nodeKey sees it.
+func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapResponse {
+	var self *fsm.Node
+	nodes := store.Nodes("")
+	for _, n := range nodes {
+		if n.NodeKey == nodeKey {
+			self = n
+		}
+	}
+	if self == nil {
+		return nil
+	}
+	derp := s.DERPMap
+	if derp == nil {
+		derp = &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{}}
+	}
+	now := time.Now()
+	res := &tailcfg.MapResponse{
+		Node:         s.tailNode(self),
+		DERPMap:      derp,
+		Domain:       s.domain(),
+		PacketFilter: allowAll,
+		DNSConfig:    &tailcfg.DNSConfig{Domains: []string{s.domain()}, Proxied: true},
+		ControlTime:  &now,
+	}
+	users := map[string]bool{self.UserID: true}
+	for _, n := range nodes {
+		if n.ID == self.ID || n.NodeKey == "" {
+			continue
+		}
+		res.Peers = append(res.Peers, s.tailNode(n))
+		users[n.UserID] = true
+	}
+	for id := range users {
+		if u := store.User(id); u != nil {
+			res.UserProfiles = append(res.UserProfiles, tailcfg.UserProfile{ID: userID(u.ID), LoginName: u.Name, DisplayName: u.Name})
+		}
+	}
+	return res
+}
+
+// allowAll lets everything through while no policy is set.
+var allowAll = []tailcfg.FilterRule{{
+	SrcIPs:   []string{"*"},
+	DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{First: 0, Last: 65535}}},
+}}
+
+// tailNode is a node as the protocol describes it.
+func (s *Server) tailNode(n *fsm.Node) *tailcfg.Node {
+	t := &tailcfg.Node{
+		ID:                nodeID(n.ID),
+		StableID:          tailcfg.StableNodeID(n.ID),
+		Name:              n.Name + "." + s.domain() + ".",
+		User:              userID(n.UserID),
+		Tags:              n.Tags,
+		HomeDERP:          n.HomeDERP,
+		Created:           n.CreatedAt,
+		MachineAuthorized: true,
+		Hostinfo:          (&tailcfg.Hostinfo{Hostname: n.Name, OS: n.OS}).View(),
+	}
+	t.Key.UnmarshalText([]byte(n.NodeKey))
+	t.Machine.UnmarshalText([]byte(n.MachineKey))
+	if n.DiscoKey != "" {
+		t.DiscoKey.UnmarshalText([]byte(n.DiscoKey))
+	}
+	for _, a := range []string{n.IPv4, n.IPv6} {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			t.Addresses = append(t.Addresses, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	t.AllowedIPs = slices.Clone(t.Addresses)
+	for _, ep := range n.Endpoints {
+		if ap, err := netip.ParseAddrPort(ep); err == nil {
+			t.Endpoints = append(t.Endpoints, ap)
+		}
+	}
+	online := !n.LastSeen.IsZero()
+	t.Online = &online
+	return t
+}
