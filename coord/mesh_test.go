@@ -126,4 +126,78 @@ func TestTwoNodesTalk(t *testing.T) {
 	if err := c.Do(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil || len(nodes) != 2 {
 		t.Errorf("nodes: %v %v", nodes, err)
 	}
+
+	// A deleted node is cut off: its peer drops it from the map within seconds.
+	if err := c.Do(ctx, "DELETE", "/v1/nodes/beta", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	lc, err := a.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		st, err := lc.Status(ctx)
+		if err == nil && len(st.Peer) == 0 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("alpha still has beta as a peer 10 s after the delete")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("deleted node gone from its peer's map in %v", time.Since(start).Round(time.Millisecond))
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer dcancel()
+	if conn, err := a.Dial(dctx, "tcp", net.JoinHostPort(bIPs.String(), "8080")); err == nil {
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if b, _ := io.ReadAll(conn); len(b) > 0 {
+			t.Errorf("alpha still reaches the deleted beta: read %q", b)
+		}
+		conn.Close()
+	}
+}
+
+// TestJoinRefusals: a single-use key works once; expired, revoked and unknown keys are refused
+// with a message saying why.
+func TestJoinRefusals(t *testing.T) {
+	url, admin := startCoord(t)
+	c := &api.Client{Base: url, Token: admin}
+	once := authKey(t, c, api.CreateAuthKey{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := tsnode(t, url, once, "first").Up(ctx); err != nil {
+		t.Fatalf("first use of a single-use key: %v", err)
+	}
+	var k api.NewAuthKey
+	if err := c.Do(ctx, "POST", "/v1/authkeys", api.CreateAuthKey{Reusable: true}, &k); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "DELETE", "/v1/authkeys/"+k.AuthKey.ID, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, key, says string }{
+		{"single-use key again", once, "single-use"},
+		{"revoked key", k.Key, "revoked"},
+		{"unknown key", "ak_nope_nope", "unknown auth key"},
+	} {
+		s := tsnode(t, url, tt.key, "second")
+		lc, _ := s.LocalClient()
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var msg string
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if st, err := lc.Status(ctx); err == nil && len(st.Health) > 0 {
+				msg = strings.Join(st.Health, "; ")
+				if strings.Contains(msg, tt.says) {
+					break
+				}
+			}
+		}
+		if !strings.Contains(msg, tt.says) {
+			t.Errorf("%s: health says %q; want the refusal, %q", tt.name, msg, tt.says)
+		}
+		s.Close()
+	}
 }

@@ -49,6 +49,7 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 	w.WriteHeader(http.StatusOK)
 	compress := req.Compress == "zstd"
 	var index uint64
+	var sent map[tailcfg.NodeID]bool // the peers this stream has told the node about
 	for {
 		store, err := s.Backend.Read(ctx, "")
 		if err != nil {
@@ -59,6 +60,7 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 		if res == nil {
 			return // the node was deleted
 		}
+		sent = removed(res, sent)
 		if err := send(w, compress, res); err != nil || !req.Stream {
 			return
 		}
@@ -66,6 +68,21 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 			return
 		}
 	}
+}
+
+// removed lists in res the peers sent before and gone now (an empty Peers list means "no
+// change" to a client, so removals must be named), and returns the peers now sent.
+func removed(res *tailcfg.MapResponse, before map[tailcfg.NodeID]bool) map[tailcfg.NodeID]bool {
+	now := make(map[tailcfg.NodeID]bool, len(res.Peers))
+	for _, p := range res.Peers {
+		now[p.ID] = true
+	}
+	for id := range before {
+		if !now[id] {
+			res.PeersRemoved = append(res.PeersRemoved, id)
+		}
+	}
+	return now
 }
 
 // waitChange waits for the nodes table to change, sending keep-alives meanwhile. It reports

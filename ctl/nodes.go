@@ -1,0 +1,58 @@
+package ctl
+
+import (
+	"context"
+	"net/url"
+	"strings"
+
+	"meshwork.dev/coord/api"
+)
+
+// nodeAdmin are the `meshctl node list|delete` verbs; `meshctl node --coord …` (no verb)
+// runs the workmachine agent once that lands.
+var nodeCmd = group("node", "List and remove the machines on the mesh",
+	&command{name: "list", summary: "List machines on the mesh", usage: "[--json]",
+		examples: []string{"meshctl node list"}, run: nodeList},
+	&command{name: "delete", summary: "Remove a machine from the mesh (it is cut off at once)", usage: "NAME",
+		examples: []string{"meshctl node delete old-laptop"}, run: nodeDelete},
+)
+
+func nodeList(ctx context.Context, e *env, args []string) error {
+	if err := e.args(e.flags(), args, 0); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var nodes []api.Node
+	if err := c.Do(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil {
+		return err
+	}
+	if e.global.json {
+		return e.printJSON(nodes)
+	}
+	if len(nodes) == 0 {
+		return e.printf("no machines yet; join one with: meshctl authkey create, then meshctl up --coord URL --auth-key KEY\n")
+	}
+	var rows [][]string
+	for _, n := range nodes {
+		rows = append(rows, []string{n.Name, n.IPv4, n.IPv6, n.User, strings.Join(n.Tags, ","), when(&n.LastSeen)})
+	}
+	return e.table("NAME\tIPV4\tIPV6\tUSER\tTAGS\tLAST SEEN", rows)
+}
+
+func nodeDelete(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	if err := e.args(fs, args, 1); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	if err := c.Do(ctx, "DELETE", "/v1/nodes/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
+		return err
+	}
+	return e.printf("removed %s from the mesh; its peers drop it with their next map\n", fs.Arg(0))
+}
