@@ -1,0 +1,45 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"meshwork.dev/node"
+)
+
+var daemonCmd = &command{
+	name:    "daemon",
+	summary: "Run the laptop daemon that keeps this machine on the mesh (meshctl up starts it)",
+	usage:   "[--state DIR] [--socket PATH] [--userspace]",
+	examples: []string{
+		"meshctl daemon --state /var/lib/meshwork/daemon",
+		"meshctl daemon --state ~/.local/state/meshwork --socket /tmp/meshctl.sock",
+	},
+	run: runDaemon,
+}
+
+// defaultState is where the daemon keeps its identity: the system's when root, the user's
+// otherwise.
+func defaultState() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/meshwork/daemon"
+	}
+	if d, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(d, ".local", "state", "meshwork")
+	}
+	return filepath.Join(os.TempDir(), "meshwork")
+}
+
+func runDaemon(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	state := fs.String("state", defaultState(), "state `dir`ectory: the machine's mesh identity")
+	socket := fs.String("socket", os.Getenv("MESHCTL_SOCKET"), "local API `path` (default STATE/meshctl.sock; env MESHCTL_SOCKET)")
+	fs.Bool("userspace", true, "userspace networking (netstack); kernel TUN mode comes with the workmachine agent")
+	if err := e.args(fs, args, 0); err != nil {
+		return err
+	}
+	d := &node.Daemon{StateDir: *state, Socket: *socket, Logf: func(f string, a ...any) { fmt.Fprintf(e.stderr, f+"\n", a...) }}
+	return d.Run(ctx)
+}

@@ -1,0 +1,60 @@
+package node
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"tailscale.com/ipn/ipnstate"
+)
+
+// Summary is what `meshctl status` shows: this machine and its peers.
+type Summary struct {
+	State string `json:"state"` // Running, NeedsLogin, Stopped, ...
+	Self  Peer   `json:"self"`
+	Peers []Peer `json:"peers"`
+}
+
+// Peer is one machine as this one sees it.
+type Peer struct {
+	Name          string    `json:"name"` // bare name
+	DNSName       string    `json:"dns_name"`
+	IPs           []string  `json:"ips"`
+	OS            string    `json:"os,omitempty"`
+	Online        bool      `json:"online"`
+	Path          string    `json:"path"` // "direct", "relayed" or "idle"
+	Addr          string    `json:"addr,omitempty"`  // the direct address in use
+	Relay         string    `json:"relay,omitempty"` // the DERP region relaying
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+}
+
+// Summarize turns tsnet's status into a Summary.
+func Summarize(st *ipnstate.Status) Summary {
+	s := Summary{State: st.BackendState}
+	if st.Self != nil {
+		s.Self = peer(st.Self)
+	}
+	for _, p := range st.Peer {
+		s.Peers = append(s.Peers, peer(p))
+	}
+	slices.SortFunc(s.Peers, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	return s
+}
+
+func peer(p *ipnstate.PeerStatus) Peer {
+	bare, _, _ := cutDot(p.DNSName)
+	out := Peer{Name: bare, DNSName: strings.TrimSuffix(p.DNSName, "."), OS: p.OS, Online: p.Online,
+		Addr: p.CurAddr, Relay: p.Relay, LastHandshake: p.LastHandshake}
+	for _, ip := range p.TailscaleIPs {
+		out.IPs = append(out.IPs, ip.String())
+	}
+	switch {
+	case p.CurAddr != "":
+		out.Path = "direct"
+	case p.Relay != "" && !p.LastHandshake.IsZero():
+		out.Path = "relayed"
+	default:
+		out.Path = "idle"
+	}
+	return out
+}
