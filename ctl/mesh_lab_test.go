@@ -1,0 +1,149 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/node"
+	"meshwork.dev/overlay/lab"
+)
+
+// laptop is a lab host running the meshctl daemon.
+type laptop struct {
+	name  string
+	host  *lab.Host
+	state string
+}
+
+// meshctl runs meshctl on the laptop against its daemon.
+func (lp *laptop) meshctl(t *testing.T, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := lp.host.Command(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "MESHCTL_SOCKET="+filepath.Join(lp.state, "meshctl.sock"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: meshctl %s: %v: %s", lp.name, strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// serveGreeting answers every TCP connection to 127.0.0.1:port inside h with "hello from NAME".
+func serveGreeting(t *testing.T, h *lab.Host, port int) {
+	ln, err := h.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "hello from %s\n", h.Name())
+			c.Close()
+		}
+	}()
+}
+
+// TestMeshLaptops: a coord, laptop a on the open network, b behind a NAT router and c whose
+// UDP is blocked (so only the DERP relay over TCP reaches it) join with `meshctl up`; every
+// pair opens TCP by name; status reports direct and relayed paths as they are.
+func TestMeshLaptops(t *testing.T) {
+	cl := newCoordLab(t)
+	l := cl.l
+	in := l.Internet()
+	coordHost := in.PublicHost("coord")
+	coordIP := coordHost.Addr(in.Net)
+	cl.admin = in.PublicHost("ops")
+	r := &replicaHost{name: "coord", host: coordHost, addr: coordIP, state: filepath.Join(t.TempDir(), "coord")}
+	r.args = []string{"coord", "--id", "coord", "--state", r.state, "--http", coordIP.String() + ":8080", "--cluster", coordIP.String() + ":7000"}
+	cl.replicas["coord"] = r
+	cl.start("coord", "", "")
+	eventually(t, 20*time.Second, "admin.key", func() error {
+		b, err := os.ReadFile(filepath.Join(r.state, "admin.key"))
+		cl.token = strings.TrimSpace(string(b))
+		return err
+	})
+	var k api.NewAuthKey
+	if err := json.Unmarshal([]byte(cl.mustCtl(r, "authkey", "create", "--reusable", "--json")), &k); err != nil {
+		t.Fatal(err)
+	}
+
+	router := l.Router("r1", in.Net)
+	laptops := []*laptop{
+		{name: "a", host: in.PublicHost("a")},
+		{name: "b", host: router.LANHost("b")},
+		{name: "c", host: in.PublicHost("c")},
+	}
+	laptops[2].host.DropUDP()
+	for _, lp := range laptops {
+		lp.state = filepath.Join(t.TempDir(), lp.name)
+		lp.host.Start(nil, cl.meshctl, "daemon", "--state", lp.state)
+		serveGreeting(t, lp.host, 9000)
+	}
+	for _, lp := range laptops {
+		start := time.Now()
+		eventually(t, 60*time.Second, lp.name+" up", func() error {
+			_, err := lp.meshctl(t, cl.meshctl, "up", "--coord", r.url(), "--auth-key", k.Key, "--hostname", lp.name)
+			return err
+		})
+		t.Logf("meshctl up on %s: %v", lp.name, time.Since(start).Round(time.Millisecond))
+	}
+
+	for _, from := range laptops {
+		for _, to := range laptops {
+			if from == to {
+				continue
+			}
+			want := "hello from " + to.name + "\n"
+			eventually(t, 30*time.Second, from.name+" → "+to.name+".mesh.internal", func() error {
+				out, err := from.meshctl(t, cl.meshctl, "nc", to.name+".mesh.internal", "9000")
+				if err == nil && out != want {
+					err = fmt.Errorf("read %q, want %q", out, want)
+				}
+				return err
+			})
+		}
+	}
+
+	// a reaches b (behind NAT) directly once they have talked; c only through the relay.
+	paths := func() map[string]node.Peer {
+		out, err := laptops[0].meshctl(t, cl.meshctl, "status", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s node.Summary
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]node.Peer{}
+		for _, p := range s.Peers {
+			m[p.Name] = p
+		}
+		return m
+	}
+	eventually(t, 30*time.Second, "a's path to b is direct", func() error {
+		laptops[0].meshctl(t, cl.meshctl, "ping", "b")
+		if p := paths()["b"]; p.Path != "direct" {
+			return fmt.Errorf("path to b: %+v", p)
+		}
+		return nil
+	})
+	laptops[0].meshctl(t, cl.meshctl, "ping", "c")
+	if p := paths()["c"]; p.Path != "relayed" {
+		t.Errorf("a's path to c (UDP blocked) = %+v; want relayed", p)
+	}
+	out, _ := laptops[0].meshctl(t, cl.meshctl, "status")
+	t.Logf("meshctl status on a:\n%s", out)
+}
