@@ -34,11 +34,12 @@ type Config struct {
 	ClusterAddr     string // UDP, reachable by the other replicas
 	Join            string // a member's admin API URL (first start only)
 	JoinToken       string
-	BootstrapExpect int    // writes are refused until this many voters are members
-	Domain          string // MagicDNS domain of the mesh; default mesh.internal
-	DERPAddr        string // TCP address of the embedded DERP relay (TLS); default: ClusterAddr's
-	SecretKeyFile   string // key that encrypts secrets at rest (later: environments, exits)
-	TLSCert, TLSKey string // serve the admin API over TLS
+	BootstrapExpect int           // writes are refused until this many voters are members
+	Domain          string        // MagicDNS domain of the mesh; default mesh.internal
+	DERPAddr        string        // TCP address of the embedded DERP relay (TLS); default: ClusterAddr's
+	EphemeralGrace  time.Duration // how long an ephemeral node may be away before removal
+	SecretKeyFile   string        // key that encrypts secrets at rest (later: environments, exits)
+	TLSCert, TLSKey string        // serve the admin API over TLS
 	Logf            func(format string, args ...any)
 }
 
@@ -102,7 +103,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("coord: DERP relay: %w", err)
 	}
 	defer derp.Close()
-	ctrl.Store((&control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: relay.Map(derp.Node), Logf: cfg.Logf}).Handler())
+	cs := &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: relay.Map(derp.Node),
+		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf}
+	defer cs.Close()
+	ctrl.Store(cs.Handler())
 	cfg.Logf("coord %s: admin API on %s, cluster port %s, state in %s", rep.ID(), ln.Addr(), cfg.ClusterAddr, cfg.StateDir)
 
 	initDone := make(chan struct{})

@@ -35,7 +35,8 @@ func startCoord(t *testing.T) (string, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{ID: "c1", StateDir: state, HTTPAddr: httpAddr, ClusterAddr: clusterAddr, Logf: t.Logf})
+		done <- Run(ctx, Config{ID: "c1", StateDir: state, HTTPAddr: httpAddr, ClusterAddr: clusterAddr,
+			EphemeralGrace: time.Second, Logf: t.Logf})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -176,9 +177,12 @@ func TestJoinRefusals(t *testing.T) {
 	if err := c.Do(ctx, "DELETE", "/v1/authkeys/"+k.AuthKey.ID, nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	shortLived := authKey(t, c, api.CreateAuthKey{Reusable: true, Expiry: "1s"})
+	time.Sleep(1100 * time.Millisecond)
 	for _, tt := range []struct{ name, key, says string }{
 		{"single-use key again", once, "single-use"},
 		{"revoked key", k.Key, "revoked"},
+		{"expired key", shortLived, "expired"},
 		{"unknown key", "ak_nope_nope", "unknown auth key"},
 	} {
 		s := tsnode(t, url, tt.key, "second")
@@ -200,4 +204,37 @@ func TestJoinRefusals(t *testing.T) {
 		}
 		s.Close()
 	}
+}
+
+// TestEphemeral: a node joined with an ephemeral key is removed once it has been away for
+// the grace period (1 s here).
+func TestEphemeral(t *testing.T) {
+	url, admin := startCoord(t)
+	c := &api.Client{Base: url, Token: admin}
+	key := authKey(t, c, api.CreateAuthKey{Ephemeral: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := tsnode(t, url, key, "brief")
+	if _, err := n.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		var nodes []api.Node
+		if err := c.Do(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil {
+			t.Fatal(err)
+		}
+		return len(nodes)
+	}
+	if count() != 1 {
+		t.Fatalf("the ephemeral node is not listed while up")
+	}
+	n.Close()
+	start := time.Now()
+	for count() != 0 {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("ephemeral node still listed 15 s after it went away")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("ephemeral node removed %v after it went away", time.Since(start).Round(time.Millisecond))
 }

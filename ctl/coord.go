@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"meshwork.dev/coord"
 )
@@ -31,6 +32,7 @@ func runCoord(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", "", "`file` with the 32-byte key that encrypts secrets at rest (or env MESHWORK_SECRET_KEY)")
 	fs.StringVar(&cfg.Domain, "domain", "mesh.internal", "the mesh's DNS `domain`")
 	fs.StringVar(&cfg.DERPAddr, "derp", "", "TCP `address` of the embedded DERP relay, reachable by nodes (default: --cluster's, over TCP)")
+	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 30*time.Second, "how long an ephemeral node may be away before it is removed")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve the admin API over TLS with this certificate `file`")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "the TLS certificate's key `file`")
 	if err := e.args(fs, args, 0); err != nil {

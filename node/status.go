@@ -22,7 +22,7 @@ type Peer struct {
 	IPs           []string  `json:"ips"`
 	OS            string    `json:"os,omitempty"`
 	Online        bool      `json:"online"`
-	Path          string    `json:"path"` // "direct", "relayed" or "idle"
+	Path          string    `json:"path"`            // "direct", "relayed" or "idle"
 	Addr          string    `json:"addr,omitempty"`  // the direct address in use
 	Relay         string    `json:"relay,omitempty"` // the DERP region relaying
 	LastHandshake time.Time `json:"last_handshake,omitzero"`

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"tailscale.com/control/controlhttp/controlhttpserver"
@@ -38,8 +40,15 @@ type Server struct {
 	Domain string
 	// DERPMap is sent to nodes; nil sends an empty one (direct paths only).
 	DERPMap *tailcfg.DERPMap
+	// EphemeralGrace is how long an ephemeral node may be away (no map stream) before it is
+	// removed; default 30 s.
+	EphemeralGrace time.Duration
 	// Logf logs; nil discards.
 	Logf func(format string, args ...any)
+
+	mu      sync.Mutex             // guards streams and removals
+	streams map[string]int         // open map streams by node ID
+	removal map[string]*time.Timer // pending removals of ephemeral nodes
 }
 
 // DeriveKey derives the control Noise key from a secret every replica holds (the cluster

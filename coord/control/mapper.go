@@ -47,6 +47,10 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
+	if req.Stream {
+		s.streamOpened(self.ID)
+		defer s.streamClosed(self)
+	}
 	compress := req.Compress == "zstd"
 	var index uint64
 	var sent map[tailcfg.NodeID]bool // the peers this stream has told the node about
