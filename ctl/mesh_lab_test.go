@@ -56,13 +56,17 @@ func serveGreeting(t *testing.T, h *lab.Host, port int) {
 	}()
 }
 
-// TestMeshLaptops: a coord, laptop a on the open network, b behind a NAT router and c whose
-// UDP is blocked (so only the DERP relay over TCP reaches it) join with `meshctl up`; every
-// pair opens TCP by name; status reports direct and relayed paths as they are.
-func TestMeshLaptops(t *testing.T) {
+// meshLab is a coord on the lab's internet and a reusable auth key for laptops.
+type meshLab struct {
+	*coordLab
+	in    *lab.Internet
+	coord *replicaHost
+	key   string
+}
+
+func newMeshLab(t *testing.T) *meshLab {
 	cl := newCoordLab(t)
-	l := cl.l
-	in := l.Internet()
+	in := cl.l.Internet()
 	coordHost := in.PublicHost("coord")
 	coordIP := coordHost.Addr(in.Net)
 	cl.admin = in.PublicHost("ops")
@@ -79,27 +83,33 @@ func TestMeshLaptops(t *testing.T) {
 	if err := json.Unmarshal([]byte(cl.mustCtl(r, "authkey", "create", "--reusable", "--json")), &k); err != nil {
 		t.Fatal(err)
 	}
+	return &meshLab{coordLab: cl, in: in, coord: r, key: k.Key}
+}
 
-	router := l.Router("r1", in.Net)
-	laptops := []*laptop{
-		{name: "a", host: in.PublicHost("a")},
-		{name: "b", host: router.LANHost("b")},
-		{name: "c", host: in.PublicHost("c")},
-	}
-	laptops[2].host.DropUDP()
-	for _, lp := range laptops {
-		lp.state = filepath.Join(t.TempDir(), lp.name)
-		lp.host.Start(nil, cl.meshctl, "daemon", "--state", lp.state)
-		serveGreeting(t, lp.host, 9000)
-	}
-	for _, lp := range laptops {
-		start := time.Now()
-		eventually(t, 60*time.Second, lp.name+" up", func() error {
-			_, err := lp.meshctl(t, cl.meshctl, "up", "--coord", r.url(), "--auth-key", k.Key, "--hostname", lp.name)
-			return err
-		})
-		t.Logf("meshctl up on %s: %v", lp.name, time.Since(start).Round(time.Millisecond))
-	}
+// laptop starts a daemon on h, a greeting service on its loopback port 9000, and joins it.
+func (ml *meshLab) laptop(t *testing.T, name string, h *lab.Host) *laptop {
+	lp := &laptop{name: name, host: h, state: filepath.Join(t.TempDir(), name)}
+	h.Start(nil, ml.meshctl, "daemon", "--state", lp.state)
+	serveGreeting(t, h, 9000)
+	start := time.Now()
+	eventually(t, 60*time.Second, name+" up", func() error {
+		_, err := lp.meshctl(t, ml.meshctl, "up", "--coord", ml.coord.url(), "--auth-key", ml.key, "--hostname", name)
+		return err
+	})
+	t.Logf("meshctl up on %s: %v", name, time.Since(start).Round(time.Millisecond))
+	return lp
+}
+
+// TestMeshLaptops: a coord, laptop a on the open network, b behind a NAT router and c whose
+// UDP is blocked (so only the DERP relay over TCP reaches it) join with `meshctl up`; every
+// pair opens TCP by name; status reports direct and relayed paths as they are.
+func TestMeshLaptops(t *testing.T) {
+	ml := newMeshLab(t)
+	cl, in := ml.coordLab, ml.in
+	router := cl.l.Router("r1", in.Net)
+	c := in.PublicHost("c")
+	c.DropUDP()
+	laptops := []*laptop{ml.laptop(t, "a", in.PublicHost("a")), ml.laptop(t, "b", router.LANHost("b")), ml.laptop(t, "c", c)}
 
 	for _, from := range laptops {
 		for _, to := range laptops {

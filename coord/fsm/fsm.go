@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -61,15 +62,22 @@ type tx struct {
 	wrote bool // an op must not fail once it has written
 }
 
-// decode unmarshals the command's payload, refusing unknown fields.
+// decode unmarshals the command's payload. A field this build does not know means the
+// command comes from a newer one: errNewerPayload, so the replica stops instead of applying
+// half of it and drifting from the others.
 func (t *tx) decode(v any) error {
 	dec := json.NewDecoder(bytes.NewReader(t.c.Data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if strings.HasPrefix(err.Error(), "json: unknown field") {
+			return fmt.Errorf("%s: %w: %v", t.c.Op, errNewerPayload, err)
+		}
 		return errorf(CodeInvalid, "%s: %v", t.c.Op, err)
 	}
 	return nil
 }
+
+var errNewerPayload = errors.New("payload from a newer version")
 
 // put inserts or replaces obj in table and records the table's change index.
 func (t *tx) put(table string, obj any) {
@@ -160,6 +168,9 @@ func (f *FSM) applyOne(txn *memdb.Txn, index uint64, data []byte) *Result {
 	t := &tx{Txn: txn, c: &c, index: index}
 	value, object, err := o.apply(t)
 	res := &Result{Index: index}
+	if errors.Is(err, errNewerPayload) {
+		return f.refuse(index, "%v", err)
+	}
 	if err != nil {
 		if t.wrote {
 			panic(fmt.Sprintf("fsm: %s failed after writing: %v", c.Op, err))
