@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -98,7 +99,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	derp, err := relay.Listen(cmp.Or(cfg.DERPAddr, cfg.ClusterAddr), rep.ID(), cfg.Logf)
+	rep.Transport().ServeNonQUIC(relay.STUNReply) // STUN shares the cluster port's UDP
+	_, clusterPort, _ := net.SplitHostPort(cfg.ClusterAddr)
+	stunPort, _ := strconv.Atoi(clusterPort)
+	derp, err := relay.Listen(cmp.Or(cfg.DERPAddr, cfg.ClusterAddr), rep.ID(), stunPort, cfg.Logf)
 	if err != nil {
 		return fmt.Errorf("coord: DERP relay: %w", err)
 	}

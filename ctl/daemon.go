@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"meshwork.dev/node"
 )
@@ -40,6 +41,9 @@ func runDaemon(ctx context.Context, e *env, args []string) error {
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
-	d := &node.Daemon{StateDir: *state, Socket: *socket, Logf: func(f string, a ...any) { fmt.Fprintf(e.stderr, f+"\n", a...) }}
+	logf := func(f string, a ...any) {
+		fmt.Fprintf(e.stderr, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(f, a...))
+	}
+	d := &node.Daemon{StateDir: *state, Socket: *socket, Logf: logf}
 	return d.Run(ctx)
 }

@@ -44,7 +44,7 @@ func TestStockTailscale(t *testing.T) {
 	stock := ml.in.PublicHost("stock")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "tailscaled.sock")
-	stock.Start(nil, tailscaled, "--tun=userspace-networking", "--statedir="+dir, "--socket="+sock, "--port=0")
+	stock.Start(nil, tailscaled, "--tun=userspace-networking", "--statedir="+dir, "--socket="+sock, "--port=0", "--no-logs-no-support")
 	serveGreeting(t, stock, 9000)
 	ts := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

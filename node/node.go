@@ -12,7 +12,9 @@ import (
 	"net/netip"
 	"sync"
 
+	"tailscale.com/envknob"
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/logtail"
 	"tailscale.com/tsnet"
 )
 
@@ -37,8 +39,16 @@ type Node struct {
 	ts *tsnet.Server
 }
 
+// noUploads keeps tsnet from sending logs to, or resolving names through, Tailscale's
+// servers: a Meshwork node talks only to its own coord.
+var noUploads sync.Once
+
 // Up joins the mesh and returns once the node is running.
 func (n *Node) Up(ctx context.Context) (*ipnstate.Status, error) {
+	noUploads.Do(func() {
+		envknob.SetNoLogsNoSupport()
+		logtail.Disable()
+	})
 	n.mu.Lock()
 	if n.ts == nil {
 		logf := n.Logf

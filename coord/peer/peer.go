@@ -82,6 +82,26 @@ func Listen(addr string, id *Identity, logf func(string, ...any)) (*Transport, e
 	return t, nil
 }
 
+// ServeNonQUIC answers the other packets arriving on the cluster port (STUN binding
+// requests start with two zero bits, which no QUIC packet does): reply returns what to send
+// back, or nil. Call once; the goroutine ends with Close.
+func (t *Transport) ServeNonQUIC(reply func(pkt []byte, from net.Addr) []byte) {
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := t.qt.ReadNonQUICPacket(t.ctx, buf)
+			if err != nil {
+				return
+			}
+			if out := reply(buf[:n], from); out != nil {
+				t.qt.WriteTo(out, from)
+			}
+		}
+	}()
+}
+
 // Addr is the address peers dial.
 func (t *Transport) Addr() string { return t.addr }
 

@@ -4,6 +4,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"tailscale.com/derp/derpserver"
+	"tailscale.com/net/stun"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 )
@@ -36,10 +38,11 @@ type Relay struct {
 	done chan struct{}
 }
 
-// Listen serves DERP over TLS on addr (host:port; the host is what nodes dial). The
-// certificate is self-signed: the DERP map tells clients to skip verification, which costs
-// metadata privacy only — WireGuard encrypts what DERP carries.
-func Listen(addr, name string, logf func(string, ...any)) (*Relay, error) {
+// Listen serves DERP over TLS on addr (host:port; the host is what nodes dial); stunPort,
+// when not 0, is where the replica answers STUN (see STUNReply). The certificate is
+// self-signed: the DERP map tells clients to skip verification, which costs metadata
+// privacy only — WireGuard encrypts what DERP carries.
+func Listen(addr, name string, stunPort int, logf func(string, ...any)) (*Relay, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("relay address %q: %w", addr, err)
@@ -68,11 +71,12 @@ func Listen(addr, name string, logf func(string, ...any)) (*Relay, error) {
 	mux.HandleFunc("/derp/latency-check", derpserver.ProbeHandler)
 	mux.HandleFunc("/generate_204", derpserver.ServeNoContent)
 	r.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	r.Node = &tailcfg.DERPNode{Name: name, RegionID: RegionID, HostName: host, DERPPort: port, STUNPort: -1, InsecureForTests: true}
-	if ip.Is4() {
-		r.Node.IPv4 = host
-	} else {
-		r.Node.IPv6 = host
+	r.Node = &tailcfg.DERPNode{Name: name, RegionID: RegionID, HostName: host, DERPPort: port, STUNPort: cmp.Or(stunPort, -1), InsecureForTests: true}
+	// The other family is "none": without it clients look the host up in DNS and wait out
+	// probes that cannot answer.
+	r.Node.IPv4, r.Node.IPv6 = host, "none"
+	if ip.Is6() {
+		r.Node.IPv4, r.Node.IPv6 = "none", host
 	}
 	go func() {
 		defer close(r.done)
@@ -81,6 +85,24 @@ func Listen(addr, name string, logf func(string, ...any)) (*Relay, error) {
 		}
 	}()
 	return r, nil
+}
+
+// STUNReply answers a STUN binding request with the address it came from (nodes learn their
+// public address and NAT behaviour from it); anything else gets no answer.
+func STUNReply(pkt []byte, from net.Addr) []byte {
+	if !stun.Is(pkt) {
+		return nil
+	}
+	tx, err := stun.ParseBindingRequest(pkt)
+	if err != nil {
+		return nil
+	}
+	ua, ok := from.(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	ap := ua.AddrPort()
+	return stun.Response(tx, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 }
 
 // Map is the DERP map for one region made of nodes.
