@@ -1,0 +1,90 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"meshwork.dev/coord/api"
+)
+
+// BenchmarkUpToFirstConn: `meshctl up` on a fresh machine → the first TCP connection to a
+// peer's service over the mesh, on loopback: p50 and p95 (target p50 ≤ 1 s).
+func BenchmarkUpToFirstConn(b *testing.B) {
+	mesh, token := startMeshwork(b)
+	meshctl, _ := exec.LookPath("meshctl")
+	c := &api.Client{Base: mesh.urls[0], Token: token}
+	var k api.NewAuthKey
+	if err := c.Do(context.Background(), "POST", "/v1/authkeys", api.CreateAuthKey{Reusable: true}, &k); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(meshctl, args...)
+		cmd.Env = append(os.Environ(), "MESHCTL_COORD="+mesh.urls[0])
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	daemon := func(name string) string {
+		state := filepath.Join(dir, name)
+		mesh.startProc(b, dir, meshctl, "daemon", "--state", state)
+		return state
+	}
+	// The peer: a daemon on the mesh with a service on its loopback.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hi\n"))
+			c.Close()
+		}
+	}()
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	peerState := daemon("peer")
+	waitFor(b, 30*time.Second, "peer up", func() error {
+		_, err := run("up", "--state", peerState, "--auth-key", k.Key, "--hostname", "peer")
+		return err
+	})
+	var times []time.Duration
+	for i := range b.N {
+		state := daemon(fmt.Sprint("m", i))
+		waitFor(b, 10*time.Second, "daemon socket", func() error {
+			_, err := os.Stat(filepath.Join(state, "meshctl.sock"))
+			return err
+		})
+		start := time.Now()
+		if out, err := run("up", "--state", state, "--auth-key", k.Key, "--hostname", fmt.Sprint("m", i)); err != nil {
+			b.Fatalf("up: %v: %s", err, out)
+		}
+		for {
+			out, err := run("nc", "peer", port, "--state", state)
+			if err == nil && strings.TrimSpace(out) == "hi" {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				b.Fatalf("no connection to the peer 30 s after up: %v %s", err, out)
+			}
+		}
+		times = append(times, time.Since(start))
+		run("down", "--state", state)
+	}
+	slices.Sort(times)
+	p50, p95 := times[len(times)/2], times[min(len(times)-1, len(times)*95/100)]
+	b.ReportMetric(p50.Seconds(), "s-p50")
+	b.ReportMetric(p95.Seconds(), "s-p95")
+	b.Logf("meshctl up → first TCP connection to a peer, %d runs: p50 %v, p95 %v (target p50 ≤ 1 s)", len(times), p50.Round(time.Millisecond), p95.Round(time.Millisecond))
+}
