@@ -88,12 +88,17 @@ func newMeshLab(t *testing.T) *meshLab {
 
 // laptop starts a daemon on h, a greeting service on its loopback port 9000, and joins it.
 func (ml *meshLab) laptop(t *testing.T, name string, h *lab.Host) *laptop {
+	return ml.laptopAt(t, name, h, ml.coord.url())
+}
+
+// laptopAt is laptop with the coord address(es) to give meshctl up.
+func (ml *meshLab) laptopAt(t *testing.T, name string, h *lab.Host, coord string) *laptop {
 	lp := &laptop{name: name, host: h, state: filepath.Join(t.TempDir(), name)}
 	h.Start(nil, ml.meshctl, "daemon", "--state", lp.state)
 	serveGreeting(t, h, 9000)
 	start := time.Now()
 	eventually(t, 60*time.Second, name+" up", func() error {
-		_, err := lp.meshctl(t, ml.meshctl, "up", "--coord", ml.coord.url(), "--auth-key", ml.key, "--hostname", name)
+		_, err := lp.meshctl(t, ml.meshctl, "up", "--coord", coord, "--auth-key", ml.key, "--hostname", name)
 		return err
 	})
 	t.Logf("meshctl up on %s: %v", name, time.Since(start).Round(time.Millisecond))
@@ -156,4 +161,53 @@ func TestMeshLaptops(t *testing.T) {
 	}
 	out, _ := laptops[0].meshctl(t, cl.meshctl, "status")
 	t.Logf("meshctl status on a:\n%s", out)
+}
+
+// TestMeshReplicaFailover: laptops given all three replicas keep their mesh when the replica
+// they talk to is killed — a laptop joining afterwards is seen by them — and keep
+// exchanging traffic when every replica is down.
+func TestMeshReplicaFailover(t *testing.T) {
+	cl := newCoordLab(t)
+	rs := cl.threeReplicas()
+	var k api.NewAuthKey
+	if err := json.Unmarshal([]byte(cl.mustCtl(rs[0], "authkey", "create", "--reusable", "--json")), &k); err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, r := range rs {
+		urls = append(urls, r.url())
+	}
+	ml := &meshLab{coordLab: cl, key: k.Key}
+	join := func(name string) *laptop {
+		h := cl.l.Host(name)
+		h.Attach(cl.lan)
+		h.DefaultRoute(rs[1].addr) // tailscale wants one; nothing routes beyond the LAN here
+		return ml.laptopAt(t, name, h, strings.Join(urls, ","))
+	}
+	nc := func(from, to *laptop) error {
+		out, err := from.meshctl(t, cl.meshctl, "nc", to.name, "9000")
+		if err == nil && out != "hello from "+to.name+"\n" {
+			err = fmt.Errorf("read %q", out)
+		}
+		return err
+	}
+	a, b := join("a"), join("b")
+	eventually(t, 30*time.Second, "a → b", func() error { return nc(a, b) })
+
+	// Both laptops talk to c1 (the first that answers). Kill it; a laptop joining now is
+	// registered through another replica, and a and b learn of it from their new streams.
+	rs[0].proc.Kill()
+	c := join("c")
+	eventually(t, 30*time.Second, "a → c after c1 died", func() error { return nc(a, c) })
+	eventually(t, 30*time.Second, "c → b", func() error { return nc(c, b) })
+
+	// With every replica down, established peers keep exchanging traffic.
+	rs[1].proc.Kill()
+	rs[2].proc.Kill()
+	for range 3 {
+		if err := nc(a, b); err != nil {
+			t.Fatalf("a → b with all replicas down: %v", err)
+		}
+		time.Sleep(time.Second)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"tailscale.com/envknob"
@@ -21,7 +22,8 @@ import (
 // Node is one machine on the mesh. Set the fields, then Up; Close ends it. A zero Node
 // needs at least ControlURL and Dir.
 type Node struct {
-	// ControlURL is coord's address (http://host:port).
+	// ControlURL is coord's address (http://host:port); several, comma-separated, name
+	// replicas of one cluster: the node reaches whichever answers and moves on when one dies.
 	ControlURL string
 	// AuthKey admits the machine the first time; later starts reuse the identity in Dir.
 	AuthKey string
@@ -35,8 +37,9 @@ type Node struct {
 	// Logf receives the node's log; nil discards it.
 	Logf func(format string, args ...any)
 
-	mu sync.Mutex // guards ts
-	ts *tsnet.Server
+	mu    sync.Mutex // guards ts and proxy
+	ts    *tsnet.Server
+	proxy *controlProxy // between tsnet and several replicas
 }
 
 // noUploads keeps tsnet from sending logs to, or resolving names through, Tailscale's
@@ -55,7 +58,16 @@ func (n *Node) Up(ctx context.Context) (*ipnstate.Status, error) {
 		if logf == nil {
 			logf = func(string, ...any) {}
 		}
-		n.ts = &tsnet.Server{Dir: n.Dir, ControlURL: n.ControlURL, AuthKey: n.AuthKey, Hostname: n.Hostname,
+		controlURL := n.ControlURL
+		if urls := strings.Split(n.ControlURL, ","); len(urls) > 1 {
+			p, u, err := startControlProxy(n.Dir, urls)
+			if err != nil {
+				n.mu.Unlock()
+				return nil, err
+			}
+			n.proxy, controlURL = p, u
+		}
+		n.ts = &tsnet.Server{Dir: n.Dir, ControlURL: controlURL, AuthKey: n.AuthKey, Hostname: n.Hostname,
 			Logf: logf, UserLogf: logf}
 		if n.ForwardToLocal {
 			n.ts.RegisterFallbackTCPHandler(forwardToLocal)
@@ -150,13 +162,17 @@ func cutDot(s string) (string, string, bool) {
 // Close leaves the mesh (the identity in Dir stays). Idempotent.
 func (n *Node) Close() error {
 	n.mu.Lock()
-	ts := n.ts
-	n.ts = nil
+	ts, proxy := n.ts, n.proxy
+	n.ts, n.proxy = nil, nil
 	n.mu.Unlock()
-	if ts == nil {
-		return nil
+	var err error
+	if ts != nil {
+		err = ts.Close()
 	}
-	return ts.Close()
+	if proxy != nil {
+		proxy.Close()
+	}
+	return err
 }
 
 // forwardToLocal hands an incoming mesh connection to the same port on loopback.
