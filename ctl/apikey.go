@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"net/url"
 
 	"meshwork.dev/coord/api"
 )
@@ -13,7 +12,7 @@ var apikeyCmd = group("apikey", "Manage admin API keys",
 	&command{name: "list", summary: "List API keys", usage: "[--json]",
 		examples: []string{"meshctl apikey list"}, run: apikeyList},
 	&command{name: "revoke", summary: "Revoke an API key", usage: "ID",
-		examples: []string{"meshctl apikey revoke k1a2b3c4"}, run: apikeyRevoke},
+		examples: []string{"meshctl apikey revoke k1a2b3c4"}, run: remover("/v1/apikeys/", "revoked API key %s")},
 )
 
 func apikeyCreate(ctx context.Context, e *env, args []string) error {
@@ -25,12 +24,8 @@ func apikeyCreate(ctx context.Context, e *env, args []string) error {
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var k api.NewAPIKey
-	if err := c.Do(ctx, "POST", "/v1/apikeys", req, &k); err != nil {
+	if err := e.call(ctx, "POST", "/v1/apikeys", req, &k); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -44,12 +39,8 @@ func apikeyList(ctx context.Context, e *env, args []string) error {
 	if err := e.args(e.flags(), args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var keys []api.APIKey
-	if err := c.Do(ctx, "GET", "/v1/apikeys", nil, &keys); err != nil {
+	if err := e.call(ctx, "GET", "/v1/apikeys", nil, &keys); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -60,20 +51,4 @@ func apikeyList(ctx context.Context, e *env, args []string) error {
 		rows = append(rows, []string{k.ID, k.User, k.Name, when(&k.CreatedAt), when(k.ExpiresAt), when(k.RevokedAt)})
 	}
 	return e.table("ID\tUSER\tNAME\tCREATED\tEXPIRES\tREVOKED", rows)
-}
-
-func apikeyRevoke(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if err := e.args(fs, args, 1); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	id := fs.Arg(0)
-	if err := c.Do(ctx, "DELETE", "/v1/apikeys/"+url.PathEscape(id), nil, nil); err != nil {
-		return err
-	}
-	return e.printf("revoked API key %s\n", id)
 }

@@ -3,7 +3,6 @@ package ctl
 import (
 	"context"
 	"flag"
-	"net/url"
 	"strings"
 
 	"meshwork.dev/coord/api"
@@ -15,7 +14,7 @@ var authkeyCmd = group("authkey", "Manage auth keys that let machines join the m
 	&command{name: "list", summary: "List auth keys", usage: "[--json]",
 		examples: []string{"meshctl authkey list"}, run: authkeyList},
 	&command{name: "revoke", summary: "Revoke an auth key", usage: "ID",
-		examples: []string{"meshctl authkey revoke a1b2c3d4"}, run: authkeyRevoke},
+		examples: []string{"meshctl authkey revoke a1b2c3d4"}, run: remover("/v1/authkeys/", "revoked auth key %s")},
 )
 
 // tagsFlag collects repeated --tag values.
@@ -36,12 +35,8 @@ func authkeyCreate(ctx context.Context, e *env, args []string) error {
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var k api.NewAuthKey
-	if err := c.Do(ctx, "POST", "/v1/authkeys", req, &k); err != nil {
+	if err := e.call(ctx, "POST", "/v1/authkeys", req, &k); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -55,12 +50,8 @@ func authkeyList(ctx context.Context, e *env, args []string) error {
 	if err := e.args(e.flags(), args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var keys []api.AuthKey
-	if err := c.Do(ctx, "GET", "/v1/authkeys", nil, &keys); err != nil {
+	if err := e.call(ctx, "GET", "/v1/authkeys", nil, &keys); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -78,19 +69,4 @@ func authkeyList(ctx context.Context, e *env, args []string) error {
 		rows = append(rows, []string{k.ID, k.User, kind, strings.Join(k.Tags, ","), when(k.ExpiresAt), when(k.RevokedAt)})
 	}
 	return e.table("ID\tUSER\tKIND\tTAGS\tEXPIRES\tREVOKED", rows)
-}
-
-func authkeyRevoke(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if err := e.args(fs, args, 1); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.Do(ctx, "DELETE", "/v1/authkeys/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
-		return err
-	}
-	return e.printf("revoked auth key %s\n", fs.Arg(0))
 }

@@ -2,8 +2,6 @@ package ctl
 
 import (
 	"context"
-	"fmt"
-	"net/url"
 
 	"meshwork.dev/coord/api"
 )
@@ -12,7 +10,7 @@ var clusterCmd = group("cluster", "See and change the coord replicas",
 	&command{name: "status", summary: "Show leader, term, indexes and members", usage: "[--json]",
 		examples: []string{"meshctl cluster status"}, run: clusterStatus},
 	&command{name: "remove", summary: "Remove a replica from the cluster", usage: "ID",
-		examples: []string{"meshctl cluster remove c3"}, run: clusterRemove},
+		examples: []string{"meshctl cluster remove c3"}, run: remover("/v1/cluster/members/", "removed replica %s")},
 	&command{name: "token", summary: "Print the token a new replica joins with", usage: "",
 		examples: []string{"meshctl cluster token"}, run: clusterToken},
 )
@@ -21,12 +19,8 @@ func clusterStatus(ctx context.Context, e *env, args []string) error {
 	if err := e.args(e.flags(), args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var cl api.Cluster
-	if err := c.Do(ctx, "GET", "/v1/cluster", nil, &cl); err != nil {
+	if err := e.call(ctx, "GET", "/v1/cluster", nil, &cl); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -48,39 +42,19 @@ func clusterStatus(ctx context.Context, e *env, args []string) error {
 	return e.table("ID\tCLUSTER ADDRESS\tHTTP\tROLE", rows)
 }
 
-func clusterRemove(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if err := e.args(fs, args, 1); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.Do(ctx, "DELETE", "/v1/cluster/members/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
-		return err
-	}
-	return e.printf("removed replica %s\n", fs.Arg(0))
-}
-
 func clusterToken(ctx context.Context, e *env, args []string) error {
 	if err := e.args(e.flags(), args, 0); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
 		return err
 	}
 	var t struct {
 		Token string `json:"token"`
 	}
-	if err := c.Do(ctx, "GET", "/v1/cluster/token", nil, &t); err != nil {
+	if err := e.call(ctx, "GET", "/v1/cluster/token", nil, &t); err != nil {
 		return err
 	}
 	if e.global.json {
 		return e.printJSON(t)
 	}
-	_, err = fmt.Fprintf(e.stdout, "%s\n\nnext, on the new replica:\n  meshctl coord --state DIR --http ADDR --cluster ADDR --join %s --join-token %s\n",
+	return e.printf("%s\n\nnext, on the new replica:\n  meshctl coord --state DIR --http ADDR --cluster ADDR --join %s --join-token %s\n",
 		t.Token, e.global.coord, t.Token)
-	return err
 }

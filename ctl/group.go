@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -57,6 +58,30 @@ func (e *env) client() (*api.Client, error) {
 		return nil, usageErrorf("%s: no API key; pass --token KEY or set MESHCTL_TOKEN (a new cluster's admin key is in STATE/admin.key)", e.cmd.name)
 	}
 	return &api.Client{Base: e.global.coord, Token: e.global.token}, nil
+}
+
+// call sends one admin API request with the global --coord and --token.
+func (e *env) call(ctx context.Context, method, path string, in, out any) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, method, path, in, out)
+}
+
+// remover is a verb that deletes (or revokes) the object named by its one argument at
+// prefix/NAME and says so.
+func remover(prefix, done string) func(ctx context.Context, e *env, args []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		fs := e.flags()
+		if err := e.args(fs, args, 1); err != nil {
+			return err
+		}
+		if err := e.call(ctx, "DELETE", prefix+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
+			return err
+		}
+		return e.printf(done+"\n", fs.Arg(0))
+	}
 }
 
 // args parses args and checks that exactly want positional arguments remain.

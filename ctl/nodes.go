@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"net/url"
 	"strings"
 
 	"meshwork.dev/coord/api"
@@ -14,19 +13,15 @@ var nodeCmd = group("node", "List and remove the machines on the mesh",
 	&command{name: "list", summary: "List machines on the mesh", usage: "[--json]",
 		examples: []string{"meshctl node list"}, run: nodeList},
 	&command{name: "delete", summary: "Remove a machine from the mesh (it is cut off at once)", usage: "NAME",
-		examples: []string{"meshctl node delete old-laptop"}, run: nodeDelete},
+		examples: []string{"meshctl node delete old-laptop"}, run: remover("/v1/nodes/", "removed %s from the mesh; its peers drop it with their next map")},
 )
 
 func nodeList(ctx context.Context, e *env, args []string) error {
 	if err := e.args(e.flags(), args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var nodes []api.Node
-	if err := c.Do(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil {
+	if err := e.call(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -40,19 +35,4 @@ func nodeList(ctx context.Context, e *env, args []string) error {
 		rows = append(rows, []string{n.Name, n.IPv4, n.IPv6, n.User, strings.Join(n.Tags, ","), when(&n.LastSeen)})
 	}
 	return e.table("NAME\tIPV4\tIPV6\tUSER\tTAGS\tLAST SEEN", rows)
-}
-
-func nodeDelete(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if err := e.args(fs, args, 1); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.Do(ctx, "DELETE", "/v1/nodes/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
-		return err
-	}
-	return e.printf("removed %s from the mesh; its peers drop it with their next map\n", fs.Arg(0))
 }

@@ -19,12 +19,8 @@ func policyGet(ctx context.Context, e *env, args []string) error {
 	if err := e.args(e.flags(), args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var p api.Policy
-	if err := c.Do(ctx, "GET", "/v1/policy", nil, &p); err != nil {
+	if err := e.call(ctx, "GET", "/v1/policy", nil, &p); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -42,12 +38,8 @@ func policySet(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("policy set: %w", err)
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var p api.Policy
-	if err := c.Do(ctx, "PUT", "/v1/policy", api.Policy{Text: string(text)}, &p); err != nil {
+	if err := e.call(ctx, "PUT", "/v1/policy", api.Policy{Text: string(text)}, &p); err != nil {
 		return fmt.Errorf("policy set %s: %w (the policy in force is unchanged)", fs.Arg(0), err)
 	}
 	return e.printf("policy version %d in force\n", p.Version)

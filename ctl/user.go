@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"net/url"
 
 	"meshwork.dev/coord/api"
 )
@@ -13,7 +12,7 @@ var userCmd = group("user", "Manage users (admins only)",
 	&command{name: "list", summary: "List users", usage: "[--json]",
 		examples: []string{"meshctl user list --json"}, run: userList},
 	&command{name: "delete", summary: "Delete a user", usage: "NAME",
-		examples: []string{"meshctl user delete alice"}, run: userDelete},
+		examples: []string{"meshctl user delete alice"}, run: remover("/v1/users/", "deleted user %s")},
 )
 
 func userCreate(ctx context.Context, e *env, args []string) error {
@@ -22,12 +21,8 @@ func userCreate(ctx context.Context, e *env, args []string) error {
 	if err := e.args(fs, args, 1); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var u api.User
-	if err := c.Do(ctx, "POST", "/v1/users", api.CreateUser{Name: fs.Arg(0), Role: *role}, &u); err != nil {
+	if err := e.call(ctx, "POST", "/v1/users", api.CreateUser{Name: fs.Arg(0), Role: *role}, &u); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -40,12 +35,8 @@ func userList(ctx context.Context, e *env, args []string) error {
 	if err := e.args(e.flags(), args, 0); err != nil {
 		return err
 	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
 	var users []api.User
-	if err := c.Do(ctx, "GET", "/v1/users", nil, &users); err != nil {
+	if err := e.call(ctx, "GET", "/v1/users", nil, &users); err != nil {
 		return err
 	}
 	if e.global.json {
@@ -56,19 +47,4 @@ func userList(ctx context.Context, e *env, args []string) error {
 		rows = append(rows, []string{u.Name, u.Role, when(&u.CreatedAt)})
 	}
 	return e.table("NAME\tROLE\tCREATED", rows)
-}
-
-func userDelete(ctx context.Context, e *env, args []string) error {
-	fs := e.flags()
-	if err := e.args(fs, args, 1); err != nil {
-		return err
-	}
-	c, err := e.client()
-	if err != nil {
-		return err
-	}
-	if err := c.Do(ctx, "DELETE", "/v1/users/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
-		return err
-	}
-	return e.printf("deleted user %s\n", fs.Arg(0))
 }
