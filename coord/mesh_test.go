@@ -238,3 +238,82 @@ func TestEphemeral(t *testing.T) {
 	}
 	t.Logf("ephemeral node removed %v after it went away", time.Since(start).Round(time.Millisecond))
 }
+
+// greet answers every connection on ln with msg.
+func greet(ln net.Listener, msg string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.WriteString(c, msg)
+		c.Close()
+	}
+}
+
+// reach reports whether from gets to's greeting on port within a couple of seconds.
+func reach(ctx context.Context, from, to *tsnet.Server, port string) bool {
+	ip, _ := to.TailscaleIPs()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := from.Dial(ctx, "tcp", net.JoinHostPort(ip.String(), port))
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	b, _ := io.ReadAll(c)
+	return len(b) > 0
+}
+
+// TestPolicyFilter: with no policy every node reaches every port; a policy that lets
+// tag:client reach tag:server on 8080 only is enforced by the nodes: the other direction
+// and other ports are dropped.
+func TestPolicyFilter(t *testing.T) {
+	url, admin := startCoord(t)
+	c := &api.Client{Base: url, Token: admin}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	client := tsnode(t, url, authKey(t, c, api.CreateAuthKey{Tags: []string{"tag:client"}}), "client")
+	server := tsnode(t, url, authKey(t, c, api.CreateAuthKey{Tags: []string{"tag:server"}}), "server")
+	for _, n := range []*tsnet.Server{client, server} {
+		if _, err := n.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, port := range []string{":8080", ":9090"} {
+			ln, err := n.Listen("tcp", port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go greet(ln, "hi")
+		}
+	}
+	eventually := func(what string, want bool, f func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			if f() == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: still %v after 20 s", what, !want)
+			}
+		}
+	}
+	eventually("no policy: server → client:9090", true, func() bool { return reach(ctx, server, client, "9090") })
+
+	pol := `{"acls": [{"action": "accept", "src": ["tag:client"], "dst": ["tag:server:8080"]}]}`
+	if err := c.Do(ctx, "PUT", "/v1/policy", api.Policy{Text: pol}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually("policy: server → client:9090 dropped", false, func() bool { return reach(ctx, server, client, "9090") })
+	if !reach(ctx, client, server, "8080") {
+		t.Errorf("client → server:8080 is allowed by the policy but failed")
+	}
+	if reach(ctx, client, server, "9090") {
+		t.Errorf("client → server:9090 got through; the policy allows only 8080")
+	}
+	if reach(ctx, server, client, "8080") {
+		t.Errorf("server → client:8080 got through; the policy allows only client → server")
+	}
+}

@@ -72,8 +72,8 @@ func (p *Policy) check() error {
 			return fmt.Errorf("policy: acls[%d]: needs src and dst", i)
 		}
 		for _, d := range a.Dst {
-			if !strings.Contains(d, ":") {
-				return fmt.Errorf("policy: acls[%d]: dst %q: write HOST:PORTS (api:443, *:*)", i, d)
+			if _, _, err := splitDst(d); err != nil {
+				return fmt.Errorf("policy: acls[%d]: %w (api:443, *:*)", i, err)
 			}
 		}
 		if err := p.checkRefs(fmt.Sprintf("acls[%d]", i), a.Src); err != nil {

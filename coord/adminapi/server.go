@@ -280,7 +280,7 @@ func (s *Server) watchRead(w http.ResponseWriter, r *http.Request, table string)
 			}
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
-		store.WaitIndex(ctx, table, after)
+		store.WaitIndex(ctx, after, table)
 		cancel()
 	}
 	w.Header().Set("X-Meshwork-Index", strconv.FormatUint(store.TableIndex(table), 10))

@@ -14,6 +14,7 @@ import (
 	"tailscale.com/util/zstdframe"
 
 	"meshwork.dev/coord/fsm"
+	"meshwork.dev/policy"
 )
 
 // keepAlive is how often an idle map stream gets a keep-alive.
@@ -59,7 +60,7 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 		if err != nil {
 			return
 		}
-		index = store.TableIndex(fsm.TableNodes)
+		index = max(store.TableIndex(fsm.TableNodes), store.TableIndex(fsm.TablePolicy))
 		res := s.mapResponse(store, req.NodeKey.String())
 		if res == nil {
 			return // the node was deleted
@@ -94,7 +95,7 @@ func removed(res *tailcfg.MapResponse, before map[tailcfg.NodeID]bool) map[tailc
 func (s *Server) waitChange(ctx context.Context, w http.ResponseWriter, compress bool, store *fsm.Store, index uint64) bool {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, keepAlive)
-		now := store.WaitIndex(wctx, fsm.TableNodes, index)
+		now := store.WaitIndex(wctx, index, fsm.TableNodes, fsm.TablePolicy)
 		cancel()
 		if ctx.Err() != nil {
 			return false
@@ -183,7 +184,7 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 		Node:         s.tailNode(self),
 		DERPMap:      derp,
 		Domain:       s.domain(),
-		PacketFilter: allowAll,
+		PacketFilter: s.filter(store, nodes),
 		DNSConfig:    &tailcfg.DNSConfig{Domains: []string{s.domain()}, Proxied: true},
 		ControlTime:  &now,
 	}
@@ -203,11 +204,44 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 	return res
 }
 
-// allowAll lets everything through while no policy is set.
-var allowAll = []tailcfg.FilterRule{{
-	SrcIPs:   []string{"*"},
-	DstPorts: []tailcfg.NetPortRange{{IP: "*", Ports: tailcfg.PortRange{First: 0, Last: 65535}}},
-}}
+// filter is the packet filter every node enforces: everything while no policy is set, else
+// the policy's acls. A policy that does not compile (it was checked when set) fails closed.
+func (s *Server) filter(store *fsm.Store, nodes []*fsm.Node) []tailcfg.FilterRule {
+	pol := store.Policy()
+	if pol.Version == 0 || pol.Text == "" {
+		return policy.AllowAll
+	}
+	p, err := policy.Parse([]byte(pol.Text))
+	var rules []tailcfg.FilterRule
+	if err == nil {
+		rules, err = p.Filter(hosts(store, nodes))
+	}
+	if err != nil {
+		s.logf("control: policy version %d: %v; dropping all mesh traffic until it is fixed", pol.Version, err)
+		return []tailcfg.FilterRule{}
+	}
+	if rules == nil {
+		rules = []tailcfg.FilterRule{} // nil would mean "unchanged" to the client
+	}
+	return rules
+}
+
+func hosts(store *fsm.Store, nodes []*fsm.Node) []policy.Host {
+	var out []policy.Host
+	for _, n := range nodes {
+		h := policy.Host{Name: n.Name, Tags: n.Tags}
+		if u := store.User(n.UserID); u != nil {
+			h.User = u.Name
+		}
+		for _, a := range []string{n.IPv4, n.IPv6} {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				h.IPs = append(h.IPs, ip)
+			}
+		}
+		out = append(out, h)
+	}
+	return out
+}
 
 // tailNode is a node as the protocol describes it.
 func (s *Server) tailNode(n *fsm.Node) *tailcfg.Node {

@@ -341,7 +341,7 @@ func TestWaitIndex(t *testing.T) {
 	defer cancel()
 	before := s.TableIndex(TableWorkspaces)
 	got := make(chan uint64)
-	go func() { got <- s.WaitIndex(ctx, TableWorkspaces, before) }()
+	go func() { got <- s.WaitIndex(ctx, before, TableWorkspaces) }()
 	h.ok("user.create", User{ID: "u3", Name: "carol", Role: RoleMember}) // another table: no wake-up
 	select {
 	case idx := <-got:
@@ -356,7 +356,7 @@ func TestWaitIndex(t *testing.T) {
 	// A restore wakes waiters too.
 	snap := snapshotBytes(t, s)
 	now := h.index
-	go func() { got <- s.WaitIndex(ctx, TableWorkspaces, now) }()
+	go func() { got <- s.WaitIndex(ctx, now, TableWorkspaces) }()
 	time.Sleep(20 * time.Millisecond)
 	h.ok("restore", Restore{Snapshot: base64.StdEncoding.EncodeToString(snap)})
 	select {

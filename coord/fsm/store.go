@@ -131,25 +131,31 @@ func (s *Store) swap(db *memdb.MemDB) {
 	s.replaced = make(chan struct{})
 }
 
-// WaitIndex blocks until table's change index passes after, or ctx ends, and returns the
-// index then: the blocking query behind "wake me when workspaces change".
-func (s *Store) WaitIndex(ctx context.Context, table string, after uint64) uint64 {
+// WaitIndex blocks until the change index of any of tables passes after, or ctx ends, and
+// returns the highest of their indexes then: the blocking query behind "wake me when
+// workspaces change".
+func (s *Store) WaitIndex(ctx context.Context, after uint64, tables ...string) uint64 {
 	for {
 		s.mu.RLock()
 		txn, replaced := s.db.Txn(false), s.replaced
 		s.mu.RUnlock()
-		ch, v, err := txn.FirstWatch(tIndex, "id", table)
+		ws := memdb.NewWatchSet()
 		var idx uint64
-		if err == nil && v != nil {
-			idx = v.(*tableIndex).Index
+		for _, table := range tables {
+			ch, v, err := txn.FirstWatch(tIndex, "id", table)
+			if err != nil {
+				return idx
+			}
+			ws.Add(ch)
+			if v != nil {
+				idx = max(idx, v.(*tableIndex).Index)
+			}
 		}
-		if idx > after || err != nil {
+		if idx > after {
 			return idx
 		}
-		select {
-		case <-ch:
-		case <-replaced:
-		case <-ctx.Done():
+		ws.Add(replaced)
+		if ws.WatchCtx(ctx) != nil {
 			return idx
 		}
 	}
