@@ -3,9 +3,11 @@
 package coord
 
 import (
-	"cmp"
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -13,12 +15,17 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"tailscale.com/tailcfg"
+	"tailscale.com/types/key"
+
 	"meshwork.dev/coord/adminapi"
+	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/control"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/relay"
@@ -100,14 +107,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	rep.Transport().ServeNonQUIC(relay.STUNReply) // STUN shares the cluster port's UDP
-	_, clusterPort, _ := net.SplitHostPort(cfg.ClusterAddr)
-	stunPort, _ := strconv.Atoi(clusterPort)
-	derp, err := relay.Listen(cmp.Or(cfg.DERPAddr, cfg.ClusterAddr), rep.ID(), stunPort, cfg.Logf)
+	derp, err := startRelay(rep, cfg)
 	if err != nil {
 		return fmt.Errorf("coord: DERP relay: %w", err)
 	}
 	defer derp.Close()
-	cs := &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: relay.Map(derp.Node),
+	var derpMap atomic.Pointer[tailcfg.DERPMap]
+	syncMembers(rep, derp, &derpMap)
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		followMembers(ctx, rep, derp, &derpMap)
+	}()
+	defer func() { <-relayDone }()
+	cs := &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: derpMap.Load,
 		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf}
 	defer cs.Close()
 	ctrl.Store(cs.Handler())
@@ -141,6 +154,70 @@ func serve(srv *http.Server, ln net.Listener, cfg Config) error {
 	}
 	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	return srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+}
+
+// startRelay serves DERP on the cluster address over TCP, with a certificate from the
+// cluster CA and the cluster's mesh key.
+func startRelay(rep *replica.Replica, cfg Config) (*relay.Relay, error) {
+	host, portStr, err := net.SplitHostPort(cfg.ClusterAddr)
+	if err != nil {
+		return nil, err
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return nil, fmt.Errorf("--cluster %q: the host must be an IP address nodes and replicas reach", cfg.ClusterAddr)
+	}
+	cert, err := rep.Identity().ServerCert(ip)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := hkdf.Key(sha256.New, rep.ClusterSecret(), nil, "meshwork derp mesh key v1", 32)
+	if err != nil {
+		return nil, err
+	}
+	meshKey, err := key.ParseDERPMesh(hex.EncodeToString(raw))
+	if err != nil {
+		return nil, err
+	}
+	port, _ := strconv.Atoi(portStr)
+	return relay.Listen(relay.Config{Addr: cfg.ClusterAddr, Name: rep.ID(), STUNPort: port, Cert: cert,
+		CAs: rep.Identity().Pool(), MeshKey: meshKey, Logf: cfg.Logf})
+}
+
+// followMembers keeps the DERP map and the relay's mesh in step with the cluster's members
+// (syncMembers every 2 s) until ctx ends.
+func followMembers(ctx context.Context, rep *replica.Replica, derp *relay.Relay, m *atomic.Pointer[tailcfg.DERPMap]) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+		syncMembers(rep, derp, m)
+	}
+}
+
+// syncMembers sets the DERP map to every member's relay, in ID order (each relay sits on its
+// replica's cluster address), and meshes this relay with the others.
+func syncMembers(rep *replica.Replica, derp *relay.Relay, m *atomic.Pointer[tailcfg.DERPMap]) {
+	st, err := rep.Status()
+	if err != nil {
+		return
+	}
+	members := slices.Clone(st.Members)
+	slices.SortFunc(members, func(a, b api.Member) int { return strings.Compare(a.ID, b.ID) })
+	var nodes []*tailcfg.DERPNode
+	var addrs []string
+	for _, mb := range members {
+		_, port, _ := net.SplitHostPort(mb.Address)
+		p, _ := strconv.Atoi(port)
+		if n, err := relay.Node(mb.ID, mb.Address, p); err == nil {
+			nodes = append(nodes, n)
+			addrs = append(addrs, mb.Address)
+		}
+	}
+	m.Store(relay.Map(nodes...))
+	derp.MeshWith(addrs)
 }
 
 // secretKey loads the key that seals secrets at rest: --secret-key-file, else the

@@ -211,3 +211,39 @@ func TestMeshReplicaFailover(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 }
+
+// TestRelayMesh: two laptops without UDP must relay through DERP; one cannot reach the
+// first replica, so they are homed on different replicas' relays, which forward to each
+// other.
+func TestRelayMesh(t *testing.T) {
+	cl := newCoordLab(t)
+	rs := cl.threeReplicas()
+	var k api.NewAuthKey
+	if err := json.Unmarshal([]byte(cl.mustCtl(rs[0], "authkey", "create", "--reusable", "--json")), &k); err != nil {
+		t.Fatal(err)
+	}
+	urls := strings.Join([]string{rs[0].url(), rs[1].url(), rs[2].url()}, ",")
+	ml := &meshLab{coordLab: cl, key: k.Key}
+	laptopOn := func(name string) *lab.Host {
+		h := cl.l.Host(name)
+		h.Attach(cl.lan)
+		h.DefaultRoute(rs[2].addr)
+		h.DropUDP()
+		return h
+	}
+	xh, yh := laptopOn("x"), laptopOn("y")
+	yh.Cut(rs[0].addr) // y reaches neither c1's API nor its relay
+	x := ml.laptopAt(t, "x", xh, urls)
+	y := ml.laptopAt(t, "y", yh, urls)
+	for _, p := range [][2]*laptop{{x, y}, {y, x}} {
+		eventually(t, 45*time.Second, p[0].name+" → "+p[1].name+" through two meshed relays", func() error {
+			out, err := p[0].meshctl(t, cl.meshctl, "nc", p[1].name, "9000")
+			if err == nil && out != "hello from "+p[1].name+"\n" {
+				err = fmt.Errorf("read %q", out)
+			}
+			return err
+		})
+	}
+	out, _ := x.meshctl(t, cl.meshctl, "status")
+	t.Logf("status on x:\n%s", out)
+}

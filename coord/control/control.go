@@ -38,8 +38,9 @@ type Server struct {
 	Key key.MachinePrivate
 	// Domain is the MagicDNS domain; default "mesh.internal".
 	Domain string
-	// DERPMap is sent to nodes; nil sends an empty one (direct paths only).
-	DERPMap *tailcfg.DERPMap
+	// DERPMap returns the DERP map sent to nodes; nil (or a nil map) sends an empty one
+	// (direct paths only).
+	DERPMap func() *tailcfg.DERPMap
 	// EphemeralGrace is how long an ephemeral node may be away (no map stream) before it is
 	// removed; default 30 s.
 	EphemeralGrace time.Duration

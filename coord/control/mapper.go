@@ -175,7 +175,10 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 	if self == nil {
 		return nil
 	}
-	derp := s.DERPMap
+	var derp *tailcfg.DERPMap
+	if s.DERPMap != nil {
+		derp = s.DERPMap()
+	}
 	if derp == nil {
 		derp = &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{}}
 	}

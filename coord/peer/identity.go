@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -122,6 +123,32 @@ func pool(ca *x509.Certificate) *x509.CertPool {
 	p.AddCert(ca)
 	return p
 }
+
+// ServerCert issues a TLS server certificate for ip from the cluster CA (the DERP relay's:
+// other replicas verify it with Pool; nodes do not know the CA).
+func (id *Identity) ServerCert(ip net.IP) (tls.Certificate, error) {
+	key, err := NewKey()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "meshwork relay " + ip.String(), Organization: []string{"meshwork"}},
+		IPAddresses:  []net.IP{ip},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, id.CA, &key.PublicKey, id.CAKey)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// Pool is the cluster CA as a certificate pool.
+func (id *Identity) Pool() *x509.CertPool { return id.caPool }
 
 // CAKeyDER is the CA key, for deriving the join token.
 func (id *Identity) CAKeyDER() []byte {

@@ -51,6 +51,9 @@ func (r *Replica) identity(ctx context.Context, hasState bool) error {
 	return r.id.Save(r.tlsDir())
 }
 
+// Identity is the replica's place in the cluster: CA, certificate, ID.
+func (r *Replica) Identity() *peer.Identity { return r.id }
+
 // ClusterSeed is unique to the cluster and the same on every replica: its CA certificate.
 func (r *Replica) ClusterSeed() []byte { return r.id.CA.Raw }
 
