@@ -13,7 +13,7 @@ import (
 var daemonCmd = &command{
 	name:    "daemon",
 	summary: "Run the laptop daemon that keeps this machine on the mesh (meshctl up starts it)",
-	usage:   "[--state DIR] [--socket PATH] [--userspace]",
+	usage:   "[--state DIR] [--socket PATH] [--userspace] [--tun NAME]",
 	examples: []string{
 		"meshctl daemon --state /var/lib/meshwork/daemon",
 		"meshctl daemon --state ~/.local/state/meshwork --socket /tmp/meshctl.sock",
@@ -37,13 +37,17 @@ func runDaemon(ctx context.Context, e *env, args []string) error {
 	fs := e.flags()
 	state := fs.String("state", defaultState(), "state `dir`ectory: the machine's mesh identity")
 	socket := fs.String("socket", os.Getenv("MESHCTL_SOCKET"), "local API `path` (default STATE/meshctl.sock; env MESHCTL_SOCKET)")
-	fs.Bool("userspace", true, "userspace networking (netstack); kernel TUN mode comes with the workmachine agent")
+	userspace := fs.Bool("userspace", os.Geteuid() != 0, "userspace networking inside the daemon instead of a kernel TUN (default when not root)")
+	tunName := fs.String("tun", "meshwork0", "`name` of the kernel TUN interface")
 	if err := e.args(fs, args, 0); err != nil {
 		return err
+	}
+	if *userspace {
+		*tunName = ""
 	}
 	logf := func(f string, a ...any) {
 		fmt.Fprintf(e.stderr, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(f, a...))
 	}
-	d := &node.Daemon{StateDir: *state, Socket: *socket, Logf: logf}
+	d := &node.Daemon{StateDir: *state, Socket: *socket, TUN: *tunName, Logf: logf}
 	return d.Run(ctx)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,9 +39,10 @@ func (lp *laptop) meshctl(t *testing.T, bin string, args ...string) (string, err
 	return string(out), nil
 }
 
-// serveGreeting answers every TCP connection to 127.0.0.1:port inside h with "hello from NAME".
+// serveGreeting answers every TCP connection to port (any address) inside h with
+// "hello from NAME".
 func serveGreeting(t *testing.T, h *lab.Host, port int) {
-	ln, err := h.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	ln, err := h.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +164,38 @@ func TestMeshLaptops(t *testing.T) {
 	}
 	out, _ := laptops[0].meshctl(t, cl.meshctl, "status")
 	t.Logf("meshctl status on a:\n%s", out)
+
+	// As root the daemon runs a kernel TUN: any program on a reaches b's mesh address,
+	// TCP and ping, through the machine's own stack.
+	var s node.Summary
+	out, _ = laptops[1].meshctl(t, cl.meshctl, "status", "--json")
+	json.Unmarshal([]byte(out), &s)
+	bIP := s.Self.IPs[0]
+	eventually(t, 10*time.Second, "kernel TCP a → b's mesh address", func() error {
+		return greeting(laptops[0].host, net.JoinHostPort(bIP, "9000"), "hello from b\n")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if out, err := laptops[0].host.Run(ctx, "busybox", "ping", "-c", "2", "-W", "5", bIP); err != nil {
+		t.Errorf("ping a → b over the mesh: %v\n%s", err, out)
+	}
+}
+
+// greeting dials addr with a kernel socket inside h and checks what it reads.
+func greeting(h *lab.Host, addr, want string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := h.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	if err == nil && string(b) != want {
+		err = fmt.Errorf("read %q, want %q", b, want)
+	}
+	return err
 }
 
 // TestMeshReplicaFailover: laptops given all three replicas keep their mesh when the replica

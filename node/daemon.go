@@ -23,6 +23,7 @@ import (
 type Daemon struct {
 	StateDir string // required
 	Socket   string // default StateDir/meshctl.sock
+	TUN      string // kernel interface for the mesh; "" for userspace networking (see Node.TUN)
 	Logf     func(format string, args ...any)
 
 	mu   sync.Mutex // guards node
@@ -186,7 +187,7 @@ func (d *Daemon) up(ctx context.Context, req UpRequest) (Summary, error) {
 	}
 	if n == nil {
 		n = &Node{ControlURL: req.Coord, AuthKey: req.AuthKey, Hostname: req.Hostname,
-			Dir: filepath.Join(d.StateDir, "node"), ForwardToLocal: true, Logf: d.Logf}
+			Dir: filepath.Join(d.StateDir, "node"), TUN: d.TUN, ForwardToLocal: d.TUN == "", Logf: d.Logf}
 		d.node = n
 	}
 	d.mu.Unlock()

@@ -31,8 +31,12 @@ type Node struct {
 	Hostname string
 	// Dir holds the node's identity (machine and node keys) and state.
 	Dir string
-	// ForwardToLocal, when set, hands incoming mesh TCP connections to services listening
-	// on this machine's loopback (as a userspace-networking tailscaled does).
+	// TUN, when set, names a kernel interface (created here; needs root) that carries the
+	// mesh: the machine's own stack gets the mesh addresses and routes, so every program
+	// reaches peers and is reached by them. Empty: userspace networking inside the process.
+	TUN string
+	// ForwardToLocal, when set in userspace mode, hands incoming mesh TCP connections to
+	// services listening on this machine's loopback (as a userspace-networking tailscaled does).
 	ForwardToLocal bool
 	// Logf receives the node's log; nil discards it.
 	Logf func(format string, args ...any)
@@ -69,7 +73,15 @@ func (n *Node) Up(ctx context.Context) (*ipnstate.Status, error) {
 		}
 		n.ts = &tsnet.Server{Dir: n.Dir, ControlURL: controlURL, AuthKey: n.AuthKey, Hostname: n.Hostname,
 			Logf: logf, UserLogf: logf}
-		if n.ForwardToLocal {
+		if n.TUN != "" {
+			dev, err := openTUN(n.TUN)
+			if err != nil {
+				n.ts = nil
+				n.mu.Unlock()
+				return nil, err
+			}
+			n.ts.Tun = dev
+		} else if n.ForwardToLocal {
 			n.ts.RegisterFallbackTCPHandler(forwardToLocal)
 		}
 	}
@@ -78,6 +90,11 @@ func (n *Node) Up(ctx context.Context) (*ipnstate.Status, error) {
 	st, err := ts.Up(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("joining the mesh at %s: %w%s", n.ControlURL, err, n.health(ctx))
+	}
+	if n.TUN != "" {
+		if err := configureTUN(n.TUN, st.TailscaleIPs); err != nil {
+			return nil, err
+		}
 	}
 	return st, nil
 }
