@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -216,7 +217,9 @@ func syncMembers(rep *replica.Replica, derp *relay.Relay, m *atomic.Pointer[tail
 			addrs = append(addrs, mb.Address)
 		}
 	}
-	m.Store(relay.Map(nodes...))
+	if next := relay.Map(nodes...); !reflect.DeepEqual(next, m.Load()) {
+		m.Store(next) // a new map goes to every node: only when it changed
+	}
 	derp.MeshWith(addrs)
 }
 

@@ -53,41 +53,90 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 		defer s.streamClosed(self)
 	}
 	compress := req.Compress == "zstd"
-	var index uint64
-	var sent map[tailcfg.NodeID]bool // the peers this stream has told the node about
-	for {
-		store, err := s.Backend.Read(ctx, "")
-		if err != nil {
+	store, err = s.Backend.Read(ctx, "")
+	if err != nil {
+		return
+	}
+	st := streamState{index: max(store.TableIndex(fsm.TableNodes), store.TableIndex(fsm.TablePolicy))}
+	res := s.mapResponse(store, req.NodeKey.String())
+	if res == nil {
+		return
+	}
+	st.policy, st.derp = store.Policy().Version, res.DERPMap
+	if err := send(w, compress, res); err != nil || !req.Stream {
+		return
+	}
+	for s.waitChange(ctx, w, compress, store, st.index) {
+		if store, err = s.Backend.Read(ctx, ""); err != nil {
 			return
 		}
-		index = max(store.TableIndex(fsm.TableNodes), store.TableIndex(fsm.TablePolicy))
-		res := s.mapResponse(store, req.NodeKey.String())
-		if res == nil {
+		res, ok := s.delta(store, self.ID, &st)
+		if !ok {
 			return // the node was deleted
 		}
-		sent = removed(res, sent)
-		if err := send(w, compress, res); err != nil || !req.Stream {
-			return
-		}
-		if !s.waitChange(ctx, w, compress, store, index) {
+		if res != nil && send(w, compress, res) != nil {
 			return
 		}
 	}
 }
 
-// removed lists in res the peers sent before and gone now (an empty Peers list means "no
-// change" to a client, so removals must be named), and returns the peers now sent.
-func removed(res *tailcfg.MapResponse, before map[tailcfg.NodeID]bool) map[tailcfg.NodeID]bool {
-	now := make(map[tailcfg.NodeID]bool, len(res.Peers))
-	for _, p := range res.Peers {
-		now[p.ID] = true
+// streamState is what one map stream has told its node.
+type streamState struct {
+	index  uint64 // nodes and policy as of this index
+	policy uint64 // the policy version the filter came from
+	derp   *tailcfg.DERPMap
+}
+
+// delta is what changed for node self since the stream last sent: the nodes changed and
+// removed (O(changes), not O(nodes)), and the filter and DERP map when they changed. nil
+// when nothing the node sees changed; ok is false when self itself was deleted.
+func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *tailcfg.MapResponse, ok bool) {
+	now := max(store.TableIndex(fsm.TableNodes), store.TableIndex(fsm.TablePolicy))
+	changed, gone := store.NodesChangedSince(st.index), store.NodesGoneSince(st.index)
+	res = &tailcfg.MapResponse{}
+	for _, id := range gone {
+		if id == selfID {
+			return nil, false
+		}
+		res.PeersRemoved = append(res.PeersRemoved, nodeID(id))
 	}
-	for id := range before {
-		if !now[id] {
-			res.PeersRemoved = append(res.PeersRemoved, id)
+	for _, n := range changed {
+		switch {
+		case n.ID == selfID:
+			res.Node = s.tailNode(n)
+		case n.NodeKey != "":
+			res.PeersChanged = append(res.PeersChanged, s.tailNode(n))
 		}
 	}
-	return now
+	pol := store.Policy()
+	if pol.Version != st.policy || pol.Version != 0 && (len(changed) > 0 || len(gone) > 0) {
+		// A policy names hosts, so its filter follows the nodes it resolves to.
+		res.PacketFilter = s.filter(store, store.Nodes(""))
+		st.policy = pol.Version
+	}
+	if d := s.derpMap(); d != st.derp {
+		res.DERPMap, st.derp = d, d
+	}
+	st.index = now
+	if res.Node == nil && res.PeersChanged == nil && res.PeersRemoved == nil && res.PacketFilter == nil && res.DERPMap == nil {
+		return nil, true
+	}
+	t := time.Now()
+	res.ControlTime = &t
+	return res, true
+}
+
+// noDERP is the DERP map without relays (direct paths only).
+var noDERP = &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{}}
+
+// derpMap is the DERP map to send; its pointer changes only when the map does.
+func (s *Server) derpMap() *tailcfg.DERPMap {
+	if s.DERPMap != nil {
+		if d := s.DERPMap(); d != nil {
+			return d
+		}
+	}
+	return noDERP
 }
 
 // waitChange waits for the nodes table to change, sending keep-alives meanwhile. It reports
@@ -175,17 +224,10 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 	if self == nil {
 		return nil
 	}
-	var derp *tailcfg.DERPMap
-	if s.DERPMap != nil {
-		derp = s.DERPMap()
-	}
-	if derp == nil {
-		derp = &tailcfg.DERPMap{Regions: map[int]*tailcfg.DERPRegion{}}
-	}
 	now := time.Now()
 	res := &tailcfg.MapResponse{
 		Node:         s.tailNode(self),
-		DERPMap:      derp,
+		DERPMap:      s.derpMap(),
 		Domain:       s.domain(),
 		PacketFilter: s.filter(store, nodes),
 		DNSConfig:    &tailcfg.DNSConfig{Domains: []string{s.domain()}, Proxied: true},

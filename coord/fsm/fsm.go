@@ -82,6 +82,9 @@ var errNewerPayload = errors.New("payload from a newer version")
 // put inserts or replaces obj in table and records the table's change index.
 func (t *tx) put(table string, obj any) {
 	t.wrote = true
+	if n, ok := obj.(*Node); ok {
+		n.ModifyIndex = t.index
+	}
 	must(t.Insert(table, obj))
 	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
 }
@@ -89,6 +92,9 @@ func (t *tx) put(table string, obj any) {
 // del removes obj from table and records the table's change index.
 func (t *tx) del(table string, obj any) {
 	t.wrote = true
+	if n, ok := obj.(*Node); ok {
+		must(t.Insert(tGone, &NodeGone{ID: n.ID, Index: t.index}))
+	}
 	must(t.Delete(table, obj))
 	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
 }

@@ -59,6 +59,8 @@ func newRecord(table string) (any, error) {
 		return new(addrLease), nil
 	case tMeta:
 		return new(metaRow), nil
+	case tGone:
+		return new(NodeGone), nil
 	}
 	return nil, errorf(CodeInvalid, "snapshot: unknown table %q (made by a newer version?)", table)
 }

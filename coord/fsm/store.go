@@ -22,6 +22,7 @@ const (
 	tIdem       = "idempotency"
 	tIndex      = "index"
 	tAddrs      = "addrs"
+	tGone       = "nodes_gone"
 	tMeta       = "meta"
 )
 
@@ -53,7 +54,9 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tAuthKeys: table(tAuthKeys, byID(), by("user", "UserID")),
 	tNodes: table(tNodes, byID(), byName(), by("user", "UserID"),
 		&memdb.IndexSchema{Name: "machine", Unique: true, Indexer: str("MachineKey"), AllowMissing: true},
-		&memdb.IndexSchema{Name: "nodekey", Unique: true, Indexer: str("NodeKey"), AllowMissing: true}),
+		&memdb.IndexSchema{Name: "nodekey", Unique: true, Indexer: str("NodeKey"), AllowMissing: true},
+		&memdb.IndexSchema{Name: "modify", Indexer: &memdb.UintFieldIndex{Field: "ModifyIndex"}}),
+	tGone:       table(tGone, byID(), &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
 	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine"), by("env", "Env")),
 	tEnvs:       table(tEnvs, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine")),
 	tIntercepts: table(tIntercepts, byID(), &memdb.IndexSchema{Name: "target", Unique: true, Indexer: str("Target")},
@@ -67,7 +70,7 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 }}
 
 // dataTables are the tables a snapshot carries, in the order it writes them.
-var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tIndex}
+var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tGone, tIndex}
 
 // idemEntry remembers a command's result under its idempotency key, so a retry of a write
 // whose answer was lost gets the same answer instead of a second change.
@@ -223,6 +226,32 @@ func (s *Store) NodeByKey(k string) *Node { return first[Node](s.read(), tNodes,
 // NodeByMachine finds a node by its machine key (mkey:…).
 func (s *Store) NodeByMachine(k string) *Node {
 	return first[Node](s.read(), tNodes, "machine", k)
+}
+
+// NodesChangedSince lists the nodes changed after index idx, in the order they changed.
+func (s *Store) NodesChangedSince(idx uint64) []*Node {
+	return since[Node](s.read(), tNodes, "modify", idx)
+}
+
+// NodesGoneSince lists the IDs of nodes deleted after index idx.
+func (s *Store) NodesGoneSince(idx uint64) []string {
+	var ids []string
+	for _, g := range since[NodeGone](s.read(), tGone, "index", idx) {
+		ids = append(ids, g.ID)
+	}
+	return ids
+}
+
+func since[T any](txn *memdb.Txn, tbl, index string, idx uint64) []*T {
+	it, err := txn.LowerBound(tbl, index, idx+1)
+	if err != nil {
+		return nil
+	}
+	var out []*T
+	for v := it.Next(); v != nil; v = it.Next() {
+		out = append(out, v.(*T))
+	}
+	return out
 }
 
 // Workspaces lists workspaces, of one owner or ("") of all.

@@ -60,6 +60,15 @@ type Node struct {
 	Ephemeral  bool      `json:"ephemeral,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	LastSeen   time.Time `json:"last_seen,omitzero"`
+	// ModifyIndex is the log index of the node's last change: map streams send only the
+	// nodes changed since they last looked.
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// NodeGone records a deleted node, so map streams can tell peers to drop it.
+type NodeGone struct {
+	ID    string `json:"id"`
+	Index uint64 `json:"index"`
 }
 
 // Workspace is a dev container wanted on a machine.

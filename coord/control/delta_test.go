@@ -1,0 +1,74 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"meshwork.dev/coord/fsm"
+)
+
+// local applies commands straight to an FSM.
+type local struct {
+	f     *fsm.FSM
+	index uint64
+}
+
+func (l *local) Apply(ctx context.Context, c *fsm.Command) (*fsm.Result, error) {
+	data, err := c.Encode()
+	if err != nil {
+		return nil, err
+	}
+	l.index++
+	return l.f.Apply(&raft.Log{Index: l.index, Type: raft.LogCommand, Data: data}).(*fsm.Result), nil
+}
+
+func (l *local) Read(context.Context, string) (*fsm.Store, error) { return l.f.Store(), nil }
+
+func (l *local) must(t *testing.T, op string, data any) {
+	t.Helper()
+	c, _ := fsm.NewCommand(op, "test", "", data)
+	res, _ := l.Apply(context.Background(), c)
+	if res.Err != nil {
+		t.Fatalf("%s: %v", op, res.Err)
+	}
+}
+
+// TestDeltaIsTheChange: with 200 nodes, one node's new endpoints reach a stream as that one
+// changed peer, and a deletion as one removal — not as a new map of everyone.
+func TestDeltaIsTheChange(t *testing.T) {
+	l := &local{f: fsm.New(t.Logf)}
+	l.must(t, "cluster.init", fsm.ClusterInit{ULA: "fd00:1:2::/48"})
+	l.must(t, "user.create", fsm.User{ID: "u", Name: "u", Role: fsm.RoleAdmin})
+	l.must(t, "authkey.create", fsm.AuthKey{ID: "k", UserID: "u", Hash: "h", Reusable: true})
+	for i := range 200 {
+		l.must(t, "node.join", fsm.Join{ID: fmt.Sprint("n", i), Hostname: fmt.Sprint("n", i),
+			MachineKey: fmt.Sprint("mkey:", i), NodeKey: fmt.Sprint("nodekey:", i), AuthKeyID: "k"})
+	}
+	s := &Server{Backend: l}
+	store := l.f.Store()
+	st := streamState{index: store.TableIndex(fsm.TableNodes), derp: s.derpMap()}
+	if full := s.mapResponse(store, "nodekey:0"); len(full.Peers) != 199 {
+		t.Fatalf("full map has %d peers, want 199", len(full.Peers))
+	}
+
+	l.must(t, "node.update", fsm.NodeUpdate{NodeKey: "nodekey:7", Endpoints: []string{"198.18.0.7:41641"}})
+	res, ok := s.delta(store, "n0", &st)
+	if !ok || res == nil || len(res.PeersChanged) != 1 || res.PeersChanged[0].Name != "n7.mesh.internal." || res.Peers != nil {
+		t.Fatalf("delta after one update = %+v; want just n7", res)
+	}
+	if res, _ := s.delta(store, "n0", &st); res != nil {
+		t.Errorf("a second delta with nothing new = %+v; want none", res)
+	}
+	l.must(t, "node.delete", fsm.ByName{Name: "n9"})
+	res, _ = s.delta(store, "n0", &st)
+	if res == nil || len(res.PeersRemoved) != 1 || res.PeersRemoved[0] != nodeID("n9") || len(res.PeersChanged) != 0 {
+		t.Errorf("delta after a delete = %+v; want n9 removed", res)
+	}
+	l.must(t, "node.delete", fsm.ByName{Name: "n0"})
+	if _, ok := s.delta(store, "n0", &st); ok {
+		t.Errorf("the stream of a deleted node goes on")
+	}
+}
