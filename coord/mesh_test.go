@@ -17,7 +17,10 @@ import (
 )
 
 // startCoord runs a one-replica coord on loopback and returns its URL and admin key.
-func startCoord(t *testing.T) (string, string) {
+func startCoord(t *testing.T) (string, string) { return startCoordB(t) }
+
+// startCoordB is startCoord for tests and benchmarks.
+func startCoordB(t testing.TB) (string, string) {
 	t.Helper()
 	state := filepath.Join(t.TempDir(), "state")
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
