@@ -174,11 +174,11 @@ func TestProc(t *testing.T) {
 // TestCleanupAfterPanic runs a lab test that panics in a child test binary and checks that it
 // left no namespace and no process behind.
 func TestCleanupAfterPanic(t *testing.T) {
-	New(t) // skips without root
 	if os.Getenv("LAB_PANIC_CHILD") != "" {
-		t.Skip("child")
+		panicWithLab(t) // this is the child
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPanicChild$", "-test.v")
+	New(t) // skips without root
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCleanupAfterPanic$", "-test.v")
 	cmd.Env = append(os.Environ(), "LAB_PANIC_CHILD=1")
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "deliberate panic") {
@@ -199,10 +199,8 @@ func TestCleanupAfterPanic(t *testing.T) {
 	}
 }
 
-func TestPanicChild(t *testing.T) {
-	if os.Getenv("LAB_PANIC_CHILD") == "" {
-		t.Skip("run only as TestCleanupAfterPanic's child")
-	}
+// panicWithLab builds a lab, starts a process in it, and panics: the child's part.
+func panicWithLab(t *testing.T) {
 	l := New(t)
 	h := l.Host("x")
 	h.Attach(l.Network("n"))
