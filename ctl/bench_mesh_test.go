@@ -34,7 +34,7 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 	}
 	daemon := func(name string) string {
 		state := filepath.Join(dir, name)
-		mesh.startProc(b, dir, meshctl, "daemon", "--state", state)
+		mesh.startProc(b, dir, meshctl, "daemon", "--state", state, "--userspace") // the machine's own stack stays untouched
 		return state
 	}
 	// The peer: a daemon on the mesh with a service on its loopback.
