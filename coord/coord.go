@@ -103,36 +103,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rep.Close()
 	b.start(rep)
-	noiseKey, err := control.DeriveKey(rep.ClusterSecret())
+	mesh, err := startMesh(ctx, rep, b, cfg)
 	if err != nil {
 		return err
 	}
-	rep.Transport().ServeNonQUIC(relay.STUNReply) // STUN shares the cluster port's UDP
-	derp, err := startRelay(rep, cfg)
-	if err != nil {
-		return fmt.Errorf("coord: DERP relay: %w", err)
-	}
-	defer derp.Close()
-	var derpMap atomic.Pointer[tailcfg.DERPMap]
-	syncMembers(rep, derp, &derpMap)
-	relayDone := make(chan struct{})
-	go func() {
-		defer close(relayDone)
-		followMembers(ctx, rep, derp, &derpMap)
-	}()
-	defer func() { <-relayDone }()
-	cs := &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: derpMap.Load,
-		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf}
-	defer cs.Close()
-	ctrl.Store(cs.Handler())
+	defer mesh.close()
+	ctrl.Store(mesh.control.Handler())
 	cfg.Logf("coord %s: admin API on %s, cluster port %s, state in %s", rep.ID(), ln.Addr(), cfg.ClusterAddr, cfg.StateDir)
 
+	initCtx, initStop := context.WithCancel(ctx)
 	initDone := make(chan struct{})
 	go func() {
 		defer close(initDone)
-		b.initCluster(ctx, ipam.ULA(rep.ClusterSeed()))
+		b.initCluster(initCtx, ipam.ULA(rep.ClusterSeed()))
 	}()
-	defer func() { <-initDone }()
+	defer func() {
+		initStop()
+		<-initDone
+	}()
 	if err := ensureAdmin(ctx, b, cfg.StateDir, rep.Bootstrapped()); err != nil {
 		return err
 	}
@@ -146,6 +134,47 @@ func Run(ctx context.Context, cfg Config) error {
 	case err := <-serveErr:
 		return fmt.Errorf("coord: admin API: %w", err)
 	}
+}
+
+// meshServices are what a replica runs for the mesh: the control server, the DERP relay
+// (with STUN on the cluster port) and the goroutine keeping the DERP map in step with the
+// cluster's members.
+type meshServices struct {
+	control *control.Server
+	relay   *relay.Relay
+	stop    context.CancelFunc // ends the members follower
+	done    chan struct{}      // closed when it has ended
+}
+
+func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config) (*meshServices, error) {
+	noiseKey, err := control.DeriveKey(rep.ClusterSecret())
+	if err != nil {
+		return nil, err
+	}
+	rep.Transport().ServeNonQUIC(relay.STUNReply) // STUN shares the cluster port's UDP
+	derp, err := startRelay(rep, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("coord: DERP relay: %w", err)
+	}
+	m := &meshServices{relay: derp, done: make(chan struct{})}
+	ctx, m.stop = context.WithCancel(ctx)
+	var derpMap atomic.Pointer[tailcfg.DERPMap]
+	syncMembers(rep, derp, &derpMap)
+	go func() {
+		defer close(m.done)
+		followMembers(ctx, rep, derp, &derpMap)
+	}()
+	m.control = &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: derpMap.Load,
+		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf}
+	return m, nil
+}
+
+// close stops the mesh services and waits for them.
+func (m *meshServices) close() {
+	m.control.Close()
+	m.stop()
+	<-m.done
+	m.relay.Close()
 }
 
 func serve(srv *http.Server, ln net.Listener, cfg Config) error {
