@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	"tailscale.com/tsnet"
 
 	"meshwork.dev/coord/api"
@@ -129,6 +131,18 @@ func TestTwoNodesTalk(t *testing.T) {
 	var nodes []api.Node
 	if err := c.Do(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil || len(nodes) != 2 {
 		t.Errorf("nodes: %v %v", nodes, err)
+	}
+
+	// A workspace's name resolves on every node, as soon as it is created.
+	var ws api.Workspace
+	if err := c.Do(ctx, "POST", "/v1/workspaces", api.CreateWorkspace{Name: "dev", Machine: "alpha", Image: "img"}, &ws); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolveA(t, ctx, b, "dev.mesh.internal."); got != ws.IPv4 {
+		t.Errorf("dev.mesh.internal on beta = %q, want the workspace's %s", got, ws.IPv4)
+	}
+	if err := c.Do(ctx, "DELETE", "/v1/workspaces/dev", nil, nil); err != nil {
+		t.Fatal(err)
 	}
 
 	// A deleted node is cut off: its peer drops it from the map within seconds.
@@ -319,4 +333,36 @@ func TestPolicyFilter(t *testing.T) {
 	if reach(ctx, server, client, "8080") {
 		t.Errorf("server → client:8080 got through; the policy allows only client → server")
 	}
+}
+
+// resolveA asks node n's own resolver for name's A record, retrying for a few seconds while
+// the record travels, and returns the address ("" if none came).
+func resolveA(t *testing.T, ctx context.Context, n *tsnet.Server, name string) string {
+	lc, err := n.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		b, _, err := lc.QueryDNS(ctx, name, "A")
+		if err != nil {
+			continue
+		}
+		var p dnsmessage.Parser
+		if _, err := p.Start(b); err != nil {
+			continue
+		}
+		p.SkipAllQuestions()
+		for {
+			h, err := p.AnswerHeader()
+			if err != nil {
+				break
+			}
+			if h.Type == dnsmessage.TypeA {
+				a, _ := p.AResource()
+				return netip.AddrFrom4(a.A).String()
+			}
+			p.SkipAnswer()
+		}
+	}
+	return ""
 }

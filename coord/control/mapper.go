@@ -57,7 +57,7 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 	if err != nil {
 		return
 	}
-	st := streamState{index: max(store.TableIndex(fsm.TableNodes), store.TableIndex(fsm.TablePolicy))}
+	st := streamState{index: tablesIndex(store), workspaces: store.TableIndex(fsm.TableWorkspaces)}
 	res := s.mapResponse(store, req.NodeKey.String())
 	if res == nil {
 		return
@@ -82,16 +82,42 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 
 // streamState is what one map stream has told its node.
 type streamState struct {
-	index  uint64 // nodes and policy as of this index
-	policy uint64 // the policy version the filter came from
-	derp   *tailcfg.DERPMap
+	index      uint64 // nodes, policy and workspaces as of this log index
+	policy     uint64 // the policy version the filter came from
+	workspaces uint64 // the workspaces table index the DNS records came from
+	derp       *tailcfg.DERPMap
+}
+
+// watched are the tables whose changes a map stream follows.
+var watched = []string{fsm.TableNodes, fsm.TablePolicy, fsm.TableWorkspaces}
+
+func tablesIndex(store *fsm.Store) uint64 {
+	var idx uint64
+	for _, t := range watched {
+		idx = max(idx, store.TableIndex(t))
+	}
+	return idx
+}
+
+// dnsConfig is the mesh's DNS: the domain, answered by every node (MagicDNS: node names
+// come from the map), plus a record for each workspace's mesh addresses.
+func (s *Server) dnsConfig(store *fsm.Store) *tailcfg.DNSConfig {
+	c := &tailcfg.DNSConfig{Domains: []string{s.domain()}, Proxied: true}
+	for _, w := range store.Workspaces("") {
+		for _, a := range []string{w.IPv4, w.IPv6} {
+			if a != "" {
+				c.ExtraRecords = append(c.ExtraRecords, tailcfg.DNSRecord{Name: w.Name + "." + s.domain() + ".", Value: a})
+			}
+		}
+	}
+	return c
 }
 
 // delta is what changed for node self since the stream last sent: the nodes changed and
 // removed (O(changes), not O(nodes)), and the filter and DERP map when they changed. nil
 // when nothing the node sees changed; ok is false when self itself was deleted.
 func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *tailcfg.MapResponse, ok bool) {
-	now := max(store.TableIndex(fsm.TableNodes), store.TableIndex(fsm.TablePolicy))
+	now := tablesIndex(store)
 	changed, gone := store.NodesChangedSince(st.index), store.NodesGoneSince(st.index)
 	res = &tailcfg.MapResponse{}
 	for _, id := range gone {
@@ -117,8 +143,11 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 	if d := s.derpMap(); d != st.derp {
 		res.DERPMap, st.derp = d, d
 	}
+	if w := store.TableIndex(fsm.TableWorkspaces); w != st.workspaces {
+		res.DNSConfig, st.workspaces = s.dnsConfig(store), w
+	}
 	st.index = now
-	if res.Node == nil && res.PeersChanged == nil && res.PeersRemoved == nil && res.PacketFilter == nil && res.DERPMap == nil {
+	if res.Node == nil && res.PeersChanged == nil && res.PeersRemoved == nil && res.PacketFilter == nil && res.DERPMap == nil && res.DNSConfig == nil {
 		return nil, true
 	}
 	t := time.Now()
@@ -144,7 +173,7 @@ func (s *Server) derpMap() *tailcfg.DERPMap {
 func (s *Server) waitChange(ctx context.Context, w http.ResponseWriter, compress bool, store *fsm.Store, index uint64) bool {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, keepAlive)
-		now := store.WaitIndex(wctx, index, fsm.TableNodes, fsm.TablePolicy)
+		now := store.WaitIndex(wctx, index, watched...)
 		cancel()
 		if ctx.Err() != nil {
 			return false
@@ -230,7 +259,7 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 		DERPMap:      s.derpMap(),
 		Domain:       s.domain(),
 		PacketFilter: s.filter(store, nodes),
-		DNSConfig:    &tailcfg.DNSConfig{Domains: []string{s.domain()}, Proxied: true},
+		DNSConfig:    s.dnsConfig(store),
 		ControlTime:  &now,
 	}
 	users := map[string]bool{self.UserID: true}
