@@ -101,6 +101,10 @@ func (t *tx) del(table string, obj any) {
 
 // FSM applies the Raft log to a Store. It implements raft.FSM and raft.BatchingFSM.
 type FSM struct {
+	// AuditKeep is how many log entries back audit events are kept; default 1,000,000.
+	// Every replica must use the same value (it shapes the replicated state).
+	AuditKeep uint64
+
 	store       *Store
 	applied     atomic.Uint64 // index of the last log entry applied to the store
 	unsupported atomic.Bool
@@ -189,6 +193,7 @@ func (f *FSM) applyOne(txn *memdb.Txn, index uint64, data []byte) *Result {
 		must(err)
 	}
 	must(txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source}))
+	f.pruneAudit(txn, index)
 	if c.IdemKey != "" {
 		must(txn.Insert(tIdem, &idemEntry{Key: c.IdemKey, Index: index, Result: *res}))
 		pruneIdem(txn, index)
@@ -201,6 +206,22 @@ func (f *FSM) refuse(index uint64, format string, args ...any) *Result {
 	err := errorf(CodeUnsupported, format, args...)
 	f.logf("fsm: %v: this replica stands still until it is upgraded", err)
 	return &Result{Index: index, Err: err}
+}
+
+// pruneAudit drops the oldest audit event once it is AuditKeep entries behind index: each
+// write removes at most the one that fell out of the window, so the log stays bounded.
+func (f *FSM) pruneAudit(txn *memdb.Txn, index uint64) {
+	keep := f.AuditKeep
+	if keep == 0 {
+		keep = 1_000_000
+	}
+	for {
+		v, err := txn.First(tAudit, "id")
+		if err != nil || v == nil || v.(*AuditEvent).Seq+keep > index {
+			return
+		}
+		must(txn.Delete(tAudit, v))
+	}
 }
 
 // idemWindow is how many log entries an idempotency key is remembered for.

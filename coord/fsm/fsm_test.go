@@ -441,3 +441,17 @@ func TestJoin(t *testing.T) {
 		t.Errorf("expired key: %v", r.Err)
 	}
 }
+
+// TestAuditKept: the audit log keeps the last AuditKeep log entries' events.
+func TestAuditKept(t *testing.T) {
+	h := newHarness(t)
+	h.f.AuditKeep = 5
+	h.seed()
+	for i := range 10 {
+		h.ok("user.create", User{ID: fmt.Sprint("x", i), Name: fmt.Sprint("x", i), Role: RoleMember})
+	}
+	got := h.f.Store().Audit(0, 100)
+	if len(got) != 5 || got[0].Seq != h.index-4 || got[4].Seq != h.index {
+		t.Errorf("audit after %d writes with AuditKeep 5: %d events from %d; want the last 5", h.index, len(got), got[0].Seq)
+	}
+}
