@@ -70,20 +70,6 @@ func (c *cluster) startProc(b *testing.B, dir, name string, args ...string) *exe
 	return cmd
 }
 
-func waitFor(b *testing.B, limit time.Duration, what string, f func() error) {
-	deadline := time.Now().Add(limit)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func startMeshwork(b *testing.B) (*cluster, string) {
 	meshctl, err := exec.LookPath("meshctl")
 	if err != nil {
@@ -103,11 +89,7 @@ func startMeshwork(b *testing.B) (*cluster, string) {
 		c.procs = append(c.procs, c.startProc(b, dir, meshctl, args...))
 		c.urls = append(c.urls, "http://"+httpAddr)
 		if i == 0 {
-			waitFor(b, 20*time.Second, "admin.key", func() error {
-				k, err := os.ReadFile(filepath.Join(dir, "0", "admin.key"))
-				token = strings.TrimSpace(string(k))
-				return err
-			})
+			token = adminKey(b, filepath.Join(dir, "0"))
 			cl := &api.Client{Base: c.urls[0], Token: token}
 			var t struct{ Token string }
 			if err := cl.Do(context.Background(), "GET", "/v1/cluster/token", nil, &t); err != nil {
@@ -116,7 +98,7 @@ func startMeshwork(b *testing.B) (*cluster, string) {
 			joinToken = t.Token
 		}
 	}
-	waitFor(b, 30*time.Second, "3 coord voters", func() error {
+	eventually(b, 30*time.Second, "3 coord voters", func() error {
 		var st api.Cluster
 		err := (&api.Client{Base: c.urls[2], Token: token}).Do(context.Background(), "GET", "/v1/cluster", nil, &st)
 		if err == nil && len(st.Members) != 3 {
@@ -186,7 +168,7 @@ func startRqlite(b *testing.B) *cluster {
 		c.urls = append(c.urls, fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]))
 	}
 	hc := &http.Client{Timeout: 5 * time.Second}
-	waitFor(b, 60*time.Second, "rqlite cluster", func() error {
+	eventually(b, 60*time.Second, "rqlite cluster", func() error {
 		resp, err := hc.Get(c.urls[0] + "/nodes")
 		if err != nil {
 			return err

@@ -55,14 +55,14 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 	}()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	peerState := daemon("peer")
-	waitFor(b, 30*time.Second, "peer up", func() error {
+	eventually(b, 30*time.Second, "peer up", func() error {
 		_, err := run("up", "--state", peerState, "--auth-key", k.Key, "--hostname", "peer")
 		return err
 	})
 	var times []time.Duration
 	for i := range b.N {
 		state := daemon(fmt.Sprint("m", i))
-		waitFor(b, 10*time.Second, "daemon socket", func() error {
+		eventually(b, 10*time.Second, "daemon socket", func() error {
 			_, err := os.Stat(filepath.Join(state, "meshctl.sock"))
 			return err
 		})

@@ -131,12 +131,7 @@ func BenchmarkMeshThroughput(b *testing.B) {
 	state := b.TempDir()
 	coordHost.Start(nil, meshctl, "coord", "--id", "c1", "--state", filepath.Join(state, "coord"),
 		"--http", coordAddr.String()+":8080", "--cluster", coordAddr.String()+":7000")
-	var token string
-	waitFor(b, 20*time.Second, "admin.key", func() error {
-		k, err := os.ReadFile(filepath.Join(state, "coord", "admin.key"))
-		token = strings.TrimSpace(string(k))
-		return err
-	})
+	token := adminKey(b, filepath.Join(state, "coord"))
 	url := "http://" + coordAddr.String() + ":8080"
 	ctx := context.Background()
 	cmd := coordHost.Command(ctx, meshctl, "authkey", "create", "--reusable", "--json")
@@ -151,7 +146,7 @@ func BenchmarkMeshThroughput(b *testing.B) {
 	for _, h := range []*lab.Host{a, bh} {
 		dir := filepath.Join(state, h.Name())
 		h.Start(nil, meshctl, "daemon", "--state", dir)
-		waitFor(b, 60*time.Second, h.Name()+" up", func() error {
+		eventually(b, 60*time.Second, h.Name()+" up", func() error {
 			c := h.Command(ctx, meshctl, "up", "--coord", url, "--auth-key", k.Key, "--hostname", h.Name(), "--state", dir, "--json")
 			out, err := c.Output()
 			var s node.Summary

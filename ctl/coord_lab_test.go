@@ -93,7 +93,7 @@ func (cl *coordLab) mustCtl(r *replicaHost, args ...string) string {
 }
 
 // eventually retries f every 50 ms until it succeeds or limit passes.
-func eventually(t *testing.T, limit time.Duration, what string, f func() error) {
+func eventually(t testing.TB, limit time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -150,16 +150,23 @@ func (cl *coordLab) waitUsers(r *replicaHost, want ...string) {
 	})
 }
 
+// adminKey waits for the first admin's API key in a new replica's state directory.
+func adminKey(t testing.TB, state string) string {
+	t.Helper()
+	var key string
+	eventually(t, 20*time.Second, "admin.key in "+state, func() error {
+		b, err := os.ReadFile(filepath.Join(state, "admin.key"))
+		key = strings.TrimSpace(string(b))
+		return err
+	})
+	return key
+}
+
 // threeReplicas bootstraps c1 and joins c2 and c3 to it with the cluster token.
 func (cl *coordLab) threeReplicas() []*replicaHost {
 	c1 := cl.start("c1", "", "")
-	keyFile := filepath.Join(c1.state, "admin.key")
-	eventually(cl.t, 20*time.Second, "admin.key written", func() error {
-		b, err := os.ReadFile(keyFile)
-		cl.token = strings.TrimSpace(string(b))
-		return err
-	})
-	if fi, _ := os.Stat(keyFile); fi.Mode().Perm() != 0o600 {
+	cl.token = adminKey(cl.t, c1.state)
+	if fi, _ := os.Stat(filepath.Join(c1.state, "admin.key")); fi.Mode().Perm() != 0o600 {
 		cl.t.Errorf("admin.key mode %v, want 0600", fi.Mode().Perm())
 	}
 	var tok struct{ Token string }
@@ -291,11 +298,7 @@ func TestCoordPartition(t *testing.T) {
 func TestCoordBackup(t *testing.T) {
 	cl := newCoordLab(t)
 	c1 := cl.start("c1", "", "")
-	eventually(t, 20*time.Second, "admin.key", func() error {
-		b, err := os.ReadFile(filepath.Join(c1.state, "admin.key"))
-		cl.token = strings.TrimSpace(string(b))
-		return err
-	})
+	cl.token = adminKey(t, c1.state)
 	cl.mustCtl(c1, "user", "create", "keep-me")
 	file := filepath.Join(t.TempDir(), "meshwork.backup")
 	cl.mustCtl(c1, "backup", "save", file)
@@ -326,14 +329,8 @@ func TestCoordBackup(t *testing.T) {
 
 	// Into another cluster: its own admin key stops working, the backup's works.
 	other := cl.start("c9", "", "")
-	var otherKey string
-	eventually(t, 20*time.Second, "c9 admin.key", func() error {
-		b, err := os.ReadFile(filepath.Join(other.state, "admin.key"))
-		otherKey = strings.TrimSpace(string(b))
-		return err
-	})
 	ourKey := cl.token
-	cl.token = otherKey
+	cl.token = adminKey(t, other.state)
 	cl.mustCtl(other, "backup", "restore", file)
 	if _, err := cl.ctl(other, "user", "list"); err == nil {
 		t.Errorf("the other cluster's own key still works after restoring our backup")

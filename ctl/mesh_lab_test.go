@@ -39,6 +39,16 @@ func (lp *laptop) meshctl(t *testing.T, bin string, args ...string) (string, err
 	return string(out), nil
 }
 
+// ncGreeting runs `meshctl nc host 9000` on the laptop and checks that the greeting service of
+// the machine called name answered.
+func (lp *laptop) ncGreeting(t *testing.T, bin, host, name string) error {
+	out, err := lp.meshctl(t, bin, "nc", host, "9000")
+	if want := "hello from " + name + "\n"; err == nil && out != want {
+		err = fmt.Errorf("read %q, want %q", out, want)
+	}
+	return err
+}
+
 // serveGreeting answers every TCP connection to port (any address) inside h with
 // "hello from NAME".
 func serveGreeting(t *testing.T, h *lab.Host, port int) {
@@ -77,11 +87,7 @@ func newMeshLab(t *testing.T) *meshLab {
 	r.args = []string{"coord", "--id", "coord", "--state", r.state, "--http", coordIP.String() + ":8080", "--cluster", coordIP.String() + ":7000"}
 	cl.replicas["coord"] = r
 	cl.start("coord", "", "")
-	eventually(t, 20*time.Second, "admin.key", func() error {
-		b, err := os.ReadFile(filepath.Join(r.state, "admin.key"))
-		cl.token = strings.TrimSpace(string(b))
-		return err
-	})
+	cl.token = adminKey(t, r.state)
 	var k api.NewAuthKey
 	if err := json.Unmarshal([]byte(cl.mustCtl(r, "authkey", "create", "--reusable", "--json")), &k); err != nil {
 		t.Fatal(err)
@@ -124,13 +130,8 @@ func TestMeshLaptops(t *testing.T) {
 			if from == to {
 				continue
 			}
-			want := "hello from " + to.name + "\n"
 			eventually(t, 30*time.Second, from.name+" → "+to.name+".mesh.internal", func() error {
-				out, err := from.meshctl(t, cl.meshctl, "nc", to.name+".mesh.internal", "9000")
-				if err == nil && out != want {
-					err = fmt.Errorf("read %q, want %q", out, want)
-				}
-				return err
+				return from.ncGreeting(t, cl.meshctl, to.name+".mesh.internal", to.name)
 			})
 		}
 	}
@@ -219,13 +220,7 @@ func TestMeshReplicaFailover(t *testing.T) {
 		h.DefaultRoute(rs[1].addr) // tailscale wants one; nothing routes beyond the LAN here
 		return ml.laptopAt(t, name, h, strings.Join(urls, ","))
 	}
-	nc := func(from, to *laptop) error {
-		out, err := from.meshctl(t, cl.meshctl, "nc", to.name, "9000")
-		if err == nil && out != "hello from "+to.name+"\n" {
-			err = fmt.Errorf("read %q", out)
-		}
-		return err
-	}
+	nc := func(from, to *laptop) error { return from.ncGreeting(t, cl.meshctl, to.name, to.name) }
 	a, b := join("a"), join("b")
 	eventually(t, 30*time.Second, "a → b", func() error { return nc(a, b) })
 
@@ -272,11 +267,7 @@ func TestRelayMesh(t *testing.T) {
 	y := ml.laptopAt(t, "y", yh, urls)
 	for _, p := range [][2]*laptop{{x, y}, {y, x}} {
 		eventually(t, 45*time.Second, p[0].name+" → "+p[1].name+" through two meshed relays", func() error {
-			out, err := p[0].meshctl(t, cl.meshctl, "nc", p[1].name, "9000")
-			if err == nil && out != "hello from "+p[1].name+"\n" {
-				err = fmt.Errorf("read %q", out)
-			}
-			return err
+			return p[0].ncGreeting(t, cl.meshctl, p[1].name, p[1].name)
 		})
 	}
 	out, _ := x.meshctl(t, cl.meshctl, "status")

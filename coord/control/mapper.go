@@ -53,10 +53,6 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 		defer s.streamClosed(self)
 	}
 	compress := req.Compress == "zstd"
-	store, err = s.Backend.Read(ctx, "")
-	if err != nil {
-		return
-	}
 	st := streamState{index: tablesIndex(store), workspaces: store.TableIndex(fsm.TableWorkspaces)}
 	res := s.mapResponse(store, req.NodeKey.String())
 	if res == nil {

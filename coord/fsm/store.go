@@ -230,25 +230,26 @@ func (s *Store) NodeByMachine(k string) *Node {
 
 // NodesChangedSince lists the nodes changed after index idx, in the order they changed.
 func (s *Store) NodesChangedSince(idx uint64) []*Node {
-	return since[Node](s.read(), tNodes, "modify", idx)
+	return since[Node](s.read(), tNodes, "modify", idx, -1)
 }
 
 // NodesGoneSince lists the IDs of nodes deleted after index idx.
 func (s *Store) NodesGoneSince(idx uint64) []string {
 	var ids []string
-	for _, g := range since[NodeGone](s.read(), tGone, "index", idx) {
+	for _, g := range since[NodeGone](s.read(), tGone, "index", idx, -1) {
 		ids = append(ids, g.ID)
 	}
 	return ids
 }
 
-func since[T any](txn *memdb.Txn, tbl, index string, idx uint64) []*T {
+// since lists up to limit (-1: all) rows of tbl whose uint index is past idx, in index order.
+func since[T any](txn *memdb.Txn, tbl, index string, idx uint64, limit int) []*T {
 	it, err := txn.LowerBound(tbl, index, idx+1)
 	if err != nil {
 		return nil
 	}
 	var out []*T
-	for v := it.Next(); v != nil; v = it.Next() {
+	for v := it.Next(); v != nil && len(out) != limit; v = it.Next() {
 		out = append(out, v.(*T))
 	}
 	return out
@@ -311,17 +312,9 @@ func (s *Store) Policy() Policy {
 	return Policy{}
 }
 
-// Audit lists up to limit events with Seq > since, oldest first.
-func (s *Store) Audit(since uint64, limit int) []*AuditEvent {
-	it, err := s.read().LowerBound(tAudit, "id", since+1)
-	if err != nil {
-		return nil
-	}
-	var out []*AuditEvent
-	for v := it.Next(); v != nil && len(out) < limit; v = it.Next() {
-		out = append(out, v.(*AuditEvent))
-	}
-	return out
+// Audit lists up to limit events with Seq > seq, oldest first.
+func (s *Store) Audit(seq uint64, limit int) []*AuditEvent {
+	return since[AuditEvent](s.read(), tAudit, "id", seq, limit)
 }
 
 // TableIndex is the Raft index of the last change to table.
