@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 
@@ -44,6 +46,10 @@ func (l *Lab) newHost(name string) (*Host, error) {
 		return nil, fmt.Errorf("ip netns add %s: %v: %s", ns, err, out)
 	}
 	h := &Host{lab: l, name: name, ns: ns, addrs: map[*Network]netip.Addr{}}
+	if err := h.ownResolvConf(); err != nil {
+		h.remove(l.t.Logf)
+		return nil, err
+	}
 	var err error
 	if h.h, err = netns.GetFromName(ns); err != nil {
 		h.remove(l.t.Logf)
@@ -74,7 +80,31 @@ func (h *Host) remove(logf func(string, ...any)) {
 	if out, err := exec.Command("ip", "netns", "del", h.ns).CombinedOutput(); err != nil {
 		logf("lab: ip netns del %s: %v: %s", h.ns, err, out)
 	}
+	if err := os.RemoveAll(netnsEtc(h.ns)); err != nil {
+		logf("lab: %v", err)
+	}
 }
+
+// netnsEtc is the directory whose files `ip netns exec` bind-mounts over /etc for ns.
+func netnsEtc(ns string) string { return filepath.Join("/etc/netns", ns) }
+
+// ownResolvConf gives the host a resolv.conf of its own, a copy of the machine's: every
+// process started with `ip netns exec` sees it at /etc/resolv.conf, so a program under test
+// that rewrites its resolver (the daemon on a TUN) changes the host's, never the machine's.
+func (h *Host) ownResolvConf() error {
+	orig, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	dir := netnsEtc(h.ns)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), orig, 0o644)
+}
+
+// ResolvConf is the path of the file the host's processes see as /etc/resolv.conf.
+func (h *Host) ResolvConf() string { return filepath.Join(netnsEtc(h.ns), "resolv.conf") }
 
 // Name is the host's short name in the lab.
 func (h *Host) Name() string { return h.name }

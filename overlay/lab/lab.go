@@ -103,6 +103,13 @@ func reapDead(logf func(string, ...any)) {
 			logf("lab: removing stale namespace %s: %v: %s", name, err, out)
 		}
 	}
+	etcs, _ := filepath.Glob(netnsEtc(Prefix + "*"))
+	for _, dir := range etcs {
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(filepath.Base(dir), Prefix), "-", 2)[0])
+		if err == nil && !processAlive(pid) {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 func processAlive(pid int) bool {

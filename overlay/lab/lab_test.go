@@ -208,3 +208,32 @@ func panicWithLab(t *testing.T) {
 	fmt.Printf("child-sleeper-pid=%d\n", p.Pid())
 	panic("deliberate panic")
 }
+
+// TestOwnResolvConf: every host's processes see a resolv.conf of the host's own at
+// /etc/resolv.conf; writing it leaves the machine's alone, and cleanup removes it.
+func TestOwnResolvConf(t *testing.T) {
+	machine, _ := os.ReadFile("/etc/resolv.conf")
+	var dir string
+	t.Run("lab", func(t *testing.T) {
+		h := New(t).Host("a")
+		dir = filepath.Dir(h.ResolvConf())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if out, err := h.Run(ctx, "cat", "/etc/resolv.conf"); err != nil || out != string(machine) {
+			t.Errorf("host's resolv.conf = %q, %v; want a copy of the machine's %q", out, err, machine)
+		}
+		const mine = "nameserver 198.18.0.53\n"
+		if _, err := h.Run(ctx, "sh", "-c", "printf '"+mine+"' >/etc/resolv.conf"); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(h.ResolvConf()); string(b) != mine {
+			t.Errorf("host's file after the write = %q, want %q", b, mine)
+		}
+		if b, _ := os.ReadFile("/etc/resolv.conf"); string(b) != string(machine) {
+			t.Fatalf("the machine's /etc/resolv.conf changed to %q", b)
+		}
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s after cleanup: %v; want it gone", dir, err)
+	}
+}
