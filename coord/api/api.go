@@ -119,6 +119,8 @@ type Workspace struct {
 	Env       string    `json:"env,omitempty"`
 	IPv4      string    `json:"ipv4,omitempty"`
 	IPv6      string    `json:"ipv6,omitempty"`
+	State     string    `json:"state,omitempty"`  // observed: pending, pulling, starting, running, stopped, failed
+	Reason    string    `json:"reason,omitempty"` // why it failed, or how far a pull has come
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -226,4 +228,40 @@ type JoinResponse struct {
 	CAKey    []byte   `json:"ca_key"`  // PEM: every replica can admit the next one
 	NodeCert []byte   `json:"node_cert"`
 	Peers    []string `json:"peers"` // cluster addresses of the members
+}
+
+// MachineState is what coord wants on one machine, as its agent fetches it over the control
+// protocol's Noise channel (the machine's own key is the credential): GET
+// /machine/meshwork/state?index=N answers once the state changed after index N (or after
+// about 30 s with the same index).
+type MachineState struct {
+	Index      uint64          `json:"index"`
+	Machine    string          `json:"machine"` // the asking machine's node name
+	Domain     string          `json:"domain"`  // the mesh's DNS domain
+	Workspaces []WorkspaceSpec `json:"workspaces"`
+}
+
+// WorkspaceSpec is one workspace a machine should run (Desired running) or keep stopped.
+type WorkspaceSpec struct {
+	ID      string  `json:"id"`
+	Name    string  `json:"name"`
+	User    string  `json:"user"` // the owner's name: /home/<user>
+	Image   string  `json:"image"`
+	IPv4    string  `json:"ipv4"`
+	IPv6    string  `json:"ipv6,omitempty"`
+	CPU     float64 `json:"cpu,omitempty"`
+	Memory  int64   `json:"memory_bytes,omitempty"`
+	Desired string  `json:"desired"`
+}
+
+// MachineReport is an agent's report of what it observes (POST /machine/meshwork/report).
+type MachineReport struct {
+	Workspaces []WorkspaceReport `json:"workspaces"`
+}
+
+// WorkspaceReport is one workspace's observed state.
+type WorkspaceReport struct {
+	Name   string `json:"name"`
+	State  string `json:"state"` // pending, pulling, starting, running, stopped, failed
+	Reason string `json:"reason,omitempty"`
 }

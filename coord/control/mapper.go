@@ -125,9 +125,9 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 	for _, n := range changed {
 		switch {
 		case n.ID == selfID:
-			res.Node = s.tailNode(n)
+			res.Node = s.tailNode(store, n)
 		case n.NodeKey != "":
-			res.PeersChanged = append(res.PeersChanged, s.tailNode(n))
+			res.PeersChanged = append(res.PeersChanged, s.tailNode(store, n))
 		}
 	}
 	pol := store.Policy()
@@ -251,7 +251,7 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 	}
 	now := time.Now()
 	res := &tailcfg.MapResponse{
-		Node:         s.tailNode(self),
+		Node:         s.tailNode(store, self),
 		DERPMap:      s.derpMap(),
 		Domain:       s.domain(),
 		PacketFilter: s.filter(store, nodes),
@@ -263,7 +263,7 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 		if n.ID == self.ID || n.NodeKey == "" {
 			continue
 		}
-		res.Peers = append(res.Peers, s.tailNode(n))
+		res.Peers = append(res.Peers, s.tailNode(store, n))
 		users[n.UserID] = true
 	}
 	for id := range users {
@@ -313,8 +313,9 @@ func hosts(store *fsm.Store, nodes []*fsm.Node) []policy.Host {
 	return out
 }
 
-// tailNode is a node as the protocol describes it.
-func (s *Server) tailNode(n *fsm.Node) *tailcfg.Node {
+// tailNode is a node as the protocol describes it. A machine's workspaces' addresses are
+// among its AllowedIPs (and primary routes): peers send their packets to it over WireGuard.
+func (s *Server) tailNode(store *fsm.Store, n *fsm.Node) *tailcfg.Node {
 	t := &tailcfg.Node{
 		ID:                nodeID(n.ID),
 		StableID:          tailcfg.StableNodeID(n.ID),
@@ -331,12 +332,12 @@ func (s *Server) tailNode(n *fsm.Node) *tailcfg.Node {
 	if n.DiscoKey != "" {
 		t.DiscoKey.UnmarshalText([]byte(n.DiscoKey))
 	}
-	for _, a := range []string{n.IPv4, n.IPv6} {
-		if ip, err := netip.ParseAddr(a); err == nil {
-			t.Addresses = append(t.Addresses, netip.PrefixFrom(ip, ip.BitLen()))
-		}
-	}
+	t.Addresses = hostPrefixes(n.IPv4, n.IPv6)
 	t.AllowedIPs = slices.Clone(t.Addresses)
+	for _, w := range store.WorkspacesOn(n.Name) {
+		t.PrimaryRoutes = append(t.PrimaryRoutes, hostPrefixes(w.IPv4, w.IPv6)...)
+	}
+	t.AllowedIPs = append(t.AllowedIPs, t.PrimaryRoutes...)
 	for _, ep := range n.Endpoints {
 		if ap, err := netip.ParseAddrPort(ep); err == nil {
 			t.Endpoints = append(t.Endpoints, ap)
@@ -345,4 +346,15 @@ func (s *Server) tailNode(n *fsm.Node) *tailcfg.Node {
 	online := !n.LastSeen.IsZero()
 	t.Online = &online
 	return t
+}
+
+// hostPrefixes makes a single-address prefix of each address that parses.
+func hostPrefixes(addrs ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out
 }

@@ -109,6 +109,9 @@ func TestRefusals(t *testing.T) {
 		{"delete workspace with an intercept", "workspace.delete", ByName{"dev"}, ErrConflict},
 		{"connect to unknown env", "workspace.connect", Connect{Workspace: "dev", Env: "prod"}, ErrNotFound},
 		{"stop missing intercept", "intercept.delete", ByID{"i404"}, ErrNotFound},
+		{"status from another machine", "workspace.status", WorkspaceStatus{Name: "dev", Machine: "wm2", State: "running"}, ErrConflict},
+		{"status of missing workspace", "workspace.status", WorkspaceStatus{Name: "nope", Machine: "wm1", State: "running"}, ErrNotFound},
+		{"unknown observed state", "workspace.status", WorkspaceStatus{Name: "dev", Machine: "wm1", State: "dancing"}, ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,6 +146,16 @@ func TestLifecycleAndAudit(t *testing.T) {
 	if w.Desired != Running || !w.CreatedAt.Equal(t0.Add(4*time.Second)) {
 		t.Errorf("created %+v; want running, created at the command's time", w)
 	}
+	if w.State != "pending" {
+		t.Errorf("a new workspace's state = %q, want pending", w.State)
+	}
+	if n := h.f.Store().Node("wm1"); n.ModifyIndex != h.index {
+		t.Errorf("machine's modify index = %d after a workspace landed on it, want %d (peers must learn its new route)", n.ModifyIndex, h.index)
+	}
+	h.ok("workspace.status", WorkspaceStatus{Name: "dev", Machine: "wm1", State: "failed", Reason: "image not found"})
+	if got := h.f.Store().Workspace("dev"); got.State != "failed" || got.Reason != "image not found" {
+		t.Errorf("after a status report: state %q, reason %q", got.State, got.Reason)
+	}
 	h.ok("workspace.set", WorkspaceState{"dev", Stopped})
 	if got := h.f.Store().Workspace("dev").Desired; got != Stopped {
 		t.Errorf("desired = %s after stop", got)
@@ -157,7 +170,7 @@ func TestLifecycleAndAudit(t *testing.T) {
 		actions = append(actions, e.Action+" "+e.Object)
 	}
 	want := []string{"cluster.init cluster", "user.create user/root", "user.create user/alice", "node.register node/wm1",
-		"workspace.create workspace/dev", "workspace.set workspace/dev", "workspace.delete workspace/dev", "user.delete user/alice"}
+		"workspace.create workspace/dev", "workspace.status workspace/dev", "workspace.set workspace/dev", "workspace.delete workspace/dev", "user.delete user/alice"}
 	if diff := cmp.Diff(want, actions); diff != "" {
 		t.Errorf("audit (-want +got):\n%s", diff)
 	}

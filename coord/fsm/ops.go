@@ -3,6 +3,8 @@ package fsm
 import (
 	"bytes"
 	"encoding/base64"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,6 +22,7 @@ var ops = map[string]op{
 	"workspace.set":      {1, workspaceSet},
 	"workspace.delete":   {1, workspaceDelete},
 	"workspace.connect":  {1, workspaceConnect},
+	"workspace.status":   {1, workspaceStatus},
 	"environment.create": {1, environmentCreate},
 	"environment.set":    {1, environmentSet},
 	"environment.delete": {1, environmentDelete},
@@ -283,7 +286,9 @@ func workspaceCreate(t *tx) (any, string, error) {
 		return nil, "", err
 	}
 	w.IPv4, w.IPv6, w.CreatedAt, w.UpdatedAt = v4.String(), v6.String(), t.c.Time, t.c.Time
+	w.State, w.Reason = "pending", ""
 	t.put(tWorkspaces, &w)
+	touchNode(t, w.Machine)
 	return &w, "workspace/" + w.Name, nil
 }
 
@@ -325,7 +330,52 @@ func workspaceDelete(t *tx) (any, string, error) {
 	}
 	release(t, w.IPv4)
 	t.del(tWorkspaces, w)
+	touchNode(t, w.Machine)
 	return nil, "workspace/" + w.Name, nil
+}
+
+// touchNode marks a machine changed: the addresses it routes (its workspaces') are part of
+// what its peers learn of it, so their map streams send it again.
+func touchNode(t *tx, name string) {
+	if n := first[Node](t.Txn, tNodes, "name", name); n != nil {
+		c := *n
+		t.put(tNodes, &c)
+	}
+}
+
+// WorkspaceStatus is the payload of workspace.status: what the agent on Machine observed.
+type WorkspaceStatus struct {
+	Name    string `json:"name"`
+	Machine string `json:"machine"`
+	State   string `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// maxReason bounds a reported reason.
+const maxReason = 1024
+
+func workspaceStatus(t *tx) (any, string, error) {
+	var req WorkspaceStatus
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	old := first[Workspace](t.Txn, tWorkspaces, "name", req.Name)
+	if old == nil {
+		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
+	}
+	if old.Machine != req.Machine {
+		return nil, "", errorf(CodeConflict, "workspace %q is on machine %q, not %q", req.Name, old.Machine, req.Machine)
+	}
+	if !slices.Contains(workspaceStates, req.State) {
+		return nil, "", errorf(CodeInvalid, "workspace %q: state %q: use one of %s", req.Name, req.State, strings.Join(workspaceStates, ", "))
+	}
+	if len(req.Reason) > maxReason {
+		req.Reason = req.Reason[:maxReason]
+	}
+	w := *old
+	w.State, w.Reason, w.StateAt = req.State, req.Reason, t.c.Time
+	t.put(tWorkspaces, &w)
+	return &w, "workspace/" + w.Name, nil
 }
 
 func policySet(t *tx) (any, string, error) {

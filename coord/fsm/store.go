@@ -260,6 +260,11 @@ func (s *Store) Workspaces(ownerID string) []*Workspace {
 	return listBy[Workspace](s, tWorkspaces, "owner", ownerID)
 }
 
+// WorkspacesOn lists the workspaces wanted on one machine.
+func (s *Store) WorkspacesOn(machine string) []*Workspace {
+	return all[Workspace](s.read(), tWorkspaces, "machine", machine)
+}
+
 // Workspace finds a workspace by name.
 func (s *Store) Workspace(name string) *Workspace {
 	return first[Workspace](s.read(), tWorkspaces, "name", name)

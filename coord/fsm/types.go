@@ -86,7 +86,16 @@ type Workspace struct {
 	IPv6        string    `json:"ipv6,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+	// State is what its machine's agent last reported: pending (nothing reported yet),
+	// pulling, starting, running, stopped or failed; Reason says why it failed, or how far
+	// a pull has come.
+	State   string    `json:"state,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	StateAt time.Time `json:"state_at,omitzero"`
 }
+
+// Observed states of a workspace, as agents report them.
+var workspaceStates = []string{"pending", "pulling", "starting", "running", "stopped", "failed"}
 
 // Environment is a set of services from a compose file, wanted on a machine.
 type Environment struct {

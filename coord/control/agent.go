@@ -1,0 +1,101 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"tailscale.com/types/key"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
+)
+
+// stateWait bounds one long poll of a machine's state.
+const stateWait = 30 * time.Second
+
+// machine finds the node behind a Noise channel's machine key, or answers 403.
+func (s *Server) machine(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) (*fsm.Store, *fsm.Node) {
+	store, err := s.Backend.Read(r.Context(), "")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return nil, nil
+	}
+	n := store.NodeByMachine(mk.String())
+	if n == nil {
+		http.Error(w, "machine not registered: join the mesh first", http.StatusForbidden)
+		return nil, nil
+	}
+	return store, n
+}
+
+// serveMachineState answers a machine's agent with the workspaces wanted on it, once they
+// changed after ?index= (a long poll), so agents follow changes without polling hot.
+func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
+	store, n := s.machine(w, r, mk)
+	if n == nil {
+		return
+	}
+	after, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+	if after > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), stateWait)
+		store.WaitIndex(ctx, after, fsm.TableWorkspaces)
+		cancel()
+		if r.Context().Err() != nil {
+			return
+		}
+		var err error
+		if store, err = s.Backend.Read(r.Context(), ""); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	st := api.MachineState{Index: store.TableIndex(fsm.TableWorkspaces), Machine: n.Name, Domain: s.domain(),
+		Workspaces: []api.WorkspaceSpec{}}
+	for _, ws := range store.WorkspacesOn(n.Name) {
+		spec := api.WorkspaceSpec{ID: ws.ID, Name: ws.Name, Image: ws.Image, IPv4: ws.IPv4, IPv6: ws.IPv6,
+			CPU: ws.CPU, Memory: ws.MemoryBytes, Desired: ws.Desired}
+		if u := store.User(ws.OwnerID); u != nil {
+			spec.User = u.Name
+		}
+		st.Workspaces = append(st.Workspaces, spec)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(&st)
+}
+
+// serveMachineReport records what a machine's agent observes of its workspaces. A machine
+// reports only on its own workspaces; states it already reported are not written again.
+func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
+	store, n := s.machine(w, r, mk)
+	if n == nil {
+		return
+	}
+	var rep api.MachineReport
+	if err := decode(r, &rep); err != nil {
+		http.Error(w, "bad report: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	for _, ws := range rep.Workspaces {
+		if old := store.Workspace(ws.Name); old != nil && old.State == ws.State && old.Reason == ws.Reason {
+			continue
+		}
+		c, err := fsm.NewCommand("workspace.status", "node:"+n.Name, "", fsm.WorkspaceStatus{
+			Name: ws.Name, Machine: n.Name, State: ws.State, Reason: ws.Reason})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		res, err := s.Backend.Apply(r.Context(), c)
+		if err == nil {
+			err = res.Decode(nil)
+		}
+		if err != nil {
+			// A workspace deleted meanwhile, or not this machine's: the rest still counts.
+			s.logf("control: report from %s on %s: %v", n.Name, ws.Name, err)
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
