@@ -108,4 +108,3 @@ func inPrefix(off, l uint32, p netip.Prefix, op expr.CmpOp) []expr.Any {
 		&expr.Cmp{Op: op, Register: 1, Data: p.Masked().Addr().AsSlice()},
 	}
 }
-
