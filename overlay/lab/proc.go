@@ -42,7 +42,22 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 // process's environment.
 func (h *Host) Start(env []string, name string, args ...string) *Proc {
 	h.lab.t.Helper()
-	cmd := h.Command(context.Background(), name, args...)
+	return h.start(h.Command(context.Background(), name, args...), name, env)
+}
+
+// StartShared is Start with only the network namespace the host's: the process keeps the
+// machine's mount namespace (`ip netns exec` makes one of its own), so the network
+// namespaces it mounts are seen by daemons outside the lab, such as containerd and runc —
+// as a workmachine's agent needs. /etc/netns/NS/resolv.conf does not apply.
+func (h *Host) StartShared(env []string, name string, args ...string) *Proc {
+	h.lab.t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + h.ns, "--", name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return h.start(cmd, name, env)
+}
+
+func (h *Host) start(cmd *exec.Cmd, name string, env []string) *Proc {
+	h.lab.t.Helper()
 	cmd.Env = append(cmd.Environ(), env...)
 	p := &Proc{name: h.name + "/" + filepath.Base(name), cmd: cmd, done: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
