@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/net/dns/dnsmessage"
 	"tailscale.com/envknob"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/logtail"
@@ -156,7 +157,53 @@ func (n *Node) Resolve(ctx context.Context, host string) (netip.Addr, error) {
 			return p.TailscaleIPs[0], nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("no peer %q on the mesh (see meshctl status)", host)
+	if ip, err := n.lookup(ctx, st, host); err == nil {
+		return ip, nil
+	}
+	return netip.Addr{}, fmt.Errorf("no peer or workspace %q on the mesh (see meshctl status, meshctl ws list)", host)
+}
+
+// lookup asks the node's own resolver (MagicDNS, which also knows workspaces) for host's
+// IPv4 address; a bare name is looked up in the mesh's domain.
+func (n *Node) lookup(ctx context.Context, st *ipnstate.Status, host string) (netip.Addr, error) {
+	ts, err := n.server()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	lc, err := ts.LocalClient()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	name := strings.TrimSuffix(host, ".")
+	if _, domain, ok := cutDot(strings.TrimSuffix(st.Self.DNSName, ".")); ok && !strings.Contains(name, ".") {
+		name += "." + domain
+	}
+	msg, _, err := lc.QueryDNS(ctx, name+".", "A")
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	var p dnsmessage.Parser
+	if _, err := p.Start(msg); err != nil {
+		return netip.Addr{}, err
+	}
+	if err := p.SkipAllQuestions(); err != nil {
+		return netip.Addr{}, err
+	}
+	for {
+		h, err := p.AnswerHeader()
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("no address for %s", name)
+		}
+		if h.Type != dnsmessage.TypeA {
+			p.SkipAnswer()
+			continue
+		}
+		a, err := p.AResource()
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		return netip.AddrFrom4(a.A), nil
+	}
 }
 
 // peerNamed reports whether p is called host: bare, or fully qualified with or without the

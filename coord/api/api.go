@@ -31,6 +31,12 @@ const (
 	RoleMember = "member"
 )
 
+// Desired states of workspaces and environments.
+const (
+	Running = "running"
+	Stopped = "stopped"
+)
+
 // Read consistency, as ?consistency= takes it.
 const (
 	Stale        = "stale"        // this replica's state, however old

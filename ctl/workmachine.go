@@ -1,0 +1,73 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"meshwork.dev/node"
+	"meshwork.dev/workspace/ctrd"
+	"meshwork.dev/workspace/wsnet"
+)
+
+// workmachineUsage is `meshctl node` with flags and no verb: the workmachine agent.
+const workmachineUsage = "--coord URL --auth-key KEY --state DIR [--hostname H] [--containerd SOCK] [--tun NAME]"
+
+// nodeOrAgent runs the workmachine agent when `meshctl node` is given flags, else a verb.
+func nodeOrAgent(verbs func(ctx context.Context, e *env, args []string) error) func(ctx context.Context, e *env, args []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		if len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" {
+			return runWorkmachine(ctx, e, args)
+		}
+		return verbs(ctx, e, args)
+	}
+}
+
+// runWorkmachine joins the mesh on a kernel TUN and runs the workspaces coord wants here.
+// The workspaces outlive it: a restarted agent adopts them.
+func runWorkmachine(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	authKey := fs.String("auth-key", "", "auth `key` for the first join (meshctl authkey create); later starts reuse the identity in --state")
+	state := fs.String("state", "/var/lib/meshwork/node", "state `dir`ectory: the machine's mesh identity, homes and workspace files")
+	hostname := fs.String("hostname", "", "the machine's `name` on the mesh (default: its host name)")
+	sock := fs.String("containerd", ctrd.DefaultAddress, "containerd's `socket`")
+	tunName := fs.String("tun", "meshwork0", "`name` of the kernel TUN that carries the mesh")
+	if err := e.args(fs, args, 0); err != nil {
+		return err
+	}
+	if e.global.coord == "" {
+		return usageErrorf("node: no coord address; pass --coord URL (several, comma-separated, for a cluster)")
+	}
+	logf := func(f string, a ...any) {
+		fmt.Fprintf(e.stderr, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(f, a...))
+	}
+	n := &node.Node{ControlURL: e.global.coord, AuthKey: *authKey, Hostname: *hostname,
+		Dir: filepath.Join(*state, "mesh"), TUN: *tunName, Logf: quiet(logf)}
+	defer n.Close()
+	st, err := n.Up(ctx)
+	if err != nil {
+		return err
+	}
+	logf("node: on the mesh as %s %v", st.Self.DNSName, st.Self.TailscaleIPs)
+	if err := wsnet.EnableNAT(*tunName); err != nil {
+		return fmt.Errorf("node: workspace egress: %w", err)
+	}
+	a := &node.Agent{Node: n, Logf: logf, NewRuntime: func(machine string) (node.Runtime, error) {
+		logf("node: running the workspaces coord wants on %s (containerd at %s)", machine, *sock)
+		return &ctrd.Runtime{Address: *sock, Machine: machine, Dir: filepath.Join(*state, "workspaces"), Logf: logf}, nil
+	}}
+	return a.Run(ctx)
+}
+
+// quiet passes on the mesh node's log lines that matter to an operator, not tailscale's
+// chatter.
+func quiet(logf func(string, ...any)) func(string, ...any) {
+	return func(f string, a ...any) {
+		s := fmt.Sprintf(f, a...)
+		if strings.Contains(s, "error") || strings.Contains(s, "health") || strings.Contains(s, "control:") {
+			logf("mesh: %s", s)
+		}
+	}
+}

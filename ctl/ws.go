@@ -1,0 +1,170 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"meshwork.dev/coord/api"
+)
+
+var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev containers)",
+	&command{name: "create", summary: "Create a workspace on a machine and wait until it runs",
+		usage: "NAME --machine M --image REF [--cpu N] [--memory SIZE] [--owner USER] [--wait=false] [--timeout DUR]",
+		examples: []string{"meshctl ws create api --machine wm1 --image docker.io/library/debian:12",
+			"meshctl ws create api --machine wm1 --image meshwork.dev/dev:1 --cpu 2 --memory 4g"}, run: wsCreate},
+	&command{name: "list", summary: "List workspaces with their state", usage: "[--json]",
+		examples: []string{"meshctl ws list", "meshctl ws list --json"}, run: wsList},
+	&command{name: "start", summary: "Start a stopped workspace (its home and files are as it left them)", usage: "NAME [--wait=false]",
+		examples: []string{"meshctl ws start api"}, run: wsSetter("start", api.Running)},
+	&command{name: "stop", summary: "Stop a workspace, keeping its home and workspace directory", usage: "NAME [--wait=false]",
+		examples: []string{"meshctl ws stop api"}, run: wsSetter("stop", api.Stopped)},
+	&command{name: "delete", summary: "Delete a workspace: its container, disk and address (the shared home stays)", usage: "NAME",
+		examples: []string{"meshctl ws delete api"}, run: remover("/v1/workspaces/", "deleted workspace %s; its machine removes the container")},
+)
+
+func wsCreate(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	var req api.CreateWorkspace
+	fs.StringVar(&req.Machine, "machine", "", "the `machine` (node name) to run it on; see meshctl node list")
+	fs.StringVar(&req.Image, "image", "", "container image `ref`erence")
+	fs.Float64Var(&req.CPU, "cpu", 0, "CPU limit in `cores` (0: none)")
+	fs.StringVar(&req.Memory, "memory", "", "memory limit, a `size` such as 512m or 4g (default: none)")
+	fs.StringVar(&req.Owner, "owner", "", "the `user` it belongs to (admins only; default: you)")
+	wait := fs.Bool("wait", true, "wait until the workspace runs (or fails), showing its progress")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait")
+	if err := e.args(fs, args, 1); err != nil {
+		return err
+	}
+	req.Name = fs.Arg(0)
+	if req.Machine == "" || req.Image == "" {
+		return usageErrorf("ws create: --machine and --image are required; see meshctl node list for machines")
+	}
+	var ws api.Workspace
+	if err := e.call(ctx, "POST", "/v1/workspaces", req, &ws); err != nil {
+		return err
+	}
+	if e.global.json && !*wait {
+		return e.printJSON(ws)
+	}
+	if !e.global.json {
+		e.printf("created workspace %s on %s (%s)\n", ws.Name, ws.Machine, ws.IPv4)
+	}
+	if !*wait {
+		return e.printf("it starts once %s's agent picks it up: meshctl ws list\n", ws.Machine)
+	}
+	return e.waitWorkspace(ctx, ws.Name, api.Running, *timeout)
+}
+
+// wsSetter is `ws start` or `ws stop`.
+func wsSetter(verb, desired string) func(ctx context.Context, e *env, args []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		fs := e.flags()
+		wait := fs.Bool("wait", true, "wait until the workspace is "+desired)
+		timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait")
+		if err := e.args(fs, args, 1); err != nil {
+			return err
+		}
+		name := fs.Arg(0)
+		var ws api.Workspace
+		if err := e.call(ctx, "POST", "/v1/workspaces/"+url.PathEscape(name)+"/"+verb, nil, &ws); err != nil {
+			return err
+		}
+		if !*wait {
+			if e.global.json {
+				return e.printJSON(ws)
+			}
+			return e.printf("workspace %s: wanted %s\n", name, desired)
+		}
+		return e.waitWorkspace(ctx, name, desired, *timeout)
+	}
+}
+
+// waitWorkspace follows a workspace until its machine reports it in state want (or failed),
+// printing each state it passes through.
+func (e *env) waitWorkspace(ctx context.Context, name, want string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	for {
+		var ws api.Workspace
+		if err := e.call(ctx, "GET", "/v1/workspaces/"+url.PathEscape(name), nil, &ws); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("workspace %s is %s after %v, not yet %s; its machine's agent log says why (meshctl ws list shows the state)", name, last, timeout, want)
+			}
+			return err
+		}
+		if now := ws.State + " " + ws.Reason; now != last && !e.global.json {
+			e.printf("  %s%s\n", ws.State, reasonSuffix(ws.Reason))
+			last = now
+		}
+		switch ws.State {
+		case want:
+			if e.global.json {
+				return e.printJSON(ws)
+			}
+			if want == api.Running {
+				return e.printf("workspace %s is running at %s; reach it as %s on the mesh\n", name, ws.IPv4, name)
+			}
+			return nil
+		case "failed":
+			return fmt.Errorf("workspace %s failed: %s", name, ws.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("workspace %s is %q after %v, not yet %s: is its machine's agent running? (meshctl node list)", name, ws.State, timeout, want)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func reasonSuffix(r string) string {
+	if r == "" {
+		return ""
+	}
+	return ": " + r
+}
+
+func wsList(ctx context.Context, e *env, args []string) error {
+	if err := e.args(e.flags(), args, 0); err != nil {
+		return err
+	}
+	var list []api.Workspace
+	if err := e.call(ctx, "GET", "/v1/workspaces", nil, &list); err != nil {
+		return err
+	}
+	if e.global.json {
+		return e.printJSON(list)
+	}
+	if len(list) == 0 {
+		return e.printf("no workspaces yet; create one with: meshctl ws create NAME --machine M --image REF\n")
+	}
+	var rows [][]string
+	for _, w := range list {
+		state := w.State
+		if w.Desired == api.Stopped && state != api.Stopped {
+			state += " (stopping)"
+		}
+		rows = append(rows, []string{w.Name, w.Machine, state, w.IPv4, w.Owner, w.Image, limits(w), w.Reason})
+	}
+	return e.table("NAME\tMACHINE\tSTATE\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
+}
+
+func limits(w api.Workspace) string {
+	s := ""
+	if w.CPU > 0 {
+		s = strconv.FormatFloat(w.CPU, 'g', -1, 64) + " cpu"
+	}
+	if w.Memory > 0 {
+		if s != "" {
+			s += ", "
+		}
+		s += strconv.FormatInt(w.Memory>>20, 10) + " MiB"
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}
