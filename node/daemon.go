@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
 )
 
@@ -24,10 +25,22 @@ type Daemon struct {
 	StateDir string // required
 	Socket   string // default StateDir/meshctl.sock
 	TUN      string // kernel interface for the mesh; "" for userspace networking (see Node.TUN)
-	Logf     func(format string, args ...any)
+	// SOCKS5, in userspace mode, is the loopback address (127.0.0.1:1055) of a SOCKS5 proxy
+	// into the mesh for the machine's programs; "" serves none. A busy address is logged
+	// and the daemon runs without the proxy.
+	SOCKS5 string
+	// DNS, with a TUN, points the machine's resolver at MagicDNS while the node is up (by
+	// rewriting ResolvConf), and puts the original back on down and when Run returns.
+	DNS bool
+	// ResolvConf is the file DNS rewrites; default /etc/resolv.conf.
+	ResolvConf string
+	Logf       func(format string, args ...any)
 
-	mu   sync.Mutex // guards node
-	node *Node
+	mu       sync.Mutex // guards node and resolver
+	node     *Node
+	resolver *osResolver // non-nil while the OS resolver asks MagicDNS
+	dnsErr   error       // why it does not, when it should
+	socks    string      // the proxy's address while it serves; set before the API serves
 }
 
 // UpRequest asks the daemon to join a mesh.
@@ -88,19 +101,124 @@ func (d *Daemon) Run(ctx context.Context) error {
 		srv.Close()
 	}()
 	d.logf("daemon: local API on %s", sock)
+	stopSOCKS := d.serveSOCKS5()
 	if cfg, err := d.loadConfig(); err == nil {
 		go d.resume(ctx, cfg)
 	}
 	err = srv.Serve(ln)
+	stopSOCKS()
 	d.mu.Lock()
 	if d.node != nil {
 		d.node.Close()
 	}
+	d.restoreDNS()
 	d.mu.Unlock()
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
+}
+
+// serveSOCKS5 starts the proxy in userspace mode and returns what stops it.
+func (d *Daemon) serveSOCKS5() (stop func()) {
+	if d.TUN != "" || d.SOCKS5 == "" {
+		return func() {}
+	}
+	ln, err := net.Listen("tcp", d.SOCKS5)
+	if err != nil {
+		d.logf("daemon: no SOCKS5 proxy: %v (pass --socks5 ADDR, or \"\" for none)", err)
+		return func() {}
+	}
+	d.socks = ln.Addr().String()
+	p := &SOCKS5{Logf: d.Logf,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			n, err := d.current()
+			if err != nil {
+				return nil, err
+			}
+			return n.Dial(ctx, network, addr)
+		},
+		Resolve: func(ctx context.Context, host string) (netip.Addr, error) {
+			n, err := d.current()
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			return n.Resolve(ctx, host)
+		}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Serve(ln)
+	}()
+	d.logf("daemon: SOCKS5 proxy into the mesh on %s", d.socks)
+	return func() {
+		p.Close()
+		<-done
+	}
+}
+
+// summary is what status and up answer: the node's view plus what the daemon serves.
+func (d *Daemon) summary(st *ipnstate.Status) Summary {
+	s := Summary{State: "Stopped"}
+	if st != nil {
+		s = Summarize(st)
+	}
+	s.SOCKS5 = d.socks
+	d.mu.Lock()
+	switch {
+	case d.resolver != nil:
+		s.DNS = d.resolver.Path + " → " + MagicDNS
+	case d.dnsErr != nil:
+		s.DNS = "off: " + d.dnsErr.Error()
+	}
+	d.mu.Unlock()
+	return s
+}
+
+// pointDNS points the OS resolver at MagicDNS for the mesh's domain. Called with d.mu held.
+func (d *Daemon) pointDNS(st *ipnstate.Status) error {
+	if d.TUN == "" || !d.DNS {
+		return nil
+	}
+	domain := ""
+	if st.CurrentTailnet != nil {
+		domain = st.CurrentTailnet.MagicDNSSuffix
+	}
+	if domain == "" && st.Self != nil {
+		_, domain, _ = cutDot(strings.TrimSuffix(st.Self.DNSName, "."))
+	}
+	if domain == "" {
+		return errors.New("dns: the mesh sent no domain")
+	}
+	r := d.resolver
+	if r == nil {
+		path := d.ResolvConf
+		if path == "" {
+			path = "/etc/resolv.conf"
+		}
+		r = &osResolver{Path: path, Backup: filepath.Join(d.StateDir, "resolv.conf.orig")}
+	}
+	if err := r.point(domain); err != nil {
+		return err
+	}
+	if d.resolver == nil {
+		d.logf("daemon: %s asks MagicDNS (%s) first, search %s", r.Path, MagicDNS, domain)
+	}
+	d.resolver = r
+	return nil
+}
+
+// restoreDNS puts the original resolv.conf back. Called with d.mu held.
+func (d *Daemon) restoreDNS() {
+	if d.resolver == nil {
+		return
+	}
+	if err := d.resolver.restore(); err != nil {
+		d.logf("daemon: %v", err)
+		return
+	}
+	d.logf("daemon: %s restored", d.resolver.Path)
+	d.resolver = nil
 }
 
 func (d *Daemon) resume(ctx context.Context, cfg config) {
@@ -142,6 +260,7 @@ func (d *Daemon) handler() http.Handler {
 		d.mu.Lock()
 		n := d.node
 		d.node = nil
+		d.restoreDNS()
 		d.mu.Unlock()
 		if n != nil {
 			n.Close()
@@ -151,7 +270,7 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		n, err := d.current()
 		if err != nil {
-			writeJSON(w, Summary{State: "Stopped"})
+			writeJSON(w, d.summary(nil))
 			return
 		}
 		st, err := n.Status(r.Context())
@@ -159,7 +278,7 @@ func (d *Daemon) handler() http.Handler {
 			httpError(w, http.StatusServiceUnavailable, err)
 			return
 		}
-		writeJSON(w, Summarize(st))
+		writeJSON(w, d.summary(st))
 	})
 	mux.HandleFunc("POST /ping", d.servePing)
 	mux.HandleFunc("POST /dial", d.serveDial)
@@ -195,11 +314,19 @@ func (d *Daemon) up(ctx context.Context, req UpRequest) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	d.mu.Lock()
+	if d.node == n {
+		// The machine is on the mesh either way; status says why names do not resolve.
+		if d.dnsErr = d.pointDNS(st); d.dnsErr != nil {
+			d.logf("daemon: %v", d.dnsErr)
+		}
+	}
+	d.mu.Unlock()
 	b, _ := json.Marshal(config{Coord: req.Coord, Hostname: req.Hostname})
 	if err := os.WriteFile(d.configPath(), b, 0o600); err != nil {
 		return Summary{}, err
 	}
-	return Summarize(st), nil
+	return d.summary(st), nil
 }
 
 func (d *Daemon) servePing(w http.ResponseWriter, r *http.Request) {

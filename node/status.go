@@ -13,6 +13,10 @@ type Summary struct {
 	State string `json:"state"` // Running, NeedsLogin, Stopped, ...
 	Self  Peer   `json:"self"`
 	Peers []Peer `json:"peers"`
+	// SOCKS5 is the address of the daemon's SOCKS5 proxy into the mesh (userspace mode).
+	SOCKS5 string `json:"socks5,omitempty"`
+	// DNS says which resolver file asks MagicDNS, when the daemon pointed it there (TUN mode).
+	DNS string `json:"dns,omitempty"`
 }
 
 // Peer is one machine as this one sees it.
