@@ -23,7 +23,7 @@ import (
 var upCmd = &command{
 	name:    "up",
 	summary: "Join this machine to the mesh (starts the daemon if needed)",
-	usage:   "--coord URL --auth-key KEY [--hostname H] [--state DIR] [--socket PATH]",
+	usage:   "--coord URL --auth-key KEY [--hostname H] [--state DIR] [--socket PATH] [--userspace] [--socks5 ADDR] [--dns=false]",
 	examples: []string{
 		"meshctl up --coord http://10.0.0.1:8080 --auth-key ak_...",
 		"meshctl up --coord http://10.0.0.1:8080 --auth-key ak_... --hostname laptop",
@@ -94,14 +94,23 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&req.AuthKey, "auth-key", "", "auth `key` (ak_…) admitting this machine; not needed to rejoin")
 	fs.StringVar(&req.Hostname, "hostname", "", "the `name` to ask for on the mesh (default: the host name)")
 	state, socket := daemonPaths(fs)
+	fs.Bool("userspace", os.Geteuid() != 0, "a daemon started here runs userspace networking (see meshctl daemon)")
+	daemonModeFlags(fs)
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
 	if req.Coord = e.global.coord; req.Coord == "" {
 		return usageErrorf("up: no coord address; pass --coord URL")
 	}
+	var daemonArgs []string // the daemon's own flags, for one started here
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "userspace", "socks5", "dns":
+			daemonArgs = append(daemonArgs, "--"+f.Name+"="+f.Value.String())
+		}
+	})
 	sock := socketPath(*state, *socket)
-	if err := ensureDaemon(ctx, e, *state, sock); err != nil {
+	if err := ensureDaemon(ctx, e, *state, sock, daemonArgs...); err != nil {
 		return err
 	}
 	var s node.Summary
@@ -111,12 +120,21 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	if e.global.json {
 		return e.printJSON(s)
 	}
-	return e.printf("on the mesh as %s (%s); %d peer(s)\nnext: meshctl status, meshctl ping PEER\n",
-		s.Self.DNSName, strings.Join(s.Self.IPs, ", "), len(s.Peers))
+	if err := e.printf("on the mesh as %s (%s); %d peer(s)\n", s.Self.DNSName, strings.Join(s.Self.IPs, ", "), len(s.Peers)); err != nil {
+		return err
+	}
+	if s.SOCKS5 != "" {
+		e.printf("SOCKS5 proxy into the mesh: %s (curl --socks5-hostname %s http://PEER:PORT)\n", s.SOCKS5, s.SOCKS5)
+	}
+	if s.DNS != "" {
+		e.printf("DNS: %s\n", s.DNS)
+	}
+	return e.printf("next: meshctl status, meshctl ping PEER\n")
 }
 
-// ensureDaemon starts `meshctl daemon` in the background unless one answers on sock.
-func ensureDaemon(ctx context.Context, e *env, state, sock string) error {
+// ensureDaemon starts `meshctl daemon` (with args) in the background unless one answers
+// on sock.
+func ensureDaemon(ctx context.Context, e *env, state, sock string, args ...string) error {
 	if c, err := net.Dial("unix", sock); err == nil {
 		c.Close()
 		return nil
@@ -134,7 +152,7 @@ func ensureDaemon(ctx context.Context, e *env, state, sock string) error {
 		return err
 	}
 	defer log.Close()
-	cmd := exec.Command(self, "daemon", "--state", state, "--socket", sock)
+	cmd := exec.Command(self, append([]string{"daemon", "--state", state, "--socket", sock}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -179,6 +197,12 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	}
 	if s.State != "Running" {
 		return e.printf("%s: not on the mesh (meshctl up --coord URL --auth-key KEY)\n", s.State)
+	}
+	if s.SOCKS5 != "" {
+		e.printf("SOCKS5 proxy: %s\n", s.SOCKS5)
+	}
+	if s.DNS != "" {
+		e.printf("DNS: %s\n", s.DNS)
 	}
 	rows := [][]string{{s.Self.Name, strings.Join(s.Self.IPs, ","), s.Self.OS, "self", "-"}}
 	for _, p := range s.Peers {
