@@ -113,11 +113,7 @@ func (e *env) run(s ctrd.Spec) ctrd.Status {
 
 func (e *env) runWith(rt *ctrd.Runtime, s ctrd.Spec) ctrd.Status {
 	e.t.Helper()
-	e.t.Cleanup(func() {
-		if err := e.do(func() error { return rt.Delete(context.Background(), s.Name) }); err != nil {
-			e.t.Errorf("cleanup: %v", err)
-		}
-	})
+	e.deleteOnCleanup(rt, s)
 	ctx, cancel := context.WithTimeout(e.t.Context(), 60*time.Second)
 	defer cancel()
 	var st ctrd.Status
@@ -129,6 +125,17 @@ func (e *env) runWith(rt *ctrd.Runtime, s ctrd.Spec) ctrd.Status {
 		e.t.Fatalf("Run = %+v, want running with a pid", st)
 	}
 	return st
+}
+
+// deleteOnCleanup deletes s when the test ends, whatever happened.
+func (e *env) deleteOnCleanup(rt *ctrd.Runtime, s ctrd.Spec) {
+	e.t.Cleanup(func() { // by a runtime of its own: the test may have closed rt
+		rt := &ctrd.Runtime{Namespace: testNamespace, Machine: rt.Machine, Dir: rt.Dir, Logf: e.t.Logf}
+		defer rt.Close()
+		if err := e.do(func() error { return rt.Delete(context.Background(), s.Name) }); err != nil {
+			e.t.Errorf("cleanup: %v", err)
+		}
+	})
 }
 
 // hello connects to the workspace's echo server and returns its greeting, checking the echo.

@@ -1,6 +1,13 @@
 package ctrd_test
 
-import "github.com/vishvananda/netlink"
+import (
+	"bytes"
+	"strconv"
+
+	"github.com/vishvananda/netlink"
+
+	"meshwork.dev/workspace/image"
+)
 
 func netlinkParseAddr(s string) (*netlink.Addr, error) {
 	a, err := netlink.ParseAddr(s)
@@ -8,4 +15,12 @@ func netlinkParseAddr(s string) (*netlink.Addr, error) {
 		a.Flags = 0x02 // IFA_F_NODAD
 	}
 	return a, err
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+func imageConfigCmd(script string) image.Config {
+	return image.Config{Cmd: []string{"/bin/sh", "-c", script}}
 }
