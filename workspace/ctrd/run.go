@@ -138,6 +138,7 @@ func (r *Runtime) create(ctx context.Context, c *containerd.Client, s Spec, prog
 	if err := r.prepareHost(s); err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	ctr, err := c.NewContainer(ctx, ContainerID(s.ID),
 		containerd.WithContainerLabels(r.labels(s)),
 		containerd.WithImage(img),
@@ -149,6 +150,7 @@ func (r *Runtime) create(ctx context.Context, c *containerd.Client, s Spec, prog
 		r.deleteSnapshot(ctx, c, ContainerID(s.ID))
 		return nil, fmt.Errorf("create container: %w", err)
 	}
+	r.logf("ws %s: container created in %v", s.Name, time.Since(t0).Round(time.Millisecond))
 	undo = append(undo, func() {
 		if derr := ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup); derr != nil {
 			r.logf("ws %s: undo create: %v", s.Name, derr)

@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	_ "crypto/sha256" // registers sha256 for go-digest
 	"encoding/json"
 	"fmt"
 	"io"
@@ -109,7 +110,7 @@ func buildLayer(files []File) (gz []byte, diffID digest.Digest, err error) {
 		return nil, "", err
 	}
 	var out bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&out, gzip.BestCompression) // header left zero: no name, no time
+	zw, _ := gzip.NewWriterLevel(&out, gzip.DefaultCompression) // header left zero: no name, no time
 	if _, err := zw.Write(raw.Bytes()); err != nil {
 		return nil, "", err
 	}
