@@ -66,7 +66,7 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 func quiet(logf func(string, ...any)) func(string, ...any) {
 	return func(f string, a ...any) {
 		s := fmt.Sprintf(f, a...)
-		if strings.Contains(s, "error") || strings.Contains(s, "health") || strings.Contains(s, "control:") {
+		if !strings.Contains(s, "[v") && (strings.Contains(s, "error") || strings.Contains(s, "health")) {
 			logf("mesh: %s", s)
 		}
 	}

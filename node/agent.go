@@ -45,7 +45,8 @@ type Agent struct {
 
 // source is coord as the agent sees it.
 type source interface {
-	state(ctx context.Context, index uint64) (*api.MachineState, error)
+	// state answers what coord wants on the machine once it differs from last (nil: now).
+	state(ctx context.Context, last *api.MachineState) (*api.MachineState, error)
 	report(ctx context.Context, rep *api.MachineReport) error
 }
 
@@ -76,14 +77,14 @@ func (a *Agent) run(ctx context.Context, src source, advertise func(context.Cont
 	go a.reporter(ctx, src, reports)
 	var (
 		rt      Runtime
-		index   uint64
+		last    *api.MachineState
 		fails   int
 		routes  []netip.Prefix
 		routed  bool
 		machine string
 	)
 	for ctx.Err() == nil {
-		st, err := src.state(ctx, index)
+		st, err := src.state(ctx, last)
 		if ctx.Err() != nil {
 			break
 		}
@@ -101,7 +102,7 @@ func (a *Agent) run(ctx context.Context, src source, advertise func(context.Cont
 			machine = st.Machine
 			a.adopt(ctx, rt, st, reports)
 		}
-		index = st.Index
+		last = st
 		a.apply(ctx, rt, st, reports)
 		if want := workspaceRoutes(st); !routed || !slices.Equal(want, routes) {
 			if err := advertise(ctx, want); err != nil {
@@ -179,6 +180,10 @@ type wsWish struct {
 	domain string
 }
 
+func sameWish(a, b *wsWish) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
+}
+
 // worker reconciles one workspace, by name, in its own goroutine.
 type worker struct {
 	name string
@@ -219,10 +224,12 @@ func (a *Agent) worker(ctx context.Context, rt Runtime, name string, reports cha
 func (a *Agent) work(ctx context.Context, rt Runtime, w *worker, reports chan<- api.WorkspaceReport) {
 	defer a.wg.Done()
 	var (
-		wish  *wsWish
-		runID string // the ID of the workspace this name runs as, to notice a replacement
-		fails int
-		timer = time.NewTimer(time.Hour)
+		wish    *wsWish
+		started bool   // wish holds a wish received
+		done    bool   // the last reconcile succeeded
+		runID   string // the ID of the workspace this name runs as, to notice a replacement
+		fails   int
+		timer   = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
 	defer timer.Stop()
@@ -230,12 +237,21 @@ func (a *Agent) work(ctx context.Context, rt Runtime, w *worker, reports chan<- 
 		select {
 		case <-ctx.Done():
 			return
-		case wish = <-w.want:
-			fails = 0
+		case next := <-w.want:
+			if started && sameWish(next, wish) {
+				// Nothing new: the timer drives checks and retries, so a failure that
+				// coord hears of does not come straight back as a retry.
+				if wish == nil && done && a.retire(w) {
+					return
+				}
+				continue
+			}
+			wish, started, fails = next, true, 0
 		case <-timer.C:
 		}
 		err := a.reconcile(ctx, rt, w.name, wish, &runID, reports)
-		if wish == nil && err == nil && a.retire(w) {
+		done = err == nil
+		if wish == nil && done && a.retire(w) {
 			return
 		}
 		next := cmpDur(a.Resync, 10*time.Second)

@@ -97,11 +97,11 @@ func (c *fakeCoord) set(ws ...api.WorkspaceSpec) {
 	c.changed = make(chan struct{})
 }
 
-func (c *fakeCoord) state(ctx context.Context, index uint64) (*api.MachineState, error) {
+func (c *fakeCoord) state(ctx context.Context, last *api.MachineState) (*api.MachineState, error) {
 	c.mu.Lock()
 	st, ch := c.st, c.changed
 	c.mu.Unlock()
-	if index >= st.Index {
+	if last != nil && last.Index >= st.Index {
 		select {
 		case <-ch:
 		case <-ctx.Done():

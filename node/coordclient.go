@@ -81,10 +81,15 @@ func controlKey(ctx context.Context, base string) (key.MachinePublic, error) {
 	return out.PublicKey, nil
 }
 
-// state fetches what coord wants on this machine, waiting (up to about 30 s) for a change
-// after index when index is not 0.
-func (c *coordClient) state(ctx context.Context, index uint64) (*api.MachineState, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "https://"+hostOf(c.base)+"/machine/meshwork/state?index="+strconv.FormatUint(index, 10), nil)
+// state fetches what coord wants on this machine, waiting (up to about 30 s) for it to
+// differ from last when there is one.
+func (c *coordClient) state(ctx context.Context, last *api.MachineState) (*api.MachineState, error) {
+	q := url.Values{}
+	if last != nil {
+		q.Set("index", strconv.FormatUint(last.Index, 10))
+		q.Set("digest", last.Digest)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", "https://"+hostOf(c.base)+"/machine/meshwork/state?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}

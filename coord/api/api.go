@@ -238,10 +238,11 @@ type JoinResponse struct {
 
 // MachineState is what coord wants on one machine, as its agent fetches it over the control
 // protocol's Noise channel (the machine's own key is the credential): GET
-// /machine/meshwork/state?index=N answers once the state changed after index N (or after
-// about 30 s with the same index).
+// /machine/meshwork/state?index=N&digest=D answers once the state differs from the one of
+// digest D (or after about 30 s, the same again); without them, at once.
 type MachineState struct {
 	Index      uint64          `json:"index"`
+	Digest     string          `json:"digest"` // of Machine, Domain and Workspaces: what the agent acts on
 	Machine    string          `json:"machine"` // the asking machine's node name
 	Domain     string          `json:"domain"`  // the mesh's DNS domain
 	Workspaces []WorkspaceSpec `json:"workspaces"`

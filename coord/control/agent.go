@@ -2,6 +2,8 @@ package control
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -31,30 +33,42 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request, mk key.MachineP
 	return store, n
 }
 
-// serveMachineState answers a machine's agent with the workspaces wanted on it, once they
-// changed after ?index= (a long poll), so agents follow changes without polling hot.
+// serveMachineState answers a machine's agent with the workspaces wanted on it. Given the
+// digest of what the agent has, it waits (a long poll) until that changes: status reports,
+// other machines' workspaces and the like wake it but send nothing.
 func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
 	store, n := s.machine(w, r, mk)
 	if n == nil {
 		return
 	}
-	after, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
-	if after > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), stateWait)
-		store.WaitIndex(ctx, after, fsm.TableWorkspaces)
-		cancel()
-		if r.Context().Err() != nil {
-			return
-		}
+	q := r.URL.Query()
+	have := q.Get("digest")
+	index, _ := strconv.ParseUint(q.Get("index"), 10, 64)
+	ctx, cancel := context.WithTimeout(r.Context(), stateWait)
+	defer cancel()
+	st := s.machineState(store, n.Name)
+	for have != "" && st.Digest == have && ctx.Err() == nil {
+		index = max(index, st.Index)
+		store.WaitIndex(ctx, index, fsm.TableWorkspaces)
 		var err error
 		if store, err = s.Backend.Read(r.Context(), ""); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		st = s.machineState(store, n.Name)
 	}
-	st := api.MachineState{Index: store.TableIndex(fsm.TableWorkspaces), Machine: n.Name, Domain: s.domain(),
-		Workspaces: []api.WorkspaceSpec{}}
-	for _, ws := range store.WorkspacesOn(n.Name) {
+	if r.Context().Err() != nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(st)
+}
+
+// machineState is what the machine called name should run, with its digest.
+func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
+	st := &api.MachineState{Index: store.TableIndex(fsm.TableWorkspaces),
+		Machine: name, Domain: s.domain(), Workspaces: []api.WorkspaceSpec{}}
+	for _, ws := range store.WorkspacesOn(name) {
 		spec := api.WorkspaceSpec{ID: ws.ID, Name: ws.Name, Image: ws.Image, IPv4: ws.IPv4, IPv6: ws.IPv6,
 			CPU: ws.CPU, Memory: ws.MemoryBytes, Desired: ws.Desired}
 		if u := store.User(ws.OwnerID); u != nil {
@@ -62,8 +76,10 @@ func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk ke
 		}
 		st.Workspaces = append(st.Workspaces, spec)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(&st)
+	b, _ := json.Marshal([]any{st.Machine, st.Domain, st.Workspaces})
+	sum := sha256.Sum256(b)
+	st.Digest = hex.EncodeToString(sum[:12])
+	return st
 }
 
 // serveMachineReport records what a machine's agent observes of its workspaces. A machine
