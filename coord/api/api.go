@@ -242,7 +242,7 @@ type JoinResponse struct {
 // digest D (or after about 30 s, the same again); without them, at once.
 type MachineState struct {
 	Index      uint64          `json:"index"`
-	Digest     string          `json:"digest"` // of Machine, Domain and Workspaces: what the agent acts on
+	Digest     string          `json:"digest"`  // of Machine, Domain and Workspaces: what the agent acts on
 	Machine    string          `json:"machine"` // the asking machine's node name
 	Domain     string          `json:"domain"`  // the mesh's DNS domain
 	Workspaces []WorkspaceSpec `json:"workspaces"`
