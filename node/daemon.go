@@ -138,13 +138,7 @@ func (d *Daemon) serveSOCKS5() (stop func()) {
 			}
 			return n.Dial(ctx, network, addr)
 		},
-		Resolve: func(ctx context.Context, host string) (netip.Addr, error) {
-			n, err := d.current()
-			if err != nil {
-				return netip.Addr{}, err
-			}
-			return n.Resolve(ctx, host)
-		}}
+		Resolve: d.resolve}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -155,6 +149,24 @@ func (d *Daemon) serveSOCKS5() (stop func()) {
 		p.Close()
 		<-done
 	}
+}
+
+// resolve places a mesh name for the SOCKS5 proxy; a name under the mesh's domain that no
+// peer has is ErrNoSuchHost, so the proxy does not ask the machine's resolvers about it.
+func (d *Daemon) resolve(ctx context.Context, host string) (netip.Addr, error) {
+	n, err := d.current()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	ip, err := n.Resolve(ctx, host)
+	if err == nil {
+		return ip, nil
+	}
+	if st, serr := n.Status(ctx); serr == nil && st.CurrentTailnet != nil && st.CurrentTailnet.MagicDNSSuffix != "" &&
+		strings.HasSuffix(strings.TrimSuffix(host, "."), "."+st.CurrentTailnet.MagicDNSSuffix) {
+		return netip.Addr{}, fmt.Errorf("%w: %v", ErrNoSuchHost, err)
+	}
+	return netip.Addr{}, err
 }
 
 // summary is what status and up answer: the node's view plus what the daemon serves.

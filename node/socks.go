@@ -23,8 +23,9 @@ type SOCKS5 struct {
 	// Dial opens the outgoing connection; addr is host:port, host an IP address or a name
 	// Resolve did not place. Required.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Resolve places a name the client sent (mesh names: bare or full); nil, or an error,
-	// leaves the name to Dial.
+	// Resolve places a name the client sent (mesh names: bare or full). An error wrapping
+	// ErrNoSuchHost refuses the request (host unreachable); nil, or another error, leaves
+	// the name to Dial.
 	Resolve func(ctx context.Context, host string) (netip.Addr, error)
 	// Logf receives one line per refused or failed request; nil discards them.
 	Logf func(format string, args ...any)
@@ -56,6 +57,10 @@ const (
 
 // socksHandshakeTimeout bounds a client's greeting and request, and the dial.
 const socksHandshakeTimeout = 30 * time.Second
+
+// ErrNoSuchHost, from Resolve, says a name is known not to exist (a mesh name no peer has):
+// the proxy answers at once rather than let Dial ask other resolvers.
+var ErrNoSuchHost = errors.New("no such host")
 
 // ErrProxyClosed is returned by Serve after Close.
 var ErrProxyClosed = errors.New("socks5: proxy closed")
@@ -175,8 +180,12 @@ func (s *SOCKS5) serveConn(c net.Conn) {
 
 func (s *SOCKS5) dial(ctx context.Context, host, port string) (net.Conn, error) {
 	if _, err := netip.ParseAddr(host); err != nil && s.Resolve != nil {
-		if ip, err := s.Resolve(ctx, host); err == nil {
+		ip, err := s.Resolve(ctx, host)
+		switch {
+		case err == nil:
 			host = ip.String()
+		case errors.Is(err, ErrNoSuchHost):
+			return nil, err
 		}
 	}
 	if s.Dial == nil {
@@ -282,7 +291,7 @@ func dialErrorCode(err error) byte {
 	}
 	var dnsErr *net.DNSError
 	switch {
-	case errors.As(err, &dnsErr):
+	case errors.As(err, &dnsErr), errors.Is(err, ErrNoSuchHost):
 		return socksHostUnreachable
 	case strings.Contains(err.Error(), "connection was refused"): // netstack's (gVisor's) words
 		return socksConnectionRefused

@@ -53,8 +53,11 @@ func startSOCKS(t *testing.T, peerIP netip.Addr) (addr string, dialed func() []s
 			return new(net.Dialer).DialContext(ctx, network, addr)
 		},
 		Resolve: func(ctx context.Context, host string) (netip.Addr, error) {
-			if host == "peer" || host == "peer.mesh.internal" {
+			switch host {
+			case "peer", "peer.mesh.internal":
 				return peerIP, nil
+			case "gone.mesh.internal":
+				return netip.Addr{}, fmt.Errorf("no peer %q: %w", host, ErrNoSuchHost)
 			}
 			return netip.Addr{}, errors.New("no such peer")
 		},
@@ -113,6 +116,7 @@ func TestSOCKS5(t *testing.T) {
 		{"bare mesh name", connect(socksAddr("peer", port)), []byte{5, 0, 5, socksSucceeded}, fmt.Sprintf("127.0.0.1:%d", port), true},
 		{"full mesh name", connect(socksAddr("peer.mesh.internal", port)), []byte{5, 0, 5, socksSucceeded}, fmt.Sprintf("127.0.0.1:%d", port), true},
 		{"other names are left to Dial", connect(socksAddr("localhost", port)), []byte{5, 0, 5, socksSucceeded}, fmt.Sprintf("localhost:%d", port), true},
+		{"a mesh name no peer has", connect(socksAddr("gone.mesh.internal", port)), []byte{5, 0, 5, socksHostUnreachable}, "", false},
 		{"refused", connect(socksAddr("127.0.0.1", closedPort)), []byte{5, 0, 5, socksConnectionRefused}, fmt.Sprintf("127.0.0.1:%d", closedPort), false},
 		{"bind is not served", append(clone(greet), append([]byte{5, 2, 0}, socksAddr("127.0.0.1", port)...)...), []byte{5, 0, 5, socksCommandNotSupported}, "", false},
 		{"udp associate is not served", append(clone(greet), append([]byte{5, 3, 0}, socksAddr("127.0.0.1", port)...)...), []byte{5, 0, 5, socksCommandNotSupported}, "", false},
