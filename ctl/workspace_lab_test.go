@@ -246,6 +246,15 @@ func TestWorkspaces(t *testing.T) {
 		t.Errorf("ping api from the laptop: %v", err)
 	}
 
+	// Its output, from its machine over the mesh.
+	eventually(t, 10*time.Second, "ws logs api from the laptop", func() error {
+		out, err := lp.meshctl(t, ml.meshctl, "--coord", ml.coord.url(), "--token", ml.token, "ws", "logs", "api", "--tail", "1")
+		if err == nil && !strings.Contains(out, "wsecho on api") {
+			err = fmt.Errorf("read %q", out)
+		}
+		return err
+	})
+
 	// A workspace on wm2 reaches api on wm1.
 	ml.mustCtl(ml.coord, "ws", "create", "web", "--machine", "wm2", "--image", echoImage)
 	webPID := wm2.pid(t, "web")

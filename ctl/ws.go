@@ -3,11 +3,16 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/node"
 )
 
 var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev containers)",
@@ -21,6 +26,8 @@ var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev co
 		examples: []string{"meshctl ws start api"}, run: wsSetter("start", api.Running)},
 	&command{name: "stop", summary: "Stop a workspace, keeping its home and workspace directory", usage: "NAME [--wait=false]",
 		examples: []string{"meshctl ws stop api"}, run: wsSetter("stop", api.Stopped)},
+	&command{name: "logs", summary: "Print a workspace's output, from its machine over the mesh", usage: "NAME [--follow] [--tail N] [--socket PATH]",
+		examples: []string{"meshctl ws logs api", "meshctl ws logs api --follow --tail 20"}, run: wsLogs},
 	&command{name: "delete", summary: "Delete a workspace: its container, disk and address (the shared home stays)", usage: "NAME",
 		examples: []string{"meshctl ws delete api"}, run: remover("/v1/workspaces/", "deleted workspace %s; its machine removes the container")},
 )
@@ -167,4 +174,46 @@ func limits(w api.Workspace) string {
 		return "-"
 	}
 	return s
+}
+
+// wsLogs asks the workspace's machine for its log, over the mesh through the local daemon:
+// the machine knows the caller by its mesh identity.
+func wsLogs(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	state, socket := daemonPaths(fs)
+	follow := fs.Bool("follow", false, "keep printing what it writes")
+	tail := fs.Int("tail", 0, "print only the last `N` lines (0: all)")
+	if err := e.args(fs, args, 1); err != nil {
+		return err
+	}
+	var ws api.Workspace
+	if err := e.call(ctx, "GET", "/v1/workspaces/"+url.PathEscape(fs.Arg(0)), nil, &ws); err != nil {
+		return err
+	}
+	sock := socketPath(*state, *socket)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return node.DialVia(sock, net.JoinHostPort(ws.Machine, strconv.Itoa(node.MachinePort)))
+	}}}
+	q := url.Values{"tail": {strconv.Itoa(*tail)}}
+	if *follow {
+		q.Set("follow", "1")
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+ws.Machine+"/v1/workspaces/"+url.PathEscape(ws.Name)+"/logs?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("ws logs: reaching %s over the mesh: %w", ws.Machine, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 4<<10))
+		return fmt.Errorf("ws logs: %s: %s", ws.Machine, strings.TrimSpace(string(b)))
+	}
+	_, err = io.Copy(e.stdout, res.Body)
+	if ctx.Err() != nil {
+		return nil // Ctrl-C ends --follow
+	}
+	return err
 }

@@ -18,6 +18,7 @@ type Runtime interface {
 	Stop(ctx context.Context, name string) error
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context) ([]ctrd.Status, error)
+	LogPath(name string) string
 }
 
 var _ Runtime = (*ctrd.Runtime)(nil)
@@ -38,8 +39,9 @@ type Agent struct {
 	// Logf logs; nil discards.
 	Logf func(format string, args ...any)
 
-	mu      sync.Mutex // guards workers
+	mu      sync.Mutex // guards workers and state
 	workers map[string]*worker
+	state   *api.MachineState // the last coord sent
 	wg      sync.WaitGroup // the workers and the reporter
 }
 
@@ -58,6 +60,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer c.Close()
 	return a.run(ctx, c, a.Node.AdvertiseRoutes)
+}
+
+// started is called once the runtime exists: with a node on the mesh, the machine API.
+func (a *Agent) started(ctx context.Context, rt Runtime) {
+	if a.Node == nil {
+		return
+	}
+	if err := a.serveMachine(ctx, rt); err != nil {
+		a.logf("agent: %v (workspace logs are not served)", err)
+	}
 }
 
 func (a *Agent) logf(format string, args ...any) {
@@ -99,10 +111,16 @@ func (a *Agent) run(ctx context.Context, src source, advertise func(context.Cont
 			if rt, err = a.NewRuntime(st.Machine); err != nil {
 				return fmt.Errorf("agent: %w", err)
 			}
+			if machine == "" {
+				a.started(ctx, rt)
+			}
 			machine = st.Machine
 			a.adopt(ctx, rt, st, reports)
 		}
 		last = st
+		a.mu.Lock()
+		a.state = st
+		a.mu.Unlock()
 		a.apply(ctx, rt, st, reports)
 		if want := workspaceRoutes(st); !routed || !slices.Equal(want, routes) {
 			if err := advertise(ctx, want); err != nil {

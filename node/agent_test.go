@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 // fakeRuntime keeps workspaces in memory. Images named "bad" fail to run.
 type fakeRuntime struct {
+	dir  string
 	mu   sync.Mutex
 	ws   map[string]ctrd.Status
 	runs map[string]int
@@ -203,3 +205,5 @@ func TestAgentReconciles(t *testing.T) {
 	eventually(t, "everything removed", func() bool { l, _ := rt.List(context.Background()); return len(l) == 0 })
 	eventually(t, "routes withdrawn", func() bool { return len(routes()) == 0 })
 }
+
+func (f *fakeRuntime) LogPath(name string) string { return filepath.Join(f.dir, name+".log") }

@@ -245,6 +245,7 @@ type MachineState struct {
 	Digest     string          `json:"digest"`  // of Machine, Domain and Workspaces: what the agent acts on
 	Machine    string          `json:"machine"` // the asking machine's node name
 	Domain     string          `json:"domain"`  // the mesh's DNS domain
+	Admins     []string        `json:"admins"`  // users who may reach every workspace's logs and shells
 	Workspaces []WorkspaceSpec `json:"workspaces"`
 }
 

@@ -49,7 +49,7 @@ func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk ke
 	st := s.machineState(store, n.Name)
 	for have != "" && st.Digest == have && ctx.Err() == nil {
 		index = max(index, st.Index)
-		store.WaitIndex(ctx, index, fsm.TableWorkspaces)
+		store.WaitIndex(ctx, index, fsm.TableWorkspaces, fsm.TableUsers)
 		var err error
 		if store, err = s.Backend.Read(r.Context(), ""); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -66,8 +66,13 @@ func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk ke
 
 // machineState is what the machine called name should run, with its digest.
 func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
-	st := &api.MachineState{Index: store.TableIndex(fsm.TableWorkspaces),
-		Machine: name, Domain: s.domain(), Workspaces: []api.WorkspaceSpec{}}
+	st := &api.MachineState{Index: max(store.TableIndex(fsm.TableWorkspaces), store.TableIndex(fsm.TableUsers)),
+		Machine: name, Domain: s.domain(), Admins: []string{}, Workspaces: []api.WorkspaceSpec{}}
+	for _, u := range store.Users() {
+		if u.Role == fsm.RoleAdmin {
+			st.Admins = append(st.Admins, u.Name)
+		}
+	}
 	for _, ws := range store.WorkspacesOn(name) {
 		spec := api.WorkspaceSpec{ID: ws.ID, Name: ws.Name, Image: ws.Image, IPv4: ws.IPv4, IPv6: ws.IPv6,
 			CPU: ws.CPU, Memory: ws.MemoryBytes, Desired: ws.Desired}
@@ -76,7 +81,7 @@ func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
 		}
 		st.Workspaces = append(st.Workspaces, spec)
 	}
-	b, _ := json.Marshal([]any{st.Machine, st.Domain, st.Workspaces})
+	b, _ := json.Marshal([]any{st.Machine, st.Domain, st.Admins, st.Workspaces})
 	sum := sha256.Sum256(b)
 	st.Digest = hex.EncodeToString(sum[:12])
 	return st

@@ -102,6 +102,7 @@ type tableIndex struct {
 // Tables whose change index callers can wait on (WaitIndex).
 const (
 	TableNodes        = tNodes
+	TableUsers        = tUsers
 	TableWorkspaces   = tWorkspaces
 	TableEnvironments = tEnvs
 	TableIntercepts   = tIntercepts

@@ -1,0 +1,195 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"meshwork.dev/coord/api"
+)
+
+// MachinePort is where a workmachine's agent serves its machine API (workspace logs) on its
+// mesh address. Callers are known by their mesh identity: no keys.
+const MachinePort = 7070
+
+// maxTail bounds how much of a log one request reads back.
+const maxTail = 4 << 20
+
+// WhoIs names the user behind a mesh address (ip:port) as coord registered its machine.
+func (n *Node) WhoIs(ctx context.Context, remote string) (user, machine string, err error) {
+	ts, err := n.server()
+	if err != nil {
+		return "", "", err
+	}
+	lc, err := ts.LocalClient()
+	if err != nil {
+		return "", "", err
+	}
+	who, err := lc.WhoIs(ctx, remote)
+	if err != nil {
+		return "", "", fmt.Errorf("whois %s: %w", remote, err)
+	}
+	return who.UserProfile.LoginName, who.Node.ComputedName, nil
+}
+
+// current is the last state coord sent, or nil.
+func (a *Agent) current() *api.MachineState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state
+}
+
+// machineAPI serves the machine API; who names the caller of a request.
+func (a *Agent) machineAPI(rt Runtime, who func(r *http.Request) (string, error)) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/workspaces/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
+		spec, err := a.authorize(r, who)
+		if err != nil {
+			var he *httpErr
+			errors.As(err, &he)
+			http.Error(w, err.Error(), he.status)
+			return
+		}
+		a.serveLogs(w, r, rt.LogPath(spec.Name))
+	})
+	return mux
+}
+
+type httpErr struct {
+	status int
+	msg    string
+}
+
+func (e *httpErr) Error() string { return e.msg }
+
+// authorize finds the workspace a request names, if its caller owns it or is an admin.
+func (a *Agent) authorize(r *http.Request, who func(r *http.Request) (string, error)) (*api.WorkspaceSpec, error) {
+	user, err := who(r)
+	if err != nil {
+		return nil, &httpErr{http.StatusUnauthorized, "who are you? " + err.Error()}
+	}
+	name := r.PathValue("name")
+	st := a.current()
+	var spec *api.WorkspaceSpec
+	if st != nil {
+		if i := slices.IndexFunc(st.Workspaces, func(w api.WorkspaceSpec) bool { return w.Name == name }); i >= 0 {
+			spec = &st.Workspaces[i]
+		}
+	}
+	if spec == nil || (spec.User != user && !slices.Contains(st.Admins, user)) {
+		return nil, &httpErr{http.StatusNotFound, fmt.Sprintf("no workspace %q of yours (%s) on this machine", name, user)}
+	}
+	return spec, nil
+}
+
+// serveLogs writes the log's last ?tail= lines (all, up to 4 MiB, by default) and with
+// ?follow=1 what is written to it after, until the caller goes.
+func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request, path string) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		w.WriteHeader(http.StatusOK) // nothing written yet
+		return
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	tail, _ := strconv.Atoi(r.URL.Query().Get("tail"))
+	if err := writeTail(w, f, tail); err != nil {
+		return
+	}
+	if r.URL.Query().Get("follow") == "" {
+		return
+	}
+	for {
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		if _, err := io.Copy(w, f); err != nil {
+			return
+		}
+	}
+}
+
+// writeTail copies the end of f, its last n lines when n > 0, leaving f at its end.
+func writeTail(w io.Writer, f *os.File, n int) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	off := max(fi.Size()-maxTail, 0)
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		b = lastLines(b, n)
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func lastLines(b []byte, n int) []byte {
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := end - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			if n--; n == 0 {
+				return b[i+1:]
+			}
+		}
+	}
+	return b
+}
+
+// serveMachine listens on the machine's mesh IPv4 address (on its TUN) and serves the
+// machine API until ctx ends.
+func (a *Agent) serveMachine(ctx context.Context, rt Runtime) error {
+	st, err := a.Node.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if len(st.TailscaleIPs) == 0 {
+		return errors.New("machine API: the node has no mesh address")
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(st.TailscaleIPs[0].String(), strconv.Itoa(MachinePort)))
+	if err != nil {
+		return fmt.Errorf("machine API: %w", err)
+	}
+	who := func(r *http.Request) (string, error) {
+		user, _, err := a.Node.WhoIs(r.Context(), r.RemoteAddr)
+		return user, err
+	}
+	srv := &http.Server{Handler: a.machineAPI(rt, who), ReadHeaderTimeout: 10 * time.Second}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		<-ctx.Done()
+		srv.Close()
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.logf("agent: machine API: %v", err)
+		}
+	}()
+	return nil
+}
+
