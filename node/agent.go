@@ -42,7 +42,7 @@ type Agent struct {
 	mu      sync.Mutex // guards workers and state
 	workers map[string]*worker
 	state   *api.MachineState // the last coord sent
-	wg      sync.WaitGroup // the workers and the reporter
+	wg      sync.WaitGroup    // the workers and the reporter
 }
 
 // source is coord as the agent sees it.

@@ -192,4 +192,3 @@ func (a *Agent) serveMachine(ctx context.Context, rt Runtime) error {
 	}()
 	return nil
 }
-
