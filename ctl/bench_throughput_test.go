@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -36,20 +38,26 @@ func wireguardGo(b *testing.B) string {
 
 // iperf runs iperf3 from client to server's addr for secs seconds and returns Gbit/s.
 func iperf(b *testing.B, client, server *lab.Host, addr string, secs int) float64 {
-	srv := server.Start(nil, "iperf3", "-s", "-1", "-B", addr)
+	return iperfVia(b, client, server, addr, addr, 5201, secs)
+}
+
+// iperfVia is iperf with the server listening on listen:5201 and the client connecting to
+// connect:port (a forwarder in front of the server).
+func iperfVia(b *testing.B, client, server *lab.Host, listen, connect string, port, secs int) float64 {
+	srv := server.Start(nil, "iperf3", "-s", "-1", "-B", listen)
 	defer srv.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
 	defer cancel()
 	var out string
 	var err error
 	for range 50 { // until the server listens
-		if out, err = client.Run(ctx, "iperf3", "-c", addr, "-t", fmt.Sprint(secs), "-J"); err == nil {
+		if out, err = client.Run(ctx, "iperf3", "-c", connect, "-p", fmt.Sprint(port), "-t", fmt.Sprint(secs), "-J"); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		b.Fatalf("iperf3 to %s: %v", addr, err)
+		b.Fatalf("iperf3 to %s:%d: %v", connect, port, err)
 	}
 	var r struct {
 		End struct {
@@ -109,9 +117,74 @@ func wgPair(b *testing.B, wg string, a, bh *lab.Host, lan *lab.Network) string {
 	return tun[bh]
 }
 
+// socksForward listens on loopback inside h and carries every connection through the
+// SOCKS5 proxy at proxy (inside h too) to target: what a SOCKS-capable program does, for
+// iperf3, which is not one.
+func socksForward(b *testing.B, h *lab.Host, proxy, target string) int {
+	ln, err := h.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := socksDial(h, proxy, target)
+				if err != nil {
+					b.Logf("socks5 dial %s: %v", target, err)
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{})
+				go func() {
+					io.Copy(up, c)
+					up.(*net.TCPConn).CloseWrite()
+					close(done)
+				}()
+				io.Copy(c, up)
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// socksDial opens a SOCKS5 CONNECT to target (an IPv4 address and port) through proxy.
+func socksDial(h *lab.Host, proxy, target string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := h.DialContext(ctx, "tcp", proxy)
+	if err != nil {
+		return nil, err
+	}
+	ap := netip.MustParseAddrPort(target)
+	req := append([]byte{5, 1, 0, 5, 1, 0, 1}, ap.Addr().AsSlice()...)
+	req = append(req, byte(ap.Port()>>8), byte(ap.Port()))
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	reply := make([]byte, 2+10)
+	if _, err = c.Write(req); err == nil {
+		_, err = io.ReadFull(c, reply)
+	}
+	if err == nil && (reply[0] != 5 || reply[1] != 0 || reply[3] != 0) {
+		err = fmt.Errorf("proxy replied %v", reply)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
 // BenchmarkMeshThroughput: TCP throughput between two workmachine-style nodes (kernel TUN)
-// over the mesh, beside stock wireguard-go configured with wg between two namespaces of
-// the same kind, in the same run (target ≥ 1.0×).
+// over the mesh, and between two laptops in userspace mode (netstack; iperf3 through the
+// daemon's SOCKS5 proxy), each beside stock wireguard-go configured with wg between two
+// namespaces of the same kind, in the same run (target ≥ 1.0× for the TUN).
 func BenchmarkMeshThroughput(b *testing.B) {
 	l := lab.New(b)
 	meshctl, _ := exec.LookPath("meshctl")
@@ -124,8 +197,8 @@ func BenchmarkMeshThroughput(b *testing.B) {
 	}
 	coordHost := host("coord")
 	coordAddr := coordHost.Addr(lan)
-	a, bh, wa, wb := host("a"), host("b"), host("wa"), host("wb")
-	for _, h := range []*lab.Host{a, bh, wa, wb} {
+	a, bh, wa, wb, ua, ub := host("a"), host("b"), host("wa"), host("wb"), host("ua"), host("ub")
+	for _, h := range []*lab.Host{a, bh, wa, wb, ua, ub} {
 		h.DefaultRoute(coordAddr) // tailscale wants every host to have one
 	}
 	state := b.TempDir()
@@ -142,10 +215,14 @@ func BenchmarkMeshThroughput(b *testing.B) {
 	}
 	var k struct{ Key string }
 	json.Unmarshal(out, &k)
-	var bIP string
-	for _, h := range []*lab.Host{a, bh} {
+	ips := map[*lab.Host]string{}
+	for _, h := range []*lab.Host{a, bh, ua, ub} {
 		dir := filepath.Join(state, h.Name())
-		h.Start(nil, meshctl, "daemon", "--state", dir)
+		args := []string{"daemon", "--state", dir}
+		if h == ua || h == ub {
+			args = append(args, "--userspace")
+		}
+		h.Start(nil, meshctl, args...)
 		eventually(b, 60*time.Second, h.Name()+" up", func() error {
 			c := h.Command(ctx, meshctl, "up", "--coord", url, "--auth-key", k.Key, "--hostname", h.Name(), "--state", dir, "--json")
 			out, err := c.Output()
@@ -153,29 +230,36 @@ func BenchmarkMeshThroughput(b *testing.B) {
 			if err == nil {
 				err = json.Unmarshal(out, &s)
 			}
-			if err == nil && h == bh {
-				bIP = s.Self.IPs[0]
+			if err == nil {
+				ips[h] = s.Self.IPs[0]
 			}
 			return err
 		})
 	}
+	bIP := ips[bh]
 	if _, err := netip.ParseAddr(bIP); err != nil {
 		b.Fatalf("b's mesh address %q", bIP)
 	}
 	wgIP := wgPair(b, wg, wa, wb, lan)
+	// ub hands mesh connections to its loopback, where iperf3 listens.
+	fwd := socksForward(b, ua, "127.0.0.1:1055", ips[ub]+":5201")
 
 	secs := 3
 	if b.N == 1 {
 		secs = 1 // a correctness run
 	}
-	var mesh, base float64
+	var mesh, user, base float64
 	for range b.N {
 		mesh += iperf(b, a, bh, bIP, secs)
+		user += iperfVia(b, ua, ub, "127.0.0.1", "127.0.0.1", fwd, secs)
 		base += iperf(b, wa, wb, wgIP, secs)
 	}
-	mesh, base = mesh/float64(b.N), base/float64(b.N)
+	mesh, user, base = mesh/float64(b.N), user/float64(b.N), base/float64(b.N)
 	b.ReportMetric(mesh, "Gbit/s")
+	b.ReportMetric(user, "userspace-Gbit/s")
 	b.ReportMetric(base, "wireguard-go-Gbit/s")
 	b.ReportMetric(mesh/base, "x-wireguard-go")
-	b.Logf("TCP over the mesh (kernel TUN): %.2f Gbit/s; stock wireguard-go + wg: %.2f Gbit/s; ratio %.2f× (target ≥ 1.0×)", mesh, base, mesh/base)
+	b.ReportMetric(user/base, "userspace-x-wireguard-go")
+	b.Logf("TCP over the mesh (kernel TUN): %.2f Gbit/s; userspace (netstack, through SOCKS5): %.2f Gbit/s; stock wireguard-go + wg: %.2f Gbit/s; ratios %.2f× and %.2f× (target ≥ 1.0× for the TUN)",
+		mesh, user, base, mesh/base, user/base)
 }
