@@ -89,7 +89,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, c *caller) er
 	}
 	out := []api.AuditEvent{}
 	for _, e := range store.Audit(uint64(since), min(limit, 10000)) {
-		out = append(out, api.AuditEvent{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Object: e.Object, Source: e.Source})
+		out = append(out, api.AuditEvent{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Object: e.Object, Source: e.Source, Detail: e.Detail})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -120,6 +120,8 @@ func (s *Server) routes() map[string]handlerFunc {
 		"GET /v1/policy":                    s.getPolicy,
 		"PUT /v1/policy":                    s.setPolicy,
 		"GET /v1/audit":                     s.listAudit,
+		"GET /v1/recordings":                s.listRecordings,
+		"GET /v1/recordings/{id}":           s.getRecording,
 		"GET /v1/cluster":                   s.cluster,
 		"GET /v1/cluster/token":             s.clusterToken,
 		"DELETE /v1/cluster/members/{id}":   s.removeMember,

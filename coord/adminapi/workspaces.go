@@ -13,7 +13,7 @@ import (
 func apiWorkspace(w *fsm.Workspace, owner string) api.Workspace {
 	return api.Workspace{ID: w.ID, Name: w.Name, Owner: owner, Machine: w.Machine, Image: w.Image,
 		CPU: w.CPU, Memory: w.MemoryBytes, Desired: w.Desired, Env: w.Env,
-		IPv4: w.IPv4, IPv6: w.IPv6, State: w.State, Reason: w.Reason, CreatedAt: w.CreatedAt}
+		IPv4: w.IPv4, IPv6: w.IPv6, State: w.State, Reason: w.Reason, HostKey: w.HostKey, CreatedAt: w.CreatedAt}
 }
 
 // parseMemory reads "512m", "2g", "1.5G" or a number of bytes.

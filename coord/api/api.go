@@ -125,8 +125,9 @@ type Workspace struct {
 	Env       string    `json:"env,omitempty"`
 	IPv4      string    `json:"ipv4,omitempty"`
 	IPv6      string    `json:"ipv6,omitempty"`
-	State     string    `json:"state,omitempty"`  // observed: pending, pulling, starting, running, stopped, failed
-	Reason    string    `json:"reason,omitempty"` // why it failed, or how far a pull has come
+	State     string    `json:"state,omitempty"`    // observed: pending, pulling, starting, running, stopped, failed
+	Reason    string    `json:"reason,omitempty"`   // why it failed, or how far a pull has come
+	HostKey   string    `json:"host_key,omitempty"` // SSH host key (authorized_keys form), for known_hosts
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -198,6 +199,7 @@ type AuditEvent struct {
 	Action string    `json:"action"`
 	Object string    `json:"object"`
 	Source string    `json:"source,omitempty"`
+	Detail string    `json:"detail,omitempty"`
 }
 
 // Cluster is the state of the coord replicas as one of them sees it.
@@ -269,7 +271,45 @@ type MachineReport struct {
 
 // WorkspaceReport is one workspace's observed state.
 type WorkspaceReport struct {
-	Name   string `json:"name"`
-	State  string `json:"state"` // pending, pulling, starting, running, stopped, failed
-	Reason string `json:"reason,omitempty"`
+	Name    string `json:"name"`
+	State   string `json:"state"` // pending, pulling, starting, running, stopped, failed
+	Reason  string `json:"reason,omitempty"`
+	HostKey string `json:"host_key,omitempty"` // its SSH host key, authorized_keys form
+}
+
+// SessionReport is an agent's word of an SSH session into one of its workspaces (POST
+// /machine/meshwork/session): Kind "start", then "end" with the recording of a PTY session.
+type SessionReport struct {
+	Kind      string        `json:"kind"` // start or end
+	ID        string        `json:"id"`
+	Workspace string        `json:"workspace"`
+	User      string        `json:"user"`
+	Node      string        `json:"node"`
+	From      string        `json:"from"`
+	Login     string        `json:"login"`
+	Command   string        `json:"command,omitempty"`
+	PTY       bool          `json:"pty,omitempty"`
+	Start     time.Time     `json:"start"`
+	Duration  time.Duration `json:"duration,omitempty"`
+	BytesIn   int64         `json:"bytes_in,omitempty"`
+	BytesOut  int64         `json:"bytes_out,omitempty"`
+	ExitCode  int           `json:"exit_code,omitempty"`
+	Cast      []byte        `json:"cast,omitempty"` // asciicast v2, gzip-compressed, at most 1 MiB
+	CastSize  int64         `json:"cast_size,omitempty"`
+	Truncated bool          `json:"truncated,omitempty"`
+}
+
+// Recording is a recorded SSH session (GET /v1/recordings; the cast itself is at
+// /v1/recordings/{id}, as application/x-asciicast).
+type Recording struct {
+	ID        string        `json:"id"`
+	Workspace string        `json:"workspace"`
+	User      string        `json:"user"`
+	Node      string        `json:"node"`
+	From      string        `json:"from"`
+	Login     string        `json:"login"`
+	Start     time.Time     `json:"start"`
+	Duration  time.Duration `json:"duration"`
+	Size      int64         `json:"size"` // of the cast, uncompressed
+	Truncated bool          `json:"truncated,omitempty"`
 }

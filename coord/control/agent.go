@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -100,11 +101,12 @@ func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk k
 		return
 	}
 	for _, ws := range rep.Workspaces {
-		if old := store.Workspace(ws.Name); old != nil && old.State == ws.State && old.Reason == ws.Reason {
+		if old := store.Workspace(ws.Name); old != nil && old.State == ws.State && old.Reason == ws.Reason &&
+			(ws.HostKey == "" || ws.HostKey == old.HostKey) {
 			continue
 		}
 		c, err := fsm.NewCommand("workspace.status", "node:"+n.Name, "", fsm.WorkspaceStatus{
-			Name: ws.Name, Machine: n.Name, State: ws.State, Reason: ws.Reason})
+			Name: ws.Name, Machine: n.Name, State: ws.State, Reason: ws.Reason, HostKey: ws.HostKey})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -117,6 +119,42 @@ func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk k
 			// A workspace deleted meanwhile, or not this machine's: the rest still counts.
 			s.logf("control: report from %s on %s: %v", n.Name, ws.Name, err)
 		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveSession records an SSH session a machine served: audit events at its start and end,
+// and the recording of a PTY session. The machine is the one the Noise channel proves.
+func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
+	_, n := s.machine(w, r, mk)
+	if n == nil {
+		return
+	}
+	var rep api.SessionReport
+	if err := json.NewDecoder(io.LimitReader(r.Body, 2*fsm.MaxCast)).Decode(&rep); err != nil {
+		http.Error(w, "bad session report: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	sess := fsm.Session{ID: rep.ID, Workspace: rep.Workspace, Machine: n.Name, User: rep.User, Node: rep.Node,
+		From: rep.From, Login: rep.Login, Command: rep.Command, PTY: rep.PTY, Start: rep.Start,
+		Duration: rep.Duration, BytesIn: rep.BytesIn, BytesOut: rep.BytesOut, ExitCode: rep.ExitCode}
+	var payload any = sess
+	op := "ssh.start"
+	if rep.Kind == "end" {
+		op, payload = "ssh.end", fsm.SessionEnd{Session: sess, Cast: rep.Cast, CastSize: rep.CastSize, Truncated: rep.Truncated}
+	}
+	c, err := fsm.NewCommand(op, rep.User, rep.From, payload)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	res, err := s.Backend.Apply(r.Context(), c)
+	if err == nil {
+		err = res.Decode(nil)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -112,6 +112,7 @@ func (s *Server) serveNoise(w http.ResponseWriter, r *http.Request) {
 	mux.HandleFunc("POST /machine/map", func(w http.ResponseWriter, r *http.Request) { s.serveMap(w, r, mk) })
 	mux.HandleFunc("GET /machine/meshwork/state", func(w http.ResponseWriter, r *http.Request) { s.serveMachineState(w, r, mk) })
 	mux.HandleFunc("POST /machine/meshwork/report", func(w http.ResponseWriter, r *http.Request) { s.serveMachineReport(w, r, mk) })
+	mux.HandleFunc("POST /machine/meshwork/session", func(w http.ResponseWriter, r *http.Request) { s.serveSession(w, r, mk) })
 	mux.HandleFunc("/machine/", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, io.LimitReader(r.Body, maxRequest)) // set-dns, update-health, ...: accepted, unused
 	})

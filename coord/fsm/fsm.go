@@ -57,9 +57,10 @@ type op struct {
 // tx is a command being applied: its write transaction, the command and its log index.
 type tx struct {
 	*memdb.Txn
-	c     *Command
-	index uint64
-	wrote bool // an op must not fail once it has written
+	c      *Command
+	index  uint64
+	wrote  bool   // an op must not fail once it has written
+	detail string // more for the audit event than the object's name
 }
 
 // decode unmarshals the command's payload. A field this build does not know means the
@@ -192,7 +193,7 @@ func (f *FSM) applyOne(txn *memdb.Txn, index uint64, data []byte) *Result {
 		res.Value, err = json.Marshal(value)
 		must(err)
 	}
-	must(txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source}))
+	must(txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source, Detail: t.detail}))
 	f.pruneAudit(txn, index)
 	if c.IdemKey != "" {
 		must(txn.Insert(tIdem, &idemEntry{Key: c.IdemKey, Index: index, Result: *res}))

@@ -112,6 +112,10 @@ func TestRefusals(t *testing.T) {
 		{"status from another machine", "workspace.status", WorkspaceStatus{Name: "dev", Machine: "wm2", State: "running"}, ErrConflict},
 		{"status of missing workspace", "workspace.status", WorkspaceStatus{Name: "nope", Machine: "wm1", State: "running"}, ErrNotFound},
 		{"unknown observed state", "workspace.status", WorkspaceStatus{Name: "dev", Machine: "wm1", State: "dancing"}, ErrInvalid},
+		{"session reported by another machine", "ssh.start", Session{ID: "s1", Workspace: "dev", Machine: "wm2"}, ErrConflict},
+		{"session into a missing workspace", "ssh.start", Session{ID: "s1", Workspace: "nope", Machine: "wm1"}, ErrNotFound},
+		{"session without an ID", "ssh.end", SessionEnd{Session: Session{Workspace: "dev", Machine: "wm1"}}, ErrInvalid},
+		{"oversized recording", "ssh.end", SessionEnd{Session: Session{ID: "s1", Workspace: "dev", Machine: "wm1"}, Cast: make([]byte, MaxCast+1)}, ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -466,5 +470,30 @@ func TestAuditKept(t *testing.T) {
 	got := h.f.Store().Audit(0, 100)
 	if len(got) != 5 || got[0].Seq != h.index-4 || got[4].Seq != h.index {
 		t.Errorf("audit after %d writes with AuditKeep 5: %d events from %d; want the last 5", h.index, len(got), got[0].Seq)
+	}
+}
+
+func TestSessionsAndRecordings(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
+	s := Session{ID: "s1", Workspace: "dev", Machine: "wm1", User: "alice", Node: "laptop", From: "100.64.0.9:4242", Login: "alice"}
+	h.ok("ssh.start", s)
+	h.ok("ssh.end", SessionEnd{Session: s, Cast: []byte("gz"), CastSize: 100})
+	h.ok("ssh.end", SessionEnd{Session: Session{ID: "s2", Workspace: "dev", Machine: "wm1", User: "alice"}}) // no PTY: nothing kept
+	if recs := h.f.Store().Recordings("dev"); len(recs) != 1 || recs[0].ID != "s1" || string(recs[0].Cast) != "gz" {
+		t.Fatalf("recordings = %+v, want s1's", recs)
+	}
+	events := h.f.Store().Audit(0, 100)
+	last := events[len(events)-2]
+	if last.Action != "ssh.end" || !strings.Contains(last.Detail, "session s1") {
+		t.Errorf("audit of the session's end = %+v", last)
+	}
+	for i := range MaxRecordings + 5 {
+		h.ok("ssh.end", SessionEnd{Session: Session{ID: fmt.Sprintf("x%d", i), Workspace: "dev", Machine: "wm1"}, Cast: []byte("gz")})
+	}
+	recs := h.f.Store().Recordings("")
+	if len(recs) != MaxRecordings || recs[0].ID != "x5" {
+		t.Errorf("after %d more: %d recordings, oldest %s; want %d, oldest x5", MaxRecordings+5, len(recs), recs[0].ID, MaxRecordings)
 	}
 }

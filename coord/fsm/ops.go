@@ -23,6 +23,8 @@ var ops = map[string]op{
 	"workspace.delete":   {1, workspaceDelete},
 	"workspace.connect":  {1, workspaceConnect},
 	"workspace.status":   {1, workspaceStatus},
+	"ssh.start":          {1, sshStart},
+	"ssh.end":            {1, sshEnd},
 	"environment.create": {1, environmentCreate},
 	"environment.set":    {1, environmentSet},
 	"environment.delete": {1, environmentDelete},
@@ -349,6 +351,7 @@ type WorkspaceStatus struct {
 	Machine string `json:"machine"`
 	State   string `json:"state"`
 	Reason  string `json:"reason,omitempty"`
+	HostKey string `json:"host_key,omitempty"`
 }
 
 // maxReason bounds a reported reason.
@@ -374,6 +377,12 @@ func workspaceStatus(t *tx) (any, string, error) {
 	}
 	w := *old
 	w.State, w.Reason, w.StateAt = req.State, req.Reason, t.c.Time
+	if req.HostKey != "" {
+		if len(req.HostKey) > maxReason {
+			return nil, "", errorf(CodeInvalid, "workspace %q: a host key of %d bytes", req.Name, len(req.HostKey))
+		}
+		w.HostKey = req.HostKey
+	}
 	t.put(tWorkspaces, &w)
 	return &w, "workspace/" + w.Name, nil
 }

@@ -61,6 +61,8 @@ func newRecord(table string) (any, error) {
 		return new(metaRow), nil
 	case tGone:
 		return new(NodeGone), nil
+	case tRecordings:
+		return new(Recording), nil
 	}
 	return nil, errorf(CodeInvalid, "snapshot: unknown table %q (made by a newer version?)", table)
 }

@@ -24,6 +24,7 @@ const (
 	tAddrs      = "addrs"
 	tGone       = "nodes_gone"
 	tMeta       = "meta"
+	tRecordings = "recordings"
 )
 
 func str(field string) *memdb.StringFieldIndex { return &memdb.StringFieldIndex{Field: field} }
@@ -67,10 +68,12 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tIndex:  table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
 	tAddrs:  table(tAddrs, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Addr")}),
 	tMeta:   table(tMeta, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}),
+	tRecordings: table(tRecordings, byID(), by("workspace", "Workspace"), by("user", "User"),
+		&memdb.IndexSchema{Name: "seq", Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
 }}
 
 // dataTables are the tables a snapshot carries, in the order it writes them.
-var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tGone, tIndex}
+var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tGone, tRecordings, tIndex}
 
 // idemEntry remembers a command's result under its idempotency key, so a retry of a write
 // whose answer was lost gets the same answer instead of a second change.
@@ -264,6 +267,19 @@ func (s *Store) Workspaces(ownerID string) []*Workspace {
 // WorkspacesOn lists the workspaces wanted on one machine.
 func (s *Store) WorkspacesOn(machine string) []*Workspace {
 	return all[Workspace](s.read(), tWorkspaces, "machine", machine)
+}
+
+// Recordings lists SSH session recordings, of one workspace or ("") of all, oldest first.
+func (s *Store) Recordings(workspace string) []*Recording {
+	if workspace != "" {
+		return all[Recording](s.read(), tRecordings, "workspace", workspace)
+	}
+	return all[Recording](s.read(), tRecordings, "seq")
+}
+
+// Recording finds a recording by its session ID.
+func (s *Store) Recording(id string) *Recording {
+	return first[Recording](s.read(), tRecordings, "id", id)
 }
 
 // Workspace finds a workspace by name.

@@ -92,6 +92,8 @@ type Workspace struct {
 	State   string    `json:"state,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	StateAt time.Time `json:"state_at,omitzero"`
+	// HostKey is the SSH host key its machine serves it with (authorized_keys form).
+	HostKey string `json:"host_key,omitempty"`
 }
 
 // Observed states of a workspace, as agents report them.
@@ -144,6 +146,7 @@ type AuditEvent struct {
 	Action string    `json:"action"`
 	Object string    `json:"object"`
 	Source string    `json:"source,omitempty"`
+	Detail string    `json:"detail,omitempty"`
 }
 
 // Roles and desired states.
