@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,9 +20,10 @@ import (
 
 // laptop is a lab host running the meshctl daemon.
 type laptop struct {
-	name  string
-	host  *lab.Host
-	state string
+	name   string
+	host   *lab.Host
+	state  string
+	daemon *lab.Proc
 }
 
 // meshctl runs meshctl on the laptop against its daemon.
@@ -100,10 +102,11 @@ func (ml *meshLab) laptop(t *testing.T, name string, h *lab.Host) *laptop {
 	return ml.laptopAt(t, name, h, ml.coord.url())
 }
 
-// laptopAt is laptop with the coord address(es) to give meshctl up.
-func (ml *meshLab) laptopAt(t *testing.T, name string, h *lab.Host, coord string) *laptop {
+// laptopAt is laptop with the coord address(es) to give meshctl up, and flags for the
+// daemon.
+func (ml *meshLab) laptopAt(t *testing.T, name string, h *lab.Host, coord string, daemonArgs ...string) *laptop {
 	lp := &laptop{name: name, host: h, state: filepath.Join(t.TempDir(), name)}
-	h.Start(nil, ml.meshctl, "daemon", "--state", lp.state)
+	lp.daemon = h.Start(nil, ml.meshctl, append([]string{"daemon", "--state", lp.state}, daemonArgs...)...)
 	serveGreeting(t, h, 9000)
 	start := time.Now()
 	eventually(t, 60*time.Second, name+" up", func() error {
@@ -272,4 +275,148 @@ func TestRelayMesh(t *testing.T) {
 	}
 	out, _ := x.meshctl(t, cl.meshctl, "status")
 	t.Logf("status on x:\n%s", out)
+}
+
+// serveHTTP answers every HTTP request to port inside h with "hello from NAME over http".
+func serveHTTP(t *testing.T, h *lab.Host, port int) {
+	ln, err := h.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s over http\n", h.Name())
+	})}
+	t.Cleanup(func() { srv.Close() })
+	go srv.Serve(ln)
+}
+
+// status is the laptop's meshctl status --json.
+func (lp *laptop) status(t *testing.T, bin string) node.Summary {
+	t.Helper()
+	out, err := lp.meshctl(t, bin, "status", "--json")
+	var s node.Summary
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &s)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestMeshNamesForPrograms: programs on a laptop, not only meshctl, reach peers by name. On a
+// userspace laptop they go through the daemon's SOCKS5 proxy (curl --socks5-hostname); on a
+// TUN laptop the OS resolver asks MagicDNS (getent, busybox wget), still answers other names
+// from the machine's own server, and gets its original resolv.conf back on meshctl down.
+func TestMeshNamesForPrograms(t *testing.T) {
+	machine, _ := os.ReadFile("/etc/resolv.conf")
+	ml := newMeshLab(t)
+	in := ml.in
+	peerHost := in.PublicHost("peer")
+	serveHTTP(t, peerHost, 8080)
+	peer := ml.laptop(t, "peer", peerHost)
+	peerIP := peer.status(t, ml.meshctl).Self.IPs[0]
+
+	tunHost := in.PublicHost("tun")
+	// The machine's own resolver: the lab's internet DNS, which knows example.test.
+	in.AddRecord("example.test", in.Addr)
+	own := fmt.Sprintf("# the machine's own\nnameserver %v\noptions timeout:2\n", in.Addr)
+	if err := os.WriteFile(tunHost.ResolvConf(), []byte(own), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tun := ml.laptop(t, "tun", tunHost)
+	user := ml.laptopAt(t, "user", in.PublicHost("user"), ml.coord.url(), "--userspace")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	run := func(h *lab.Host, name string, args ...string) (string, error) {
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second) // busybox wget -T crashes; bound it here
+		defer ccancel()
+		return h.Run(cctx, name, args...)
+	}
+	want := "hello from peer over http\n"
+
+	t.Run("userspace laptop through SOCKS5", func(t *testing.T) {
+		s := user.status(t, ml.meshctl)
+		if s.SOCKS5 != "127.0.0.1:1055" {
+			t.Fatalf("status socks5 = %q, want 127.0.0.1:1055", s.SOCKS5)
+		}
+		if out, _ := user.meshctl(t, ml.meshctl, "status"); !strings.Contains(out, "SOCKS5 proxy: 127.0.0.1:1055") {
+			t.Errorf("meshctl status does not show the proxy:\n%s", out)
+		}
+		for _, host := range []string{"peer", "peer.mesh.internal", peerIP} {
+			eventually(t, 30*time.Second, "curl --socks5-hostname to "+host, func() error {
+				out, err := run(user.host, "curl", "-sS", "--max-time", "10", "--socks5-hostname", s.SOCKS5, "http://"+host+":8080/")
+				if err == nil && out != want {
+					err = fmt.Errorf("read %q, want %q", out, want)
+				}
+				return err
+			})
+		}
+		// A mesh name no peer has gets SOCKS5's "host unreachable" at once (no other
+		// resolver is asked about it).
+		start := time.Now()
+		out, err := run(user.host, "curl", "-sS", "--max-time", "10", "--socks5-hostname", s.SOCKS5, "http://nosuchpeer.mesh.internal:8080/")
+		if err == nil {
+			t.Errorf("curl to a name on no peer succeeded: %q", out)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("refusing a name on no peer took %v", d)
+		}
+		if s := tun.status(t, ml.meshctl); s.SOCKS5 != "" {
+			t.Errorf("a TUN laptop serves SOCKS5 on %q; want none", s.SOCKS5)
+		}
+	})
+
+	t.Run("TUN laptop with the OS resolver", func(t *testing.T) {
+		if s := tun.status(t, ml.meshctl); s.DNS != "/etc/resolv.conf → 100.100.100.100" {
+			t.Errorf("status dns = %q", s.DNS)
+		}
+		conf, _ := os.ReadFile(tunHost.ResolvConf())
+		if !strings.Contains(string(conf), "nameserver 100.100.100.100\nnameserver "+in.Addr.String()+"\nsearch mesh.internal\n") {
+			t.Errorf("the laptop's resolv.conf:\n%s", conf)
+		}
+		for _, name := range []string{"peer", "peer.mesh.internal"} {
+			eventually(t, 20*time.Second, "getent hosts "+name, func() error {
+				out, err := run(tunHost, "getent", "hosts", name)
+				if f := strings.Fields(out); err == nil && (len(f) == 0 || f[0] != peerIP) {
+					err = fmt.Errorf("getent hosts %s = %q, want %s", name, out, peerIP)
+				}
+				return err
+			})
+			out, err := run(tunHost, "busybox", "wget", "-q", "-O", "-", "http://"+name+":8080/")
+			if err != nil || out != want {
+				t.Errorf("busybox wget http://%s:8080/ = %q, %v; want %q", name, out, err, want)
+			}
+		}
+		// Names outside the mesh: MagicDNS refuses them, the machine's own server answers.
+		if out, err := run(tunHost, "getent", "hosts", "example.test"); err != nil || !strings.HasPrefix(out, in.Addr.String()) {
+			t.Errorf("getent hosts example.test = %q, %v; want %v from the machine's own server", out, err, in.Addr)
+		}
+
+		if _, err := tun.meshctl(t, ml.meshctl, "down"); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(tunHost.ResolvConf()); string(b) != own {
+			t.Errorf("after meshctl down the laptop's resolv.conf is\n%s\nwant the original\n%s", b, own)
+		}
+		if out, err := run(tunHost, "getent", "hosts", "peer"); err == nil {
+			t.Errorf("after meshctl down, peer still resolves: %q", out)
+		}
+
+		// Up again, then the daemon stops (SIGTERM): the original is back too.
+		if _, err := tun.meshctl(t, ml.meshctl, "up", "--coord", ml.coord.url()); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(tunHost.ResolvConf()); !strings.Contains(string(b), "nameserver 100.100.100.100") {
+			t.Fatalf("after up again the laptop's resolv.conf is\n%s", b)
+		}
+		tun.daemon.Stop()
+		if b, _ := os.ReadFile(tunHost.ResolvConf()); string(b) != own {
+			t.Errorf("after the daemon stopped the laptop's resolv.conf is\n%s\nwant the original\n%s", b, own)
+		}
+	})
+	if b, _ := os.ReadFile("/etc/resolv.conf"); string(b) != string(machine) {
+		t.Errorf("this machine's /etc/resolv.conf changed during the test:\n%s", b)
+	}
 }
