@@ -38,8 +38,11 @@ const (
 	LabelHostIf    = "meshwork.hostif"
 )
 
-// ErrNotFound is returned (wrapped) for a workspace this machine does not have.
-var ErrNotFound = errors.New("no such workspace")
+// Errors returned wrapped, for callers to branch on.
+var (
+	ErrNotFound   = errors.New("no such workspace")        // this machine does not have it
+	ErrNotRunning = errors.New("workspace is not running") // it exists, but its task does not run
+)
 
 // A Runtime runs this machine's workspaces on containerd. Set the fields, then call methods;
 // the connection is made on first use. Calls for different workspaces may run concurrently;
@@ -51,6 +54,7 @@ type Runtime struct {
 	Machine     string                           // required: this machine's node name; only its containers are touched
 	Dir         string                           // required: home/<user>, workspaces/<name>, run/<name>/, logs/<name>.log
 	StopGrace   time.Duration                    // SIGTERM → SIGKILL wait in Stop; default DefaultStopGrace
+	Tools       string                           // host dir mounted read-only at ToolsPath in workspaces created from now on; empty: none
 	Logf        func(format string, args ...any) // nil discards
 
 	mu     sync.Mutex // guards the fields below

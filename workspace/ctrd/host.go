@@ -18,9 +18,22 @@ const netFile = "net.json"
 // prepareHost makes s's directories, its resolv.conf, hosts and hostname, and its network.
 func (r *Runtime) prepareHost(s Spec) error {
 	run := r.runDir(s.Name)
-	for _, d := range []string{r.homeDir(s.User), r.wsDir(s.Name), run, filepath.Dir(r.LogPath(s.Name))} {
+	for _, d := range []string{run, filepath.Dir(r.LogPath(s.Name))} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("prepare: %w", err)
+		}
+	}
+	// The user's: the home, the workspace dir and its mount point in the home (which runc
+	// would otherwise make root's).
+	home := r.homeDir(s.User)
+	for _, d := range []string{home, filepath.Join(home, "workspaces"), filepath.Join(home, "workspaces", s.Name), r.wsDir(s.Name)} {
+		if err := mkdirOwned(d); err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+	}
+	if r.Tools != "" {
+		if fi, err := os.Stat(r.Tools); err != nil || !fi.IsDir() {
+			return fmt.Errorf("prepare: Runtime.Tools %q is not a directory: create it or unset it", r.Tools)
 		}
 	}
 	nc := NetConfig(s)

@@ -65,6 +65,9 @@ func (r *Runtime) run(ctx context.Context, c *containerd.Client, s Spec, progres
 	if st, ok := r.adopt(ctx, ctr, s.Name); ok {
 		return st, nil
 	}
+	if err := r.ensureUsers(ctx, c, ctr, s); err != nil {
+		return Status{}, err
+	}
 	progress(Status{Name: s.Name, State: StateStarting})
 	return r.start(ctx, ctr, s.Name)
 }

@@ -10,6 +10,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
+// ToolsPath is where Runtime.Tools appears inside every workspace, read-only.
+const ToolsPath = "/.meshwork"
+
 // IdleArgs is what a workspace runs when its image names no command.
 var IdleArgs = []string{"sleep", "2147483647"}
 
@@ -41,13 +44,19 @@ func (r *Runtime) mounts(s Spec) []specs.Mount {
 	bind := func(src, dst string) specs.Mount {
 		return specs.Mount{Type: "bind", Source: src, Destination: dst, Options: []string{"rbind", "rw"}}
 	}
-	return []specs.Mount{
+	ms := []specs.Mount{
 		bind(r.homeDir(s.User), home),
 		bind(r.wsDir(s.Name), home+"/workspaces/"+s.Name),
 		bind(filepath.Join(run, "resolv.conf"), "/etc/resolv.conf"),
 		bind(filepath.Join(run, "hosts"), "/etc/hosts"),
 		bind(filepath.Join(run, "hostname"), "/etc/hostname"),
+		bind(filepath.Join(run, "passwd"), passwdPath),
+		bind(filepath.Join(run, "group"), groupPath),
 	}
+	if r.Tools != "" {
+		ms = append(ms, specs.Mount{Type: "bind", Source: r.Tools, Destination: ToolsPath, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
+	return ms
 }
 
 // withDefaultArgs sets the process args when the image gave none.
