@@ -239,9 +239,9 @@ func (r *Runtime) startExec(ctx context.Context, task containerd.Task, ps *specs
 
 // process is a Process on containerd.
 type process struct {
-	ctx   context.Context // never cancelled: calls on the process are bounded by execCallTimeout
-	logf  func(format string, args ...any)
-	proc  containerd.Process
+	ctx    context.Context // never cancelled: calls on the process are bounded by execCallTimeout
+	logf   func(format string, args ...any)
+	proc   containerd.Process
 	tty    bool
 	input  bool           // Stdin was given
 	stdin  *io.PipeWriter // without TTY: Stdin is copied here; the read end goes to the process
