@@ -26,7 +26,7 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, clusterCmd, backupCmd, versionCmd, helpCmd}
+	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, sshCmd, sshConfigCmd, sftpServerCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, clusterCmd, backupCmd, versionCmd, helpCmd}
 }
 
 func lookup(name string) *command {
@@ -76,6 +76,10 @@ func usageErrorf(format string, args ...any) error {
 func ExitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
+	}
+	var child *exitError
+	if errors.As(err, &child) {
+		return child.code // the child (ssh) has said why
 	}
 	fmt.Fprintf(stderr, "meshctl: %v\n", err)
 	var ue *UsageError
