@@ -21,7 +21,7 @@ import (
 )
 
 var sshCmd = &command{name: "ssh", summary: "SSH into a workspace by name, as your mesh identity; list and replay recorded sessions",
-	usage: "[USER@]HOST [-- CMD...] | ssh recordings [--ws NAME] | ssh play ID",
+	usage:    "[USER@]HOST [-- CMD...] | ssh recordings [--ws NAME] | ssh play ID",
 	examples: []string{"meshctl ssh api", "meshctl ssh api -- make test", "meshctl ssh recordings --ws api", "meshctl ssh play s_1a2b3c"},
 	run:      runSSH}
 
