@@ -65,7 +65,7 @@ func withUser(file string, u account, group bool) string {
 	var b strings.Builder
 	for l := range strings.Lines(file) {
 		f := strings.Split(strings.TrimRight(l, "\n"), ":")
-		if len(f) >= 3 && (f[0] == u.Name || f[2] == id) {
+		if f[0] == u.Name || len(f) >= 3 && f[2] == id {
 			continue
 		}
 		b.WriteString(l)
