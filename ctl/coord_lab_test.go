@@ -19,7 +19,7 @@ import (
 // coordLab is a lab of coord replicas, each a meshctl process on its own host, and an
 // "admin" host where the user runs meshctl.
 type coordLab struct {
-	t        *testing.T
+	t        testing.TB
 	l        *lab.Lab
 	lan      *lab.Network
 	admin    *lab.Host
@@ -39,7 +39,7 @@ type replicaHost struct {
 
 func (r *replicaHost) url() string { return fmt.Sprintf("http://%s:8080", r.addr) }
 
-func newCoordLab(t *testing.T) *coordLab {
+func newCoordLab(t testing.TB) *coordLab {
 	l := lab.New(t)
 	meshctl, err := exec.LookPath("meshctl")
 	if err != nil {

@@ -27,7 +27,7 @@ type laptop struct {
 }
 
 // meshctl runs meshctl on the laptop against its daemon.
-func (lp *laptop) meshctl(t *testing.T, bin string, args ...string) (string, error) {
+func (lp *laptop) meshctl(t testing.TB, bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := lp.host.Command(ctx, bin, args...)
@@ -53,7 +53,7 @@ func (lp *laptop) ncGreeting(t *testing.T, bin, host, name string) error {
 
 // serveGreeting answers every TCP connection to port (any address) inside h with
 // "hello from NAME".
-func serveGreeting(t *testing.T, h *lab.Host, port int) {
+func serveGreeting(t testing.TB, h *lab.Host, port int) {
 	ln, err := h.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +79,7 @@ type meshLab struct {
 	key   string
 }
 
-func newMeshLab(t *testing.T) *meshLab {
+func newMeshLab(t testing.TB) *meshLab {
 	cl := newCoordLab(t)
 	in := cl.l.Internet()
 	coordHost := in.PublicHost("coord")
@@ -98,13 +98,13 @@ func newMeshLab(t *testing.T) *meshLab {
 }
 
 // laptop starts a daemon on h, a greeting service on its loopback port 9000, and joins it.
-func (ml *meshLab) laptop(t *testing.T, name string, h *lab.Host) *laptop {
+func (ml *meshLab) laptop(t testing.TB, name string, h *lab.Host) *laptop {
 	return ml.laptopAt(t, name, h, ml.coord.url())
 }
 
 // laptopAt is laptop with the coord address(es) to give meshctl up, and flags for the
 // daemon.
-func (ml *meshLab) laptopAt(t *testing.T, name string, h *lab.Host, coord string, daemonArgs ...string) *laptop {
+func (ml *meshLab) laptopAt(t testing.TB, name string, h *lab.Host, coord string, daemonArgs ...string) *laptop {
 	lp := &laptop{name: name, host: h, state: filepath.Join(t.TempDir(), name)}
 	lp.daemon = h.Start(nil, ml.meshctl, append([]string{"daemon", "--state", lp.state}, daemonArgs...)...)
 	serveGreeting(t, h, 9000)

@@ -84,7 +84,7 @@ type workmachine struct {
 
 // workmachine starts the agent on a new host of the lab's internet and waits until coord
 // lists it.
-func (ml *meshLab) workmachine(t *testing.T, name string) *workmachine {
+func (ml *meshLab) workmachine(t testing.TB, name string) *workmachine {
 	wm := &workmachine{name: name, host: ml.in.PublicHost(name), state: filepath.Join(t.TempDir(), name)}
 	wm.start(ml)
 	t.Cleanup(func() { wm.removeAll(t) })
@@ -104,7 +104,7 @@ func (wm *workmachine) start(ml *meshLab) {
 }
 
 // removeAll stops the agent and removes every workspace it left: they outlive agents.
-func (wm *workmachine) removeAll(t *testing.T) {
+func (wm *workmachine) removeAll(t testing.TB) {
 	wm.proc.Kill()
 	rt := wm.runtime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -121,14 +121,14 @@ func (wm *workmachine) removeAll(t *testing.T) {
 }
 
 // runtime is the machine's containerd runtime as the agent sees it, for checks.
-func (wm *workmachine) runtime(t *testing.T) *ctrd.Runtime {
+func (wm *workmachine) runtime(t testing.TB) *ctrd.Runtime {
 	rt := &ctrd.Runtime{Machine: wm.name, Dir: filepath.Join(wm.state, "workspaces")}
 	t.Cleanup(func() { rt.Close() })
 	return rt
 }
 
 // pid is the init process of a running workspace on wm.
-func (wm *workmachine) pid(t *testing.T, name string) int {
+func (wm *workmachine) pid(t testing.TB, name string) int {
 	t.Helper()
 	var pid int
 	eventually(t, 30*time.Second, name+" running on "+wm.name, func() error {
@@ -156,7 +156,7 @@ func inside(pid int, args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (ml *meshLab) workspace(t *testing.T, name string) api.Workspace {
+func (ml *meshLab) workspace(t testing.TB, name string) api.Workspace {
 	t.Helper()
 	var list []api.Workspace
 	if err := json.Unmarshal([]byte(ml.mustCtl(ml.coord, "ws", "list", "--json")), &list); err != nil {

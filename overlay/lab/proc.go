@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -25,8 +26,32 @@ type Proc struct {
 // `ip netns exec`, which also applies /etc/netns/NS/resolv.conf when it exists).
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.ns, name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// spawner is one OS thread, locked and never ended, that forks every long-running lab
+// process. The kernel's parent-death signal follows the thread that forked a child, not the
+// process, and Go ends a thread whose goroutine exits locked to it — as code that switches
+// network namespaces does — so a child forked from an ordinary thread could be killed at
+// any moment by unrelated code in the test.
+var spawner = sync.OnceValue(func() chan<- func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread()
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+})
+
+// startOnSpawner starts cmd from the spawner thread, killed with SIGKILL if the test dies.
+func startOnSpawner(cmd *exec.Cmd) error {
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	errc := make(chan error, 1)
+	spawner() <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 // Run runs a command inside the host and returns its combined output.
@@ -52,7 +77,7 @@ func (h *Host) Start(env []string, name string, args ...string) *Proc {
 func (h *Host) StartShared(env []string, name string, args ...string) *Proc {
 	h.lab.t.Helper()
 	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + h.ns, "--", name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return h.start(cmd, name, env)
 }
 
@@ -68,7 +93,7 @@ func (h *Host) start(cmd *exec.Cmd, name string, env []string) *Proc {
 	if err != nil {
 		h.lab.t.Fatalf("lab: start %s: %v", p.name, err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawner(cmd); err != nil {
 		h.lab.t.Fatalf("lab: start %s: %v", p.name, err)
 	}
 	h.lab.mu.Lock()
