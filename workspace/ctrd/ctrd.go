@@ -1,5 +1,6 @@
 // Package ctrd runs workspaces as containerd containers, each in its own network namespace,
-// with the owner's shared home and the workspace's directory mounted in.
+// with the owner's shared home and the workspace's directory mounted in, and runs processes
+// inside them as the owner's user.
 package ctrd
 
 import (

@@ -8,11 +8,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"meshwork.dev/workspace/ctrd"
 	"meshwork.dev/workspace/image"
@@ -279,6 +283,38 @@ func TestExecNotRunning(t *testing.T) {
 	e.run(s)
 	if got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("id -un; grep kim /etc/group")}); got.Stdout != "kim\nkim:x:1000:\n" {
 		t.Errorf("after Run made the files again: %+v", got)
+	}
+
+	// A container made before the passwd mounts runs, and execs as uid 1000 with no name.
+	if err := e.rt.Stop(ctx, s.Name); err != nil {
+		t.Fatal(err)
+	}
+	stripMounts(t, s, "/etc/passwd", "/etc/group")
+	for _, f := range []string{"passwd", "group"} {
+		os.Remove(filepath.Join(e.rt.Dir, "run", s.Name, f))
+	}
+	e.run(s)
+	got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("id -u; echo $HOME; grep -c kim /etc/passwd")})
+	if got.Stdout != "1000\n/home/kim\n0\n" {
+		t.Errorf("in a container without the mounts: %+v", got)
+	}
+}
+
+// stripMounts removes the mounts at dsts from s's container spec, as older Runs made it.
+func stripMounts(t *testing.T, s ctrd.Spec, dsts ...string) {
+	t.Helper()
+	c, ctx := client(t)
+	ctr, err := c.LoadContainer(ctx, ctrd.ContainerID(s.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ctr.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Mounts = slices.DeleteFunc(sp.Mounts, func(m specs.Mount) bool { return slices.Contains(dsts, m.Destination) })
+	if err := ctr.Update(ctx, containerd.UpdateContainerOpts(containerd.WithSpec(sp))); err != nil {
+		t.Fatal(err)
 	}
 }
 
