@@ -204,16 +204,9 @@ func (r *Runtime) startExec(ctx context.Context, task containerd.Task, ps *specs
 		input: s.Stdin != nil,
 		done:  make(chan struct{}),
 	}
-	stdin := s.Stdin
-	var stdinEOF chan struct{}
+	stdin, stdinEOF := s.Stdin, (chan struct{})(nil)
 	if stdin != nil && !s.TTY {
-		// The shim holds the stdin fifo open too: EOF needs CloseIO after our end closed. The
-		// pipe is our end, which CloseStdin can close while Stdin's Read blocks.
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(copyErr(io.Copy(pw, s.Stdin))) }()
-		p.stdin, p.stdinR = pw, pr
-		stdinEOF = make(chan struct{})
-		stdin = &eofReader{r: pr, eof: stdinEOF}
+		stdin, stdinEOF = p.pipeStdin(s.Stdin)
 	}
 	opts := []cio.Opt{cio.WithStreams(stdin, p.out.writer(s.Stdout), p.out.writer(s.Stderr))}
 	if s.TTY {
@@ -222,6 +215,7 @@ func (r *Runtime) startExec(ctx context.Context, task containerd.Task, ps *specs
 	id := "exec-" + strings.ToLower(rand.Text())
 	proc, err := task.Exec(ctx, id, ps, cio.NewCreator(opts...))
 	if err != nil {
+		p.endStdin()
 		return nil, fmt.Errorf("exec %q: %w", ps.Args[0], err)
 	}
 	p.proc = proc
@@ -231,10 +225,29 @@ func (r *Runtime) startExec(ctx context.Context, task containerd.Task, ps *specs
 	}
 	if err != nil {
 		p.delete()
+		p.endStdin()
 		return nil, fmt.Errorf("exec %q: %w", ps.Args[0], err)
 	}
 	go p.watch(exited, stdinEOF)
 	return p, nil
+}
+
+// pipeStdin returns the reader for the process's stdin, r copied through a pipe, and a
+// channel closed at its end. The shim holds the stdin fifo open too, so EOF needs CloseIO
+// after our end closed; the pipe is our end, which CloseStdin can close while r's Read blocks.
+func (p *process) pipeStdin(r io.Reader) (io.Reader, chan struct{}) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(copyErr(io.Copy(pw, r))) }()
+	p.stdin, p.stdinR = pw, pr
+	eof := make(chan struct{})
+	return &eofReader{r: pr, eof: eof}, eof
+}
+
+// endStdin ends the copy from Stdin at its next Read.
+func (p *process) endStdin() {
+	if p.stdinR != nil {
+		p.stdinR.Close()
+	}
 }
 
 // process is a Process on containerd.
@@ -280,9 +293,7 @@ func (p *process) watch(exited <-chan containerd.ExitStatus, stdinEOF <-chan str
 	p.drain(ioDone)
 	p.delete() // closes the IO when the drain gave up
 	<-ioDone
-	if p.stdinR != nil {
-		p.stdinR.Close() // ends the copy from Stdin at its next Read
-	}
+	p.endStdin()
 	code, _, err := st.Result()
 	p.code, p.err = int(code), err
 	if err != nil {

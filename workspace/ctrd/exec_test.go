@@ -186,6 +186,14 @@ func TestExec(t *testing.T) {
 		}
 		wg.Wait()
 	})
+	t.Run("no such command", func(t *testing.T) {
+		_, err := e.rt.Exec(t.Context(), s.Name, ctrd.ExecSpec{Args: []string{"/bin/nonesuch"}})
+		if err == nil || !strings.Contains(err.Error(), "/bin/nonesuch") {
+			t.Errorf("Exec of a missing command: %v", err)
+		} else {
+			t.Logf("Exec of a missing command: %v", err)
+		}
+	})
 	t.Run("PID", func(t *testing.T) {
 		pid, err := e.rt.PID(t.Context(), s.Name)
 		if err != nil || pid != st.PID {
