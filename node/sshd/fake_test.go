@@ -61,10 +61,7 @@ func startPiped(cmd *exec.Cmd, sp ExecSpec) (*localProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	go func() {
-		io.Copy(stdin, sp.Stdin)
-		stdin.Close()
-	}()
+	go io.Copy(stdin, sp.Stdin) // like containerd: EOF alone does not close the process's stdin
 	return &localProc{cmd: cmd, stdin: stdin}, nil
 }
 
@@ -140,9 +137,9 @@ func startSFTP(sp ExecSpec) *sftpProc {
 	return p
 }
 
-func (p *sftpProc) Resize(uint16, uint16) error   { return errors.New("no tty") }
-func (p *sftpProc) Signal(syscall.Signal) error   { return nil }
-func (p *sftpProc) CloseStdin() error             { return nil }
+func (p *sftpProc) Resize(uint16, uint16) error { return errors.New("no tty") }
+func (p *sftpProc) Signal(syscall.Signal) error { return nil }
+func (p *sftpProc) CloseStdin() error           { return nil }
 func (p *sftpProc) Wait() (int, error) {
 	<-p.done
 	if p.err != nil {

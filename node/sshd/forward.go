@@ -122,7 +122,7 @@ func (s *Server) forwardsOf(ctx gliderssh.Context) *forwards {
 	return fw
 }
 
-func (s *Server) cancelForward(ctx gliderssh.Context, req *gossh.Request) (bool, []byte) {
+func (s *Server) cancelForward(ctx gliderssh.Context, _ string, req *gossh.Request) (bool, []byte) {
 	var r struct {
 		Addr string
 		Port uint32

@@ -85,7 +85,7 @@ func TestOpenSSHRefusedIdentity(t *testing.T) {
 	}
 }
 
-func TestOpenSSHPTYAndAgentForwardingRefused(t *testing.T) {
+func TestOpenSSHPTYLogsInWithAgentForwardingRefused(t *testing.T) {
 	o := newOpenSSH(t, newHarness(t, nil))
 	stdout, stderr, code := o.ssh("dev", "-tt", "-A", "--", "tty; echo TERM=$TERM")
 	if code != 0 || !strings.Contains(stdout, "/dev/pts/") {
@@ -138,4 +138,3 @@ func TestOpenSSHScpRoundTripsThroughSFTP(t *testing.T) {
 		t.Errorf("end event %+v: want the sftp subsystem with the upload's bytes in", ev)
 	}
 }
-

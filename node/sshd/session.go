@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -33,9 +34,10 @@ type session struct {
 	ev        SessionEvent // the start event, filled in by start
 
 	// Touched by the request loop only.
-	env     []string
-	pty     *ptyRequest
-	started bool
+	env       []string
+	pty       *ptyRequest
+	wantAgent bool
+	started   bool
 
 	procMu sync.Mutex
 	proc   Process       // guarded by procMu; nil until started
@@ -69,11 +71,11 @@ func (s *Server) handleSession(ctx gliderssh.Context, conn *gossh.ServerConn, nc
 	ss := &session{s: s, ch: ch, conn: conn, workspace: workspace, exited: make(chan struct{}), code: -1}
 	ss.ev = SessionEvent{ID: newID(), Identity: identityOf(ctx), Workspace: workspace, Login: conn.User()}
 	sctx, cancel := context.WithCancel(ctx) // the process's; ends with the session
-	defer cancel()
 	for req := range reqs {
 		req.Reply(ss.request(sctx, req), nil)
 	}
 	ss.hangup()
+	cancel()
 	ss.wg.Wait()
 	ch.Close()
 	if ss.started {
@@ -121,9 +123,11 @@ func (ss *session) request(ctx context.Context, req *gossh.Request) bool {
 			return false
 		}
 		return ss.start(ctx, req.Type, cmd.Value)
+	case "auth-agent-req@openssh.com":
+		// Without AgentListen, OpenSSH says "agent forwarding request failed" and logs in anyway.
+		ss.wantAgent = !ss.started && ss.s.c.AgentListen != nil
+		return ss.wantAgent
 	default:
-		// auth-agent-req@openssh.com lands here: agent forwarding is not offered (yet), and
-		// OpenSSH says so with "agent forwarding request failed" (ssh -A still logs in).
 		return false
 	}
 }
@@ -176,10 +180,14 @@ func (ss *session) start(ctx context.Context, kind, value string) bool {
 		ss.openRecording(sp)
 	}
 	stdinR, stdinW := io.Pipe()
+	stdin := &eofReader{r: stdinR, eof: make(chan struct{})}
 	out := &chanWriter{w: ss.ch, n: &ss.bytesOut, rec: ss.rec}
-	sp.Stdin, sp.Stdout, sp.Stderr = stdinR, out, out
+	sp.Stdin, sp.Stdout, sp.Stderr = stdin, out, out
 	if !sp.TTY {
 		sp.Stderr = &chanWriter{w: ss.ch.Stderr(), n: &ss.bytesOut}
+	}
+	if ss.wantAgent && sp.Args[0] != SFTPServer[0] {
+		sp.Env = append(sp.Env, ss.forwardAgent(ctx)...)
 	}
 	ss.emit(ss.ev)
 
@@ -195,27 +203,44 @@ func (ss *session) start(ctx context.Context, kind, value string) bool {
 	ss.proc = proc
 	ss.procMu.Unlock()
 	ss.wg.Add(2)
-	go ss.copyStdin(stdinW, proc)
+	go ss.copyStdin(stdinW, stdin.eof, proc)
 	go ss.wait(proc, stdinW)
 	return true
 }
 
 // copyStdin copies the client's input to the process until the client's EOF or the process's
-// exit, then closes the process's stdin.
-func (ss *session) copyStdin(w *io.PipeWriter, proc Process) {
+// exit. After the client's EOF, once the executor has read that EOF (so it has passed on all
+// the input before it), it closes the process's stdin.
+func (ss *session) copyStdin(w *io.PipeWriter, executorEOF <-chan struct{}, proc Process) {
 	defer ss.wg.Done()
 	in := &countingReader{r: ss.ch, n: &ss.bytesIn, rec: ss.rec}
 	_, err := io.Copy(w, in)
 	w.Close()
+	if err != nil { // the pipe closed: the process has exited
+		return
+	}
 	select {
 	case <-ss.exited:
-	default:
-		if err == nil { // the client's EOF, not a closed pipe
-			if err := proc.CloseStdin(); err != nil {
-				ss.s.c.Logf("sshd: %s: session %s: close stdin: %v", ss.workspace, ss.ev.ID, err)
-			}
+	case <-executorEOF:
+		if err := proc.CloseStdin(); err != nil {
+			ss.s.c.Logf("sshd: %s: session %s: close stdin: %v", ss.workspace, ss.ev.ID, err)
 		}
 	}
+}
+
+// eofReader closes eof when its reader first returns io.EOF.
+type eofReader struct {
+	r    io.Reader
+	eof  chan struct{}
+	once sync.Once
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		e.once.Do(func() { close(e.eof) })
+	}
+	return n, err
 }
 
 // wait waits for the process, then reports its exit to the client and closes the channel.
@@ -242,6 +267,50 @@ func (ss *session) wait(proc Process, stdin *io.PipeWriter) {
 		ss.s.c.Logf("sshd: %s: session %s: wait: %v", ss.workspace, ss.ev.ID, err)
 	}
 	ss.ch.Close()
+}
+
+// forwardAgent listens for agent clients inside the workspace and returns the env that points
+// processes at the socket. Each connection becomes an auth-agent@openssh.com channel to the
+// client. The listener closes when ctx ends (with the session).
+func (ss *session) forwardAgent(ctx context.Context) []string {
+	ln, path, err := ss.s.c.AgentListen(ctx, ss.workspace)
+	if err != nil {
+		ss.s.c.Logf("sshd: %s: session %s: agent forwarding: %v", ss.workspace, ss.ev.ID, err)
+		return nil
+	}
+	ss.wg.Add(2)
+	go func() {
+		defer ss.wg.Done()
+		<-ctx.Done()
+		ln.Close()
+	}()
+	go func() {
+		defer ss.wg.Done()
+		ss.acceptAgent(ln)
+	}()
+	return []string{"SSH_AUTH_SOCK=" + path}
+}
+
+func (ss *session) acceptAgent(ln net.Listener) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch, reqs, err := ss.conn.OpenChannel("auth-agent@openssh.com", nil)
+			if err != nil {
+				c.Close()
+				return
+			}
+			go gossh.DiscardRequests(reqs)
+			splice(ch, c)
+		}()
+	}
 }
 
 // hangup ends a process whose client went away: SIGHUP, then SIGKILL after hangupGrace.

@@ -56,7 +56,8 @@ type Process interface {
 	Resize(width, height uint16) error
 	// Signal delivers sig to the process.
 	Signal(sig syscall.Signal) error
-	// CloseStdin closes the process's standard input, once Stdin has returned io.EOF.
+	// CloseStdin closes the process's standard input. It is called after the client's EOF,
+	// once the executor has read io.EOF from Stdin (so all input before it was passed on).
 	CloseStdin() error
 	// Wait waits for the process to exit. When it returns, everything the process wrote has been
 	// written to Stdout and Stderr. Wait must not wait for Stdin to be drained. A process killed
@@ -101,6 +102,11 @@ type Config struct {
 	// ListenIn listens inside the workspace for -R (tcpip-forward). nil: remote forwarding is
 	// refused. The listener is closed when the client cancels the forward or disconnects.
 	ListenIn func(ctx context.Context, workspace, network, addr string) (net.Listener, error)
+
+	// AgentListen listens on a unix socket inside workspace for ssh -A and returns the socket's
+	// path as processes in the workspace see it (SSH_AUTH_SOCK). The Server closes the listener
+	// when the session ends. nil: agent forwarding is refused.
+	AgentListen func(ctx context.Context, workspace string) (ln net.Listener, path string, err error)
 
 	// Recordings is the directory for asciicast v2 files of PTY sessions,
 	// Recordings/<session id>.cast. "": no recording.
@@ -306,12 +312,8 @@ func (s *Server) newGlider(workspace string) *gliderssh.Server {
 			"direct-tcpip": s.channel(workspace, s.handleDirectTCPIP),
 		},
 		RequestHandlers: map[string]gliderssh.RequestHandler{
-			"tcpip-forward": func(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
-				return s.tcpipForward(ctx, workspace, req)
-			},
-			"cancel-tcpip-forward": func(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
-				return s.cancelForward(ctx, req)
-			},
+			"tcpip-forward":        s.request(workspace, s.tcpipForward),
+			"cancel-tcpip-forward": s.request(workspace, s.cancelForward),
 		},
 	}
 }
@@ -328,6 +330,13 @@ func (s *Server) channel(workspace string, h chanHandler) gliderssh.ChannelHandl
 		}
 		defer s.wg.Done()
 		h(ctx, conn, nc, workspace)
+	}
+}
+
+// request adapts a global request handler to gliderlabs.
+func (s *Server) request(workspace string, h func(gliderssh.Context, string, *gossh.Request) (bool, []byte)) gliderssh.RequestHandler {
+	return func(ctx gliderssh.Context, _ *gliderssh.Server, req *gossh.Request) (bool, []byte) {
+		return h(ctx, workspace, req)
 	}
 }
 
