@@ -1,4 +1,5 @@
 # Meshwork's build. `make test` is what CI runs (after scripts/deps.sh).
+# meshctl is built static (CGO off): workspaces run it too, for their sftp subsystem.
 SHELL := /bin/bash
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X meshwork.dev/ctl.Version=$(VERSION)
@@ -7,7 +8,7 @@ GO ?= go
 .PHONY: build test lint unit bench run lab-clean clean
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/meshctl ./ctl/meshctl
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/meshctl ./ctl/meshctl
 
 # test: formatting, vet, staticcheck, a tidy go.mod, the race-checked tests (lab tests run as
 # root), and every benchmark once for correctness.

@@ -1,8 +1,10 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -34,6 +36,7 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 	hostname := fs.String("hostname", "", "the machine's `name` on the mesh (default: its host name)")
 	sock := fs.String("containerd", ctrd.DefaultAddress, "containerd's `socket`")
 	tunName := fs.String("tun", "meshwork0", "`name` of the kernel TUN that carries the mesh")
+	tools := fs.String("tools", "", "`dir`ectory mounted read-only at /.meshwork in workspaces, with a static meshctl for their sftp subsystem (default: this binary, copied to STATE/tools)")
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
@@ -54,9 +57,14 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 	if err := wsnet.EnableNAT(*tunName); err != nil {
 		return fmt.Errorf("node: workspace egress: %w", err)
 	}
-	a := &node.Agent{Node: n, Logf: logf, NewRuntime: func(machine string) (node.Runtime, error) {
+	if *tools == "" {
+		if *tools, err = copySelf(filepath.Join(*state, "tools")); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
+	a := &node.Agent{Node: n, Logf: logf, SSHDir: filepath.Join(*state, "ssh"), NewRuntime: func(machine string) (node.Runtime, error) {
 		logf("node: running the workspaces coord wants on %s (containerd at %s)", machine, *sock)
-		return &ctrd.Runtime{Address: *sock, Machine: machine, Dir: filepath.Join(*state, "workspaces"), Logf: logf}, nil
+		return &ctrd.Runtime{Address: *sock, Machine: machine, Dir: filepath.Join(*state, "workspaces"), Tools: *tools, Logf: logf}, nil
 	}}
 	return a.Run(ctx)
 }
@@ -70,4 +78,29 @@ func quiet(logf func(string, ...any)) func(string, ...any) {
 			logf("mesh: %s", s)
 		}
 	}
+}
+
+// copySelf puts a copy of this executable in dir as meshctl (workspaces run it for sftp) and
+// returns dir. A copy, not a link: the binary may be replaced while workspaces mount it.
+func copySelf(dir string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, "meshctl")
+	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, b) {
+		return dir, nil
+	}
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		return "", err
+	}
+	return dir, os.Rename(tmp, dst)
 }

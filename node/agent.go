@@ -19,6 +19,7 @@ type Runtime interface {
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context) ([]ctrd.Status, error)
 	LogPath(name string) string
+	Exec(ctx context.Context, name string, s ctrd.ExecSpec) (ctrd.Process, error)
 }
 
 var _ Runtime = (*ctrd.Runtime)(nil)
@@ -36,12 +37,16 @@ type Agent struct {
 	NewRuntime func(machine string) (Runtime, error)
 	// Resync is how often a workspace is checked again when nothing changed; default 10 s.
 	Resync time.Duration
+	// SSHDir, when set, makes the agent serve SSH into its workspaces (port 22 of each one's
+	// address), keeping host keys and recordings there.
+	SSHDir string
 	// Logf logs; nil discards.
 	Logf func(format string, args ...any)
 
 	mu      sync.Mutex // guards workers and state
 	workers map[string]*worker
 	state   *api.MachineState // the last coord sent
+	ssh     *wsSSH            // set once, before the workers start; nil without SSHDir
 	wg      sync.WaitGroup    // the workers and the reporter
 }
 
@@ -50,6 +55,7 @@ type source interface {
 	// state answers what coord wants on the machine once it differs from last (nil: now).
 	state(ctx context.Context, last *api.MachineState) (*api.MachineState, error)
 	report(ctx context.Context, rep *api.MachineReport) error
+	session(ctx context.Context, rep *api.SessionReport) error
 }
 
 // Run serves until ctx ends; the workspaces stay as they are when it returns.
@@ -62,14 +68,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	return a.run(ctx, c, a.Node.AdvertiseRoutes)
 }
 
-// started is called once the runtime exists: with a node on the mesh, the machine API.
-func (a *Agent) started(ctx context.Context, rt Runtime) {
+// started is called once the runtime exists: the SSH server, and with a node on the mesh,
+// the machine API.
+func (a *Agent) started(ctx context.Context, rt Runtime, src source) error {
+	if a.SSHDir != "" {
+		s, err := a.newSSH(rt, a.SSHDir)
+		if err != nil {
+			return err
+		}
+		a.ssh = s
+		a.wg.Add(1)
+		go s.uploadSessions(ctx, a, src)
+	}
 	if a.Node == nil {
-		return
+		return nil
 	}
 	if err := a.serveMachine(ctx, rt); err != nil {
 		a.logf("agent: %v (workspace logs are not served)", err)
 	}
+	return nil
 }
 
 func (a *Agent) logf(format string, args ...any) {
@@ -83,6 +100,9 @@ func (a *Agent) run(ctx context.Context, src source, advertise func(context.Cont
 	reports := make(chan api.WorkspaceReport, 256)
 	defer func() {
 		cancel()
+		if a.ssh != nil {
+			a.ssh.close()
+		}
 		a.wg.Wait()
 	}()
 	a.wg.Add(1)
@@ -112,7 +132,9 @@ func (a *Agent) run(ctx context.Context, src source, advertise func(context.Cont
 				return fmt.Errorf("agent: %w", err)
 			}
 			if machine == "" {
-				a.started(ctx, rt)
+				if err := a.started(ctx, rt, src); err != nil {
+					return fmt.Errorf("agent: %w", err)
+				}
 			}
 			machine = st.Machine
 			a.adopt(ctx, rt, st, reports)
@@ -302,6 +324,11 @@ func cmpDur(d, def time.Duration) time.Duration {
 
 // reconcile makes one workspace what its wish says and reports what it then is.
 func (a *Agent) reconcile(ctx context.Context, rt Runtime, name string, wish *wsWish, runID *string, reports chan<- api.WorkspaceReport) error {
+	if wish == nil || (*runID != "" && *runID != wish.spec.ID) || wish.spec.Desired == api.Stopped {
+		if a.ssh != nil {
+			a.ssh.down(name)
+		}
+	}
 	if wish == nil || (*runID != "" && *runID != wish.spec.ID) {
 		if err := rt.Delete(ctx, name); err != nil {
 			return fmt.Errorf("removing: %w", err)
@@ -336,7 +363,13 @@ func (a *Agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 		say(ctrd.Status{Name: name, State: ctrd.StateFailed, Reason: err.Error()})
 		return err
 	}
-	say(st)
+	rep := api.WorkspaceReport{Name: name, State: string(st.State), Reason: st.Reason}
+	if a.ssh != nil && st.State == ctrd.StateRunning {
+		if rep.HostKey, err = a.ssh.up(a, spec); err != nil {
+			a.logf("agent: %s: serving ssh: %v", name, err)
+		}
+	}
+	reports <- rep
 	return nil
 }
 

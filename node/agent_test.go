@@ -207,3 +207,9 @@ func TestAgentReconciles(t *testing.T) {
 }
 
 func (f *fakeRuntime) LogPath(name string) string { return filepath.Join(f.dir, name+".log") }
+
+func (f *fakeRuntime) Exec(ctx context.Context, name string, s ctrd.ExecSpec) (ctrd.Process, error) {
+	return nil, errors.New("the fake runs nothing")
+}
+
+func (c *fakeCoord) session(ctx context.Context, rep *api.SessionReport) error { return nil }

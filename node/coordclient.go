@@ -123,6 +123,20 @@ func (c *coordClient) report(ctx context.Context, rep *api.MachineReport) error 
 	return nil
 }
 
+// session tells coord of an SSH session this machine served.
+func (c *coordClient) session(ctx context.Context, rep *api.SessionReport) error {
+	res, err := c.nc.Post(ctx, "/machine/meshwork/session", key.NodePublic{}, rep)
+	if err != nil {
+		return fmt.Errorf("coord: %w", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 4<<10))
+		return fmt.Errorf("coord: %s: %s", res.Status, b)
+	}
+	return nil
+}
+
 func (c *coordClient) Close() error { return c.nc.Close() }
 
 func hostOf(base string) string {

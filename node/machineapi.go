@@ -77,12 +77,7 @@ func (a *Agent) authorize(r *http.Request, who func(r *http.Request) (string, er
 	}
 	name := r.PathValue("name")
 	st := a.current()
-	var spec *api.WorkspaceSpec
-	if st != nil {
-		if i := slices.IndexFunc(st.Workspaces, func(w api.WorkspaceSpec) bool { return w.Name == name }); i >= 0 {
-			spec = &st.Workspaces[i]
-		}
-	}
+	spec := findWorkspace(st, name)
 	if spec == nil || (spec.User != user && !slices.Contains(st.Admins, user)) {
 		return nil, &httpErr{http.StatusNotFound, fmt.Sprintf("no workspace %q of yours (%s) on this machine", name, user)}
 	}

@@ -1,0 +1,218 @@
+package node
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/node/sshd"
+	"meshwork.dev/workspace/ctrd"
+	"meshwork.dev/workspace/wsnet"
+)
+
+// wsSSH is the agent's SSH server into its workspaces: one listener per running workspace,
+// on port 22 of the workspace's own address (inside its network namespace), all served by one
+// sshd.Server that knows callers by their mesh identity.
+type wsSSH struct {
+	srv      *sshd.Server
+	sessions chan api.SessionReport // to coord, in order
+
+	mu  sync.Mutex              // guards lns
+	lns map[string]net.Listener // by workspace name
+}
+
+// newSSH makes the SSH server, keeping host keys and recordings under dir.
+func (a *Agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
+	s := &wsSSH{lns: map[string]net.Listener{}, sessions: make(chan api.SessionReport, 256)}
+	srv, err := sshd.New(sshd.Config{
+		HostKeyDir: filepath.Join(dir, "hostkeys"),
+		Recordings: filepath.Join(dir, "recordings"),
+		WhoIs:      a.sshWhoIs,
+		Allow:      a.sshAllow,
+		Exec:       executor{rt},
+		Dial: func(ctx context.Context, ws, network, addr string) (net.Conn, error) {
+			c, err := a.netConfig(ws)
+			if err != nil {
+				return nil, err
+			}
+			return wsnet.Dial(ctx, c, network, addr)
+		},
+		ListenIn: func(ctx context.Context, ws, network, addr string) (net.Listener, error) {
+			c, err := a.netConfig(ws)
+			if err != nil {
+				return nil, err
+			}
+			return wsnet.Listen(c, network, addr)
+		},
+		OnSession: s.queue,
+		Logf:      a.logf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.srv = srv
+	return s, nil
+}
+
+// executor runs SSH sessions through the runtime: the two ExecSpecs are the same shape.
+type executor struct{ rt Runtime }
+
+func (e executor) Exec(ctx context.Context, ws string, s sshd.ExecSpec) (sshd.Process, error) {
+	return e.rt.Exec(ctx, ws, ctrd.ExecSpec(s))
+}
+
+func (a *Agent) sshWhoIs(ctx context.Context, remote netip.AddrPort) (sshd.Identity, error) {
+	user, node, err := a.Node.WhoIs(ctx, remote.String())
+	return sshd.Identity{User: user, Node: node, Addr: remote}, err
+}
+
+// sshAllow lets a workspace's owner, and admins, in (as the workspace user, or as root).
+func (a *Agent) sshAllow(id sshd.Identity, ws, login string) error {
+	st := a.current()
+	spec := findWorkspace(st, ws)
+	if spec == nil {
+		return fmt.Errorf("no workspace %q on this machine", ws)
+	}
+	if id.User != spec.User && !slices.Contains(st.Admins, id.User) {
+		return fmt.Errorf("%s (%s) is not %s's owner (%s) nor an admin", id.User, id.Node, ws, spec.User)
+	}
+	return nil
+}
+
+// netConfig is a workspace's network namespace, from what coord says of it.
+func (a *Agent) netConfig(ws string) (wsnet.Config, error) {
+	spec := findWorkspace(a.current(), ws)
+	if spec == nil {
+		return wsnet.Config{}, fmt.Errorf("no workspace %q on this machine", ws)
+	}
+	s, err := runtimeSpec(&wsWish{spec: *spec})
+	return ctrd.NetConfig(s), err
+}
+
+// up serves SSH for a running workspace (if not yet) and returns its host key.
+func (s *wsSSH) up(a *Agent, spec ctrd.Spec) (string, error) {
+	key, err := s.srv.HostKey(spec.Name)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lns[spec.Name] == nil {
+		ln, err := wsnet.Listen(ctrd.NetConfig(spec), "tcp", ":22")
+		if err != nil {
+			return "", err
+		}
+		s.lns[spec.Name] = ln
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			s.srv.Serve(ln, spec.Name)
+		}()
+	}
+	return string(bytes.TrimSpace(gossh.MarshalAuthorizedKey(key))), nil
+}
+
+// down stops serving SSH for a workspace that stopped or went.
+func (s *wsSSH) down(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ln := s.lns[name]; ln != nil {
+		ln.Close()
+		delete(s.lns, name)
+	}
+}
+
+// queue hands a session event to the uploader without blocking the session.
+func (s *wsSSH) queue(ev sshd.SessionEvent) {
+	rep := api.SessionReport{Kind: ev.Kind, ID: ev.ID, Workspace: ev.Workspace, User: ev.Identity.User, Node: ev.Identity.Node,
+		From: ev.Identity.Addr.String(), Login: ev.Login, Command: ev.Command, PTY: ev.PTY, Start: ev.Start,
+		Duration: ev.Duration, BytesIn: ev.BytesIn, BytesOut: ev.BytesOut, ExitCode: ev.ExitCode}
+	if ev.Subsystem != "" {
+		rep.Command = "(" + ev.Subsystem + ")"
+	}
+	if ev.Recording != "" {
+		rep.Cast, rep.CastSize, rep.Truncated = compressCast(ev.Recording)
+	}
+	select {
+	case s.sessions <- rep:
+	default: // coord has been away long enough to fill the queue: the log line must do
+		fmt.Fprintf(os.Stderr, "agent: ssh session %s %s not reported: queue full\n", ev.ID, ev.Kind)
+	}
+}
+
+// maxCast is the most of a compressed recording coord keeps.
+const maxCast = 1 << 20
+
+// compressCast gzips a recording, cut to what coord keeps, and removes the file.
+func compressCast(path string) (cast []byte, size int64, truncated bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, false
+	}
+	defer os.Remove(path)
+	for {
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		zw.Write(b)
+		zw.Close()
+		if z.Len() <= maxCast {
+			return z.Bytes(), int64(len(b)), truncated
+		}
+		b, truncated = b[:bytes.LastIndexByte(b[:len(b)*3/4], '\n')+1], true
+	}
+}
+
+// uploadSessions sends session reports to coord, in order, each retried until it lands.
+func (s *wsSSH) uploadSessions(ctx context.Context, a *Agent, src source) {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case rep := <-s.sessions:
+			for fails := 0; ctx.Err() == nil; fails++ {
+				err := src.session(ctx, &rep)
+				if err == nil {
+					break
+				}
+				a.logf("agent: reporting ssh session %s: %v", rep.ID, err)
+				if fails >= 10 {
+					break // coord refuses it: the log must do
+				}
+				sleep(ctx, backoff(fails+1))
+			}
+		}
+	}
+}
+
+// close stops every listener and session.
+func (s *wsSSH) close() {
+	s.srv.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for n, ln := range s.lns {
+		ln.Close()
+		delete(s.lns, n)
+	}
+}
+
+// findWorkspace finds a workspace in coord's state for the machine by name; nil if none.
+func findWorkspace(st *api.MachineState, name string) *api.WorkspaceSpec {
+	if st == nil {
+		return nil
+	}
+	if i := slices.IndexFunc(st.Workspaces, func(w api.WorkspaceSpec) bool { return w.Name == name }); i >= 0 {
+		return &st.Workspaces[i]
+	}
+	return nil
+}
