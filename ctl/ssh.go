@@ -57,19 +57,30 @@ func runSSH(ctx context.Context, e *env, args []string) error {
 	if len(rest) > 0 && rest[0] == "--" {
 		rest = rest[1:]
 	}
+	var login string
 	if e.global.coord != "" && e.global.token != "" {
-		if err := writeKnownHosts(ctx, e, *knownHosts); err != nil {
+		list, err := writeKnownHosts(ctx, e, *knownHosts)
+		if err != nil {
 			fmt.Fprintf(e.stderr, "meshctl: host keys not refreshed: %v\n", err)
+		}
+		for _, w := range list {
+			if w.Name == strings.TrimSuffix(host, "."+meshDomain) {
+				login = w.Owner // by default, the workspace's own user
+			}
 		}
 	}
 	bin, err := exec.LookPath("ssh")
 	if err != nil {
 		return fmt.Errorf("ssh: OpenSSH's ssh client is not installed (apt-get install openssh-client)")
 	}
-	sshArgs := append(sshOptions(socketPath(*state, *socket), *knownHosts), host)
+	sshArgs := sshOptions(socketPath(*state, *socket), *knownHosts)
+	if login != "" && !strings.Contains(host, "@") {
+		sshArgs = append(sshArgs, "-l", login)
+	}
+	sshArgs = append(sshArgs, host)
 	if len(rest) > 0 {
-		sshArgs = append(sshArgs, "--")
-		sshArgs = append(sshArgs, rest...)
+		// One argument each, as typed: ssh would join them into one shell line.
+		sshArgs = append(sshArgs, "--", shellJoin(rest))
 	}
 	cmd := exec.CommandContext(ctx, bin, sshArgs...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdin, e.stdout, e.stderr
@@ -89,15 +100,26 @@ func (e *exitError) Error() string { return "exit status " + strconv.Itoa(e.code
 // sshOptions make OpenSSH reach mesh hosts through the daemon (in TUN and userspace mode
 // alike) and check host keys against the file ssh-config writes.
 func sshOptions(socket, knownHosts string) []string {
-	self, err := os.Executable()
-	if err != nil {
-		self = "meshctl"
-	}
+	self := selfPath()
 	return []string{
 		"-o", fmt.Sprintf("ProxyCommand=%s nc --socket %s %%h %%p", self, socket),
 		"-o", "UserKnownHostsFile=" + knownHosts,
 		"-o", "StrictHostKeyChecking=accept-new",
 	}
+}
+
+// selfPath is how to run this meshctl again: as it was called (found on $PATH if bare), so
+// a copy or link under another name still runs as meshctl.
+func selfPath() string {
+	if p, err := exec.LookPath(os.Args[0]); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return "meshctl"
 }
 
 func defaultKnownHosts() string {
@@ -108,31 +130,35 @@ func defaultKnownHosts() string {
 	return filepath.Join(dir, "meshwork", "known_hosts")
 }
 
+// shellJoin quotes args for the remote shell, which ssh hands one command line.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+// meshDomain is the mesh's DNS domain as ssh-config writes names.
+const meshDomain = "mesh.internal"
+
 // writeKnownHosts writes every workspace's host key the caller may see, under its bare and
-// full names.
-func writeKnownHosts(ctx context.Context, e *env, path string) error {
-	list, domain, err := sshWorkspaces(ctx, e)
-	if err != nil {
-		return err
+// full names, and returns the workspaces.
+func writeKnownHosts(ctx context.Context, e *env, path string) ([]api.Workspace, error) {
+	var list []api.Workspace
+	if err := e.call(ctx, "GET", "/v1/workspaces", nil, &list); err != nil {
+		return nil, err
 	}
 	var b bytes.Buffer
 	for _, w := range list {
 		if w.HostKey != "" {
-			fmt.Fprintf(&b, "%s,%s.%s %s\n", w.Name, w.Name, domain, strings.TrimSpace(w.HostKey))
+			fmt.Fprintf(&b, "%s,%s.%s %s\n", w.Name, w.Name, meshDomain, strings.TrimSpace(w.HostKey))
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
+		return nil, err
 	}
-	return os.WriteFile(path, b.Bytes(), 0o600)
-}
-
-func sshWorkspaces(ctx context.Context, e *env) ([]api.Workspace, string, error) {
-	var list []api.Workspace
-	if err := e.call(ctx, "GET", "/v1/workspaces", nil, &list); err != nil {
-		return nil, "", err
-	}
-	return list, "mesh.internal", nil
+	return list, os.WriteFile(path, b.Bytes(), 0o600)
 }
 
 func runSSHConfig(ctx context.Context, e *env, args []string) error {
@@ -142,17 +168,14 @@ func runSSHConfig(ctx context.Context, e *env, args []string) error {
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
-	list, domain, err := sshWorkspaces(ctx, e)
+	list, err := writeKnownHosts(ctx, e, *knownHosts)
 	if err != nil {
-		return err
-	}
-	if err := writeKnownHosts(ctx, e, *knownHosts); err != nil {
 		return err
 	}
 	opts := sshOptions(socketPath(*state, *socket), *knownHosts)
 	e.printf("# Meshwork workspaces, from meshctl ssh-config (host keys in %s)\n", *knownHosts)
 	for _, w := range list {
-		e.printf("Host %s %s.%s\n    HostKeyAlias %s\n", w.Name, w.Name, domain, w.Name)
+		e.printf("Host %s %s.%s\n    HostKeyAlias %s\n    User %s\n", w.Name, w.Name, meshDomain, w.Name, w.Owner)
 		for i := 1; i < len(opts); i += 2 {
 			k, v, _ := strings.Cut(opts[i], "=")
 			if k == "StrictHostKeyChecking" {
