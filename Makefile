@@ -5,7 +5,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X meshwork.dev/ctl.Version=$(VERSION)
 GO ?= go
 
-.PHONY: build test lint unit bench run lab-clean clean
+.PHONY: build test lint unit bench run stop lab-clean clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/meshctl ./ctl/meshctl
@@ -29,9 +29,14 @@ unit:
 bench:
 	$(GO) test -run '^$$' -bench . -timeout 60m ./...
 
-# run: Meshwork on this machine (for now its control plane: one coord replica).
+# run: a whole Meshwork on this machine, a workspace "dev" to ssh into (scripts/demo).
 run: build
+	$(GO) build -o bin/demo ./scripts/demo
 	scripts/run.sh
+
+# stop: end a make run from another terminal.
+stop:
+	@pid=$$(cat $${MESHWORK_DIR:-/var/lib/meshwork}/demo/demo.pid 2>/dev/null) && kill $$pid && echo "stopping make run ($$pid)" || echo "no make run is up"
 
 lab-clean:
 	scripts/lab-clean.sh

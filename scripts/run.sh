@@ -1,27 +1,12 @@
 #!/usr/bin/env bash
-# run.sh runs Meshwork on this machine: for now its control plane, one coord replica, in the
-# foreground (Ctrl-C stops it; the next run reuses its state). The local mesh with a
-# workspace to ssh into comes with the mesh and workspace work.
+# run.sh is `make run`: a whole Meshwork on this machine (scripts/demo): a coord, a workmachine
+# and a laptop in network namespaces of their own, joined in one mesh, with a workspace "dev"
+# to ssh into. Ctrl-C (or make stop) tears it down; state stays in $MESHWORK_DIR/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESHWORK_DIR=${MESHWORK_DIR:-/var/lib/meshwork}
-STATE=$MESHWORK_DIR/coord
-KEY=$MESHWORK_DIR/secret.key # apart from the state it protects
-HTTP=${MESHWORK_HTTP:-127.0.0.1:8080}
-
-mkdir -p "$MESHWORK_DIR"
-if [ ! -f "$KEY" ]; then
-	(umask 077 && head -c32 /dev/urandom | base64 >"$KEY")
-	echo "run: made the secret key $KEY"
+if ! ctr --address "$MESHWORK_DIR/containerd/containerd.sock" version >/dev/null 2>&1; then
+	echo "run: containerd is not up; running scripts/deps.sh first"
+	MESHWORK_DIR=$MESHWORK_DIR scripts/deps.sh
 fi
-cat <<EOF2
-run: starting coord (state in $STATE, admin API on http://$HTTP)
-
-In another terminal, once it says the admin key is written:
-  export MESHCTL_COORD=http://$HTTP MESHCTL_TOKEN=\$(cat $STATE/admin.key)
-  bin/meshctl cluster status
-  bin/meshctl user create alice
-  bin/meshctl apikey create --user alice
-
-EOF2
-exec bin/meshctl coord --id coord1 --state "$STATE" --http "$HTTP" --cluster 127.0.0.1:7000 --secret-key-file "$KEY"
+exec bin/demo -meshctl bin/meshctl -state "$MESHWORK_DIR/demo" "$@"

@@ -1,0 +1,370 @@
+// Command demo is `make run`: a whole Meshwork on this one machine. A coord, a workmachine
+// and a laptop, each in a network namespace of its own (built with overlay/lab), joined in one
+// mesh, with a workspace "dev" on the workmachine that you can ssh into by name. It prints what
+// to type next and keeps running until Ctrl-C (or `make stop`), which tears it all down; state
+// stays under -state, so the next run is quick.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/overlay/lab"
+	"meshwork.dev/workspace/ctrd"
+	"meshwork.dev/workspace/image"
+)
+
+const (
+	devImage = "meshwork.dev/dev:1"
+	machine  = "demo-wm"
+)
+
+func main() {
+	meshctl := flag.String("meshctl", "bin/meshctl", "the (static) meshctl binary to run")
+	state := flag.String("state", "/var/lib/meshwork/demo", "state directory, kept between runs")
+	listen := flag.String("listen", "127.0.0.1:8080", "where this machine reaches coord's admin API")
+	flag.Parse()
+	r := &run{state: *state, listen: *listen}
+	if err := os.MkdirAll(*state, 0o700); err != nil {
+		r.fail("making %s: %v", *state, err)
+	}
+	log, err := os.OpenFile(filepath.Join(*state, "demo.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		r.fail("opening the log: %v", err)
+	}
+	r.log = log
+	bin, err := filepath.Abs(*meshctl)
+	if err != nil {
+		r.fail("%v", err)
+	}
+	r.meshctl = bin
+	start := time.Now()
+	r.up()
+	fmt.Printf("\nMeshwork is up, in %v: coord, workmachine %s, laptop; workspace dev.\n", time.Since(start).Round(100*time.Millisecond), machine)
+	r.instructions()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.WriteFile(filepath.Join(*state, "demo.pid"), []byte(fmt.Sprint(os.Getpid())), 0o600)
+	<-ctx.Done()
+	fmt.Println("\nmake run: stopping (state stays in " + *state + ")")
+	r.cleanup()
+	os.Remove(filepath.Join(*state, "demo.pid"))
+}
+
+// run is one `make run`; it is the lab's TB, so the lab's failures and logs land here.
+type run struct {
+	state, meshctl string
+	log            io.Writer
+	step           string
+
+	mu       sync.Mutex
+	cleanups []func()
+
+	lab                  *lab.Lab
+	coord, wm, laptop    *lab.Host
+	coordURL, token, key string
+	listen               string // where this machine reaches the admin API
+}
+
+func (r *run) Helper() {}
+
+func (r *run) Logf(format string, args ...any) {
+	fmt.Fprintf(r.log, "%s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+func (r *run) Fatalf(format string, args ...any) { r.fail(format, args...) }
+func (r *run) Skipf(format string, args ...any)  { r.fail(format, args...) }
+
+func (r *run) Cleanup(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cleanups = append(r.cleanups, f)
+}
+
+func (r *run) cleanup() {
+	r.mu.Lock()
+	fs := r.cleanups
+	r.cleanups = nil
+	r.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
+
+// fail says which step failed and why, tears down what was built, and exits.
+func (r *run) fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "\nmake run: %s failed: %s\n  (the processes' output is in %s)\n", r.step, fmt.Sprintf(format, args...),
+		filepath.Join(r.state, "demo.log"))
+	r.cleanup()
+	os.Exit(1)
+}
+
+// do runs one step, showing it and how long it took.
+func (r *run) do(step string, f func() error) {
+	r.step = step
+	fmt.Printf("  %-46s", step+" ...")
+	t := time.Now()
+	if err := f(); err != nil {
+		fmt.Println(" failed")
+		r.fail("%v", err)
+	}
+	fmt.Printf(" %v\n", time.Since(t).Round(10*time.Millisecond))
+}
+
+func (r *run) up() {
+	fmt.Println("make run: a Meshwork on this machine (log: " + filepath.Join(r.state, "demo.log") + ")")
+	r.do("checking the machine", r.check)
+	r.do("building and importing the dev image", r.image)
+	r.do("making the network (coord, workmachine, laptop)", func() error {
+		r.lab = lab.New(r)
+		in := r.lab.Internet()
+		r.coord, r.wm, r.laptop = in.PublicHost("coord"), in.PublicHost("wm"), in.PublicHost("laptop")
+		return nil
+	})
+	r.do("starting coord", r.startCoord)
+	r.do("serving the admin API on "+r.listen, r.proxy)
+	r.do("starting the workmachine "+machine, r.startWorkmachine)
+	r.do("joining the laptop with meshctl up", r.joinLaptop)
+	r.do("creating the workspace dev (or starting it)", r.workspace)
+	r.do("writing an ssh config for it", r.sshConfig)
+}
+
+func (r *run) check() error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, containerd): sudo make run")
+	}
+	if _, err := os.Stat(ctrd.DefaultAddress); err != nil {
+		return fmt.Errorf("containerd is not running at %s: run scripts/deps.sh", ctrd.DefaultAddress)
+	}
+	if _, err := os.Stat(r.meshctl); err != nil {
+		return fmt.Errorf("no %s: run make build", r.meshctl)
+	}
+	return nil
+}
+
+// image builds the dev image offline (busybox: a shell and the usual tools) and imports it.
+func (r *run) image() error {
+	files, err := image.Busybox()
+	if err != nil {
+		return err
+	}
+	files = append(files, image.File{Path: "/etc/profile", Data: []byte("export PS1='\\u@\\h:\\w\\$ '\ncd ~\n")})
+	var tar bytes.Buffer
+	if err := image.Build(&tar, devImage, files, image.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}}); err != nil {
+		return err
+	}
+	rt := &ctrd.Runtime{Machine: "demo-import", Dir: filepath.Join(r.state, "import")}
+	defer rt.Close()
+	_, err = rt.Import(context.Background(), &tar)
+	return err
+}
+
+func (r *run) startCoord() error {
+	key := filepath.Join(filepath.Dir(r.state), "secret.key") // apart from the state it protects
+	if _, err := os.Stat(key); err != nil {
+		b := make([]byte, 32)
+		rand.Read(b)
+		if err := os.WriteFile(key, []byte(base64.StdEncoding.EncodeToString(b)+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	ip := r.coord.Addr(r.lab.Internet().Net).String()
+	r.coordURL = "http://" + ip + ":8080"
+	dir := filepath.Join(r.state, "coord")
+	r.coord.Start(nil, r.meshctl, "coord", "--id", "c1", "--state", dir, "--http", ip+":8080",
+		"--cluster", ip+":7000", "--secret-key-file", key)
+	return r.wait(30*time.Second, "coord's admin key", func() error {
+		b, err := os.ReadFile(filepath.Join(dir, "admin.key"))
+		if err != nil {
+			return err
+		}
+		r.token = strings.TrimSpace(string(b))
+		return r.call("GET", "/v1/cluster", nil, nil)
+	})
+}
+
+// client reaches coord inside the lab from this machine's namespace.
+func (r *run) client() *api.Client {
+	return &api.Client{Base: r.coordURL, Token: r.token, HTTP: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return r.laptop.DialContext(ctx, network, addr)
+		}}}}
+}
+
+func (r *run) call(method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return r.client().Do(ctx, method, path, in, out)
+}
+
+// proxy forwards r.listen (on this machine) to coord's admin API inside the lab.
+func (r *run) proxy() error {
+	ln, err := net.Listen("tcp", r.listen)
+	if err != nil {
+		return fmt.Errorf("%v: is another make run (or a coord) up? make stop", err)
+	}
+	r.Cleanup(func() { ln.Close() })
+	target := strings.TrimPrefix(r.coordURL, "http://")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := r.laptop.DialContext(context.Background(), "tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return nil
+}
+
+func (r *run) authKey() error {
+	var k api.NewAuthKey
+	if err := r.call("POST", "/v1/authkeys", api.CreateAuthKey{Reusable: true, Expiry: "1h"}, &k); err != nil {
+		return err
+	}
+	r.key = k.Key
+	return nil
+}
+
+func (r *run) startWorkmachine() error {
+	if err := r.authKey(); err != nil {
+		return err
+	}
+	p := r.wm.StartShared(nil, r.meshctl, "node", "--coord", r.coordURL, "--auth-key", r.key,
+		"--state", filepath.Join(r.state, "wm"), "--hostname", machine)
+	r.Cleanup(func() { p.Stop(); r.removeWorkspaces() })
+	return r.wait(60*time.Second, machine+" on the mesh", func() error {
+		var nodes []api.Node
+		if err := r.call("GET", "/v1/nodes", nil, &nodes); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.Name == machine {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+}
+
+// removeWorkspaces stops the workmachine's containers: make run leaves nothing running.
+func (r *run) removeWorkspaces() {
+	rt := &ctrd.Runtime{Machine: machine, Dir: filepath.Join(r.state, "wm", "workspaces")}
+	defer rt.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, _ := rt.List(ctx)
+	for _, s := range l {
+		rt.Delete(ctx, s.Name)
+	}
+}
+
+func (r *run) socket() string { return filepath.Join(r.state, "laptop", "meshctl.sock") }
+
+func (r *run) joinLaptop() error {
+	r.laptop.Start(nil, r.meshctl, "daemon", "--state", filepath.Join(r.state, "laptop"))
+	return r.wait(60*time.Second, "meshctl up", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := r.laptop.Command(ctx, r.meshctl, "up", "--coord", r.coordURL, "--auth-key", r.key, "--hostname", "laptop")
+		cmd.Env = append(os.Environ(), "MESHCTL_SOCKET="+r.socket())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+}
+
+func (r *run) workspace() error {
+	var ws api.Workspace
+	err := r.call("POST", "/v1/workspaces", api.CreateWorkspace{Name: "dev", Machine: machine, Image: devImage}, &ws)
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Code == api.CodeConflict {
+		err = r.call("POST", "/v1/workspaces/dev/start", nil, &ws)
+	}
+	if err != nil {
+		return err
+	}
+	return r.wait(60*time.Second, "dev running", func() error {
+		if err := r.call("GET", "/v1/workspaces/dev", nil, &ws); err != nil {
+			return err
+		}
+		if ws.State == "failed" {
+			return fmt.Errorf("dev failed: %s", ws.Reason)
+		}
+		if ws.State != "running" || ws.HostKey == "" {
+			return fmt.Errorf("dev is %s", ws.State)
+		}
+		return nil
+	})
+}
+
+func (r *run) sshConfig() error {
+	// coord is inside the lab: ssh-config runs in the laptop's namespace.
+	cmd := r.laptop.Command(context.Background(), r.meshctl, "ssh-config", "--known-hosts", filepath.Join(r.state, "known_hosts"))
+	cmd.Env = append(os.Environ(), "MESHCTL_COORD="+r.coordURL, "MESHCTL_TOKEN="+r.token, "MESHCTL_SOCKET="+r.socket())
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%v: %s", err, errb.String())
+	}
+	if err := os.WriteFile(filepath.Join(r.state, "ssh_config"), out.Bytes(), 0o600); err != nil {
+		return err
+	}
+	env := fmt.Sprintf("export MESHCTL_COORD=http://%s MESHCTL_TOKEN=%s MESHCTL_SOCKET=%s\n", r.listen, r.token, r.socket())
+	return os.WriteFile(filepath.Join(r.state, "env"), []byte(env), 0o600)
+}
+
+func (r *run) instructions() {
+	fmt.Printf(`
+In another terminal, from this directory:
+  . %[1]s/env                  # sets MESHCTL_COORD, MESHCTL_TOKEN (the admin key, also in %[1]s/coord/admin.key), MESHCTL_SOCKET
+  bin/meshctl ssh dev          # a shell in the workspace, over the mesh
+  ssh -F %[1]s/ssh_config dev  # plain OpenSSH, the same way
+  bin/meshctl ws list          # the workspace and its state
+  bin/meshctl status           # the laptop on the mesh and its peers
+Ctrl-C here (or make stop) tears it all down; the next make run picks up the same state.
+`, r.state)
+}
+
+// wait retries f every 100 ms for up to limit.
+func (r *run) wait(limit time.Duration, what string, f func() error) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not within %v: %w", what, limit, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
