@@ -139,7 +139,7 @@ func (r *run) up() {
 		return nil
 	})
 	r.do("starting coord", r.startCoord)
-	r.do("serving the admin API on "+r.listen, r.proxy)
+	r.do("serving the admin API on this machine", r.proxy)
 	r.do("starting the workmachine "+machine, r.startWorkmachine)
 	r.do("joining the laptop with meshctl up", r.joinLaptop)
 	r.do("creating the workspace dev (or starting it)", r.workspace)
@@ -221,6 +221,7 @@ func (r *run) proxy() error {
 		return fmt.Errorf("%v: is another make run (or a coord) up? make stop", err)
 	}
 	r.Cleanup(func() { ln.Close() })
+	r.listen = ln.Addr().String() // the port, when asked for any
 	target := strings.TrimPrefix(r.coordURL, "http://")
 	go func() {
 		for {
