@@ -185,7 +185,8 @@ func TestMeshLaptops(t *testing.T) {
 	}
 }
 
-// greeting dials addr with a kernel socket inside h and checks what it reads.
+// greeting dials addr with a kernel socket inside h, half-closes (a server that echoes until
+// then finishes) and checks what it reads.
 func greeting(h *lab.Host, addr, want string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -195,6 +196,9 @@ func greeting(h *lab.Host, addr, want string) error {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
 	b, err := io.ReadAll(c)
 	if err == nil && string(b) != want {
 		err = fmt.Errorf("read %q, want %q", b, want)

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -171,23 +169,9 @@ func (ml *meshLab) workspace(t testing.TB, name string) api.Workspace {
 	return api.Workspace{}
 }
 
-// wsGreeting connects from h to a workspace's wsecho on addr, half-closes (so wsecho, which
-// echoes until then, finishes) and checks the greeting.
+// wsGreeting checks the greeting of a workspace's wsecho on addr, reached from h.
 func wsGreeting(h *lab.Host, addr, name string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := h.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	c.(*net.TCPConn).CloseWrite()
-	b, err := io.ReadAll(c)
-	if want := "hello from " + name + "\n"; err == nil && string(b) != want {
-		err = fmt.Errorf("read %q, want %q", b, want)
-	}
-	return err
+	return greeting(h, addr, "hello from "+name+"\n")
 }
 
 // udpEcho sends a datagram from h to addr and checks it comes back.

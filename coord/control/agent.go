@@ -105,16 +105,8 @@ func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk k
 			(ws.HostKey == "" || ws.HostKey == old.HostKey) {
 			continue
 		}
-		c, err := fsm.NewCommand("workspace.status", "node:"+n.Name, "", fsm.WorkspaceStatus{
+		err := s.apply(r.Context(), "workspace.status", "node:"+n.Name, "", fsm.WorkspaceStatus{
 			Name: ws.Name, Machine: n.Name, State: ws.State, Reason: ws.Reason, HostKey: ws.HostKey})
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		res, err := s.Backend.Apply(r.Context(), c)
-		if err == nil {
-			err = res.Decode(nil)
-		}
 		if err != nil {
 			// A workspace deleted meanwhile, or not this machine's: the rest still counts.
 			s.logf("control: report from %s on %s: %v", n.Name, ws.Name, err)
@@ -140,19 +132,14 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, mk key.Mac
 		Duration: rep.Duration, BytesIn: rep.BytesIn, BytesOut: rep.BytesOut, ExitCode: rep.ExitCode}
 	var payload any = sess
 	op := "ssh.start"
-	if rep.Kind == "end" {
+	actor := rep.User
+	switch rep.Kind {
+	case "end":
 		op, payload = "ssh.end", fsm.SessionEnd{Session: sess, Cast: rep.Cast, CastSize: rep.CastSize, Truncated: rep.Truncated}
+	case "blocked":
+		op, actor = "ssh.block", "node:"+n.Name
 	}
-	c, err := fsm.NewCommand(op, rep.User, rep.From, payload)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	res, err := s.Backend.Apply(r.Context(), c)
-	if err == nil {
-		err = res.Decode(nil)
-	}
-	if err != nil {
+	if err := s.apply(r.Context(), op, actor, rep.From, payload); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}

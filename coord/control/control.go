@@ -120,6 +120,19 @@ func (s *Server) serveNoise(w http.ResponseWriter, r *http.Request) {
 	h2.ServeConn(conn, &http2.ServeConnOpts{Context: r.Context(), BaseConfig: &http.Server{Handler: mux}})
 }
 
+// apply commits one command and returns its error, if any.
+func (s *Server) apply(ctx context.Context, op, actor, source string, payload any) error {
+	c, err := fsm.NewCommand(op, actor, source, payload)
+	if err != nil {
+		return err
+	}
+	res, err := s.Backend.Apply(ctx, c)
+	if err != nil {
+		return err
+	}
+	return res.Decode(nil)
+}
+
 // decode reads a JSON request body.
 func decode(r *http.Request, v any) error {
 	return json.NewDecoder(io.LimitReader(r.Body, maxRequest)).Decode(v)

@@ -203,15 +203,7 @@ func (s *Server) update(ctx context.Context, self *fsm.Node, req *tailcfg.MapReq
 	if u.DiscoKey == self.DiscoKey && slices.Equal(u.Endpoints, self.Endpoints) && u.OS == self.OS && u.HomeDERP == self.HomeDERP {
 		return nil
 	}
-	c, err := fsm.NewCommand("node.update", "node:"+self.Name, "", u)
-	if err != nil {
-		return err
-	}
-	res, err := s.Backend.Apply(ctx, c)
-	if err != nil {
-		return err
-	}
-	return res.Decode(nil)
+	return s.apply(ctx, "node.update", "node:"+self.Name, "", u)
 }
 
 // send writes one map message: a little-endian length, then JSON, zstd-compressed if asked.
