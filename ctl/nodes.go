@@ -2,6 +2,8 @@ package ctl
 
 import (
 	"context"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"meshwork.dev/coord/api"
@@ -14,7 +16,44 @@ var nodeCmd = withAgent(group("node", "Run a workmachine (meshctl node --coord U
 		examples: []string{"meshctl node list"}, run: nodeList},
 	&command{name: "delete", summary: "Remove a machine from the mesh (it is cut off at once)", usage: "NAME",
 		examples: []string{"meshctl node delete old-laptop"}, run: remover("/v1/nodes/", "removed %s from the mesh; its peers drop it with their next map")},
+	&command{name: "shield", summary: "List or lift a workmachine's SSH shield blocks (admins, over the mesh)", usage: "list MACHINE | unblock MACHINE ADDR",
+		examples: []string{"meshctl node shield list wm1", "meshctl node shield unblock wm1 100.64.0.9"}, run: nodeShield},
 ))
+
+// nodeShield asks a workmachine, over the mesh, which addresses its SSH shield blocks, or to
+// lift one block.
+func nodeShield(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	state, socket := daemonPaths(fs)
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	a := fs.Args()
+	switch {
+	case len(a) == 2 && a[0] == "list":
+		var blocks []api.ShieldBlock
+		if err := machineCall(ctx, socketPath(*state, *socket), a[1], "GET", "/v1/shield", &blocks); err != nil {
+			return err
+		}
+		if e.global.json {
+			return e.printJSON(blocks)
+		}
+		if len(blocks) == 0 {
+			return e.printf("%s blocks no address\n", a[1])
+		}
+		var rows [][]string
+		for _, b := range blocks {
+			rows = append(rows, []string{b.Addr, when(&b.Until), strconv.Itoa(b.Failures)})
+		}
+		return e.table("ADDRESS\tUNTIL\tFAILURES", rows)
+	case len(a) == 3 && a[0] == "unblock":
+		if err := machineCall(ctx, socketPath(*state, *socket), a[1], "POST", "/v1/shield/unblock?addr="+url.QueryEscape(a[2]), nil); err != nil {
+			return err
+		}
+		return e.printf("%s no longer blocks %s\n", a[1], a[2])
+	}
+	return usageErrorf("node shield: want list MACHINE or unblock MACHINE ADDR; run 'meshctl node shield --help'")
+}
 
 // withAgent lets the node group also run the workmachine agent.
 func withAgent(g *command) *command {

@@ -105,6 +105,7 @@ func sshOptions(socket, knownHosts string) []string {
 		"-o", fmt.Sprintf("ProxyCommand=%s nc --socket %s %%h %%p", self, socket),
 		"-o", "UserKnownHostsFile=" + knownHosts,
 		"-o", "StrictHostKeyChecking=accept-new",
+		"-o", "ConnectTimeout=15",
 	}
 }
 

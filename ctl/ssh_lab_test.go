@@ -60,7 +60,8 @@ func TestSSH(t *testing.T) {
 	ml := newMeshLab(t)
 	wm := &workmachine{name: "wm1", host: ml.in.PublicHost("wm1"), state: filepath.Join(t.TempDir(), "wm1")}
 	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.key,
-		"--state", wm.state, "--hostname", "wm1", "--tools", staticTools(t))
+		"--state", wm.state, "--hostname", "wm1", "--tools", staticTools(t),
+		"--shield-failures", "3", "--shield-window", "1m", "--shield-block", "1m")
 	t.Cleanup(func() { wm.removeAll(t) })
 	lp := ml.laptop(t, "lp", ml.in.PublicHost("lp"))
 	ml.mustCtl(ml.coord, "ws", "create", "api", "--machine", "wm1", "--image", echoImage)
@@ -152,8 +153,48 @@ func TestSSH(t *testing.T) {
 		t.Fatalf("bob's auth key: %v: %s %s", err, out, errOut)
 	}
 	bob := (&meshLab{coordLab: ml.coordLab, in: ml.in, coord: ml.coord, key: bobAuth.Key}).laptop(t, "bobs", ml.in.PublicHost("bobs"))
-	_, errOut, code = sshRun(bob, nil, ml.meshctl, "ssh", "api", "--", "true")
-	if code == 0 || !strings.Contains(errOut, "Permission denied") {
-		t.Errorf("bob's ssh into admin's workspace: exit %d, %q", code, errOut)
+	bobSSH := func() (string, int) {
+		_, errOut, code := sshRun(bob, nil, ml.meshctl, "ssh", "api", "--", "true")
+		return errOut, code
 	}
+	for i := range 3 {
+		if errOut, code := bobSSH(); code == 0 || !strings.Contains(errOut, "Permission denied") {
+			t.Errorf("bob's ssh %d into admin's workspace: exit %d, %q", i+1, code, errOut)
+		}
+	}
+
+	// Three failures within the window: the shield blocks bob's address (nftables drops his
+	// SSH to the machine's workspaces); the admin sees and lifts the block.
+	start = time.Now()
+	if errOut, code := bobSSH(); code == 0 || strings.Contains(errOut, "Permission denied") {
+		t.Errorf("bob's fourth try reached the SSH server: exit %d, %q", code, errOut)
+	}
+	t.Logf("bob's blocked try gave up after %v", time.Since(start).Round(time.Millisecond))
+	out, errOut, code = sshRun(lp, nil, ml.meshctl, "node", "shield", "list", "wm1")
+	if code != 0 || !strings.Contains(out, bob.host.Addr(ml.in.Net).String()) && !strings.Contains(out, "100.64.") {
+		t.Errorf("node shield list wm1 (exit %d): %s %s", code, out, errOut)
+	}
+	t.Logf("node shield list wm1:\n%s", out)
+	if _, errOut, code := sshRun(lp, nil, ml.meshctl, "node", "shield", "unblock", "wm1", firstField(out)); code != 0 {
+		t.Errorf("node shield unblock: exit %d: %s", code, errOut)
+	}
+	if errOut, code := bobSSH(); !strings.Contains(errOut, "Permission denied") {
+		t.Errorf("after unblock, bob's ssh: exit %d, %q (want the server's refusal again)", code, errOut)
+	}
+	// The audit log says why: bob is known (by his mesh identity) and not the owner.
+	if audit := ml.mustCtl(ml.coord, "audit"); !strings.Contains(audit, "ssh.block") || !strings.Contains(audit, "bob") || !strings.Contains(audit, "not api's owner") {
+		t.Errorf("the audit log lacks the shield's block of bob, and why:\n%s", audit)
+	}
+	if audit := ml.mustCtl(ml.coord, "audit"); !strings.Contains(audit, "ssh.end") {
+		t.Errorf("the audit log lacks the sessions' ends:\n%s", audit)
+	}
+}
+
+// firstField is the first column of a table's first data row.
+func firstField(table string) string {
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) < 2 {
+		return ""
+	}
+	return strings.Fields(lines[1])[0]
 }

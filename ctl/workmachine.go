@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"meshwork.dev/node"
+	"meshwork.dev/node/sshd"
 	"meshwork.dev/workspace/ctrd"
 	"meshwork.dev/workspace/wsnet"
 )
@@ -36,6 +37,10 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 	hostname := fs.String("hostname", "", "the machine's `name` on the mesh (default: its host name)")
 	sock := fs.String("containerd", ctrd.DefaultAddress, "containerd's `socket`")
 	tunName := fs.String("tun", "meshwork0", "`name` of the kernel TUN that carries the mesh")
+	var shield sshd.ShieldConfig
+	fs.IntVar(&shield.MaxFailures, "shield-failures", 5, "failed SSH logins from one address (within --shield-window) that get it blocked; -1: never")
+	fs.DurationVar(&shield.Window, "shield-window", time.Minute, "the window failed SSH logins are counted in")
+	fs.DurationVar(&shield.BlockFor, "shield-block", 10*time.Minute, "how long a blocked address stays blocked")
 	tools := fs.String("tools", "", "`dir`ectory mounted read-only at /.meshwork in workspaces, with a static meshctl for their sftp subsystem (default: this binary, copied to STATE/tools)")
 	if err := e.args(fs, args, 0); err != nil {
 		return err
@@ -57,12 +62,15 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 	if err := wsnet.EnableNAT(*tunName); err != nil {
 		return fmt.Errorf("node: workspace egress: %w", err)
 	}
+	if err := wsnet.EnableShield(); err != nil {
+		return fmt.Errorf("node: ssh shield: %w", err)
+	}
 	if *tools == "" {
 		if *tools, err = copySelf(filepath.Join(*state, "tools")); err != nil {
 			return fmt.Errorf("node: %w", err)
 		}
 	}
-	a := &node.Agent{Node: n, Logf: logf, SSHDir: filepath.Join(*state, "ssh"), NewRuntime: func(machine string) (node.Runtime, error) {
+	a := &node.Agent{Node: n, Logf: logf, SSHDir: filepath.Join(*state, "ssh"), Shield: shield, NewRuntime: func(machine string) (node.Runtime, error) {
 		logf("node: running the workspaces coord wants on %s (containerd at %s)", machine, *sock)
 		return &ctrd.Runtime{Address: *sock, Machine: machine, Dir: filepath.Join(*state, "workspaces"), Tools: *tools, Logf: logf}, nil
 	}}

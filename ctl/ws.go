@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -190,30 +191,53 @@ func wsLogs(ctx context.Context, e *env, args []string) error {
 	if err := e.call(ctx, "GET", "/v1/workspaces/"+url.PathEscape(fs.Arg(0)), nil, &ws); err != nil {
 		return err
 	}
-	sock := socketPath(*state, *socket)
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return node.DialVia(sock, net.JoinHostPort(ws.Machine, strconv.Itoa(node.MachinePort)))
-	}}}
 	q := url.Values{"tail": {strconv.Itoa(*tail)}}
 	if *follow {
 		q.Set("follow", "1")
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+ws.Machine+"/v1/workspaces/"+url.PathEscape(ws.Name)+"/logs?"+q.Encode(), nil)
+	res, err := machineDo(ctx, socketPath(*state, *socket), ws.Machine, "GET", "/v1/workspaces/"+url.PathEscape(ws.Name)+"/logs?"+q.Encode())
 	if err != nil {
-		return err
-	}
-	res, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("ws logs: reaching %s over the mesh: %w", ws.Machine, err)
+		return fmt.Errorf("ws logs: %w", err)
 	}
 	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(res.Body, 4<<10))
-		return fmt.Errorf("ws logs: %s: %s", ws.Machine, strings.TrimSpace(string(b)))
-	}
 	_, err = io.Copy(e.stdout, res.Body)
 	if ctx.Err() != nil {
 		return nil // Ctrl-C ends --follow
 	}
 	return err
+}
+
+// machineDo sends a request to a workmachine's machine API over the mesh, through the local
+// daemon (the machine knows the caller by its mesh identity), and fails on a non-2xx answer.
+func machineDo(ctx context.Context, sock, machine, method, path string) (*http.Response, error) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return node.DialVia(sock, net.JoinHostPort(machine, strconv.Itoa(node.MachinePort)))
+	}}}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+machine+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reaching %s over the mesh: %w", machine, err)
+	}
+	if res.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 4<<10))
+		res.Body.Close()
+		return nil, fmt.Errorf("%s: %s", machine, strings.TrimSpace(string(b)))
+	}
+	return res, nil
+}
+
+// machineCall is machineDo decoding a JSON answer into out (nil: none).
+func machineCall(ctx context.Context, sock, machine, method, path string, out any) error {
+	res, err := machineDo(ctx, sock, machine, method, path)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(res.Body).Decode(out)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/node/sshd"
 	"meshwork.dev/workspace/ctrd"
 )
 
@@ -40,6 +41,9 @@ type Agent struct {
 	// SSHDir, when set, makes the agent serve SSH into its workspaces (port 22 of each one's
 	// address), keeping host keys and recordings there.
 	SSHDir string
+	// Shield says when repeated failed SSH logins from an address get it blocked (nftables
+	// drops its SSH to every workspace here); zero values take sshd's defaults.
+	Shield sshd.ShieldConfig
 	// Logf logs; nil discards.
 	Logf func(format string, args ...any)
 

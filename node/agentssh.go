@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	gossh "golang.org/x/crypto/ssh"
 
@@ -55,13 +56,33 @@ func (a *Agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
 			return wsnet.Listen(c, network, addr)
 		},
 		OnSession: s.queue,
-		Logf:      a.logf,
+		OnAuthFailure: func(f sshd.AuthFailure) {
+			if f.Blocked {
+				s.queueBlock(f)
+			}
+		},
+		Shield: a.shield(),
+		Logf:   a.logf,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.srv = srv
 	return s, nil
+}
+
+// shield is the agent's shield settings with nftables doing the dropping.
+func (a *Agent) shield() sshd.ShieldConfig {
+	c := a.Shield
+	c.Block, c.Unblock = wsnet.Block, wsnet.Unblock
+	return c
+}
+
+// queueBlock tells coord (for the audit log) that an address was blocked.
+func (s *wsSSH) queueBlock(f sshd.AuthFailure) {
+	s.send(api.SessionReport{Kind: "blocked", ID: fmt.Sprintf("block-%s-%d", f.Addr.Addr(), time.Now().UnixNano()),
+		Workspace: f.Workspace, User: f.Identity.User, Node: f.Identity.Node, From: f.Addr.String(), Login: f.Login,
+		Command: f.Reason, Start: time.Now()})
 }
 
 // executor runs SSH sessions through the runtime: the two ExecSpecs are the same shape.
@@ -143,10 +164,14 @@ func (s *wsSSH) queue(ev sshd.SessionEvent) {
 	if ev.Recording != "" {
 		rep.Cast, rep.CastSize, rep.Truncated = compressCast(ev.Recording)
 	}
+	s.send(rep)
+}
+
+func (s *wsSSH) send(rep api.SessionReport) {
 	select {
 	case s.sessions <- rep:
 	default: // coord has been away long enough to fill the queue: the log line must do
-		fmt.Fprintf(os.Stderr, "agent: ssh session %s %s not reported: queue full\n", ev.ID, ev.Kind)
+		fmt.Fprintf(os.Stderr, "agent: ssh %s %s not reported: queue full\n", rep.Kind, rep.ID)
 	}
 }
 

@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -59,7 +61,49 @@ func (a *Agent) machineAPI(rt Runtime, who func(r *http.Request) (string, error)
 		}
 		a.serveLogs(w, r, rt.LogPath(spec.Name))
 	})
+	mux.HandleFunc("GET /v1/shield", func(w http.ResponseWriter, r *http.Request) {
+		if !a.adminCall(w, r, who) {
+			return
+		}
+		out := []api.ShieldBlock{}
+		if a.ssh != nil {
+			for _, b := range a.ssh.srv.Blocked() {
+				out = append(out, api.ShieldBlock{Addr: b.Addr.String(), Until: b.Until, Failures: b.Failures})
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("POST /v1/shield/unblock", func(w http.ResponseWriter, r *http.Request) {
+		if !a.adminCall(w, r, who) {
+			return
+		}
+		addr, err := netip.ParseAddr(r.URL.Query().Get("addr"))
+		if err != nil || a.ssh == nil {
+			http.Error(w, "unblock what? give ?addr=IP of a blocked address (meshctl node shield list)", http.StatusBadRequest)
+			return
+		}
+		if err := a.ssh.srv.Unblock(addr); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return mux
+}
+
+// adminCall answers 401/403 unless an admin is calling.
+func (a *Agent) adminCall(w http.ResponseWriter, r *http.Request, who func(r *http.Request) (string, error)) bool {
+	user, err := who(r)
+	if err != nil {
+		http.Error(w, "who are you? "+err.Error(), http.StatusUnauthorized)
+		return false
+	}
+	if st := a.current(); st == nil || !slices.Contains(st.Admins, user) {
+		http.Error(w, user+" is not an admin: the shield is for admins", http.StatusForbidden)
+		return false
+	}
+	return true
 }
 
 type httpErr struct {

@@ -280,7 +280,7 @@ type WorkspaceReport struct {
 // SessionReport is an agent's word of an SSH session into one of its workspaces (POST
 // /machine/meshwork/session): Kind "start", then "end" with the recording of a PTY session.
 type SessionReport struct {
-	Kind      string        `json:"kind"` // start or end
+	Kind      string        `json:"kind"` // start, end, or blocked (the shield blocked From; Command holds why)
 	ID        string        `json:"id"`
 	Workspace string        `json:"workspace"`
 	User      string        `json:"user"`
@@ -297,6 +297,13 @@ type SessionReport struct {
 	Cast      []byte        `json:"cast,omitempty"` // asciicast v2, gzip-compressed, at most 1 MiB
 	CastSize  int64         `json:"cast_size,omitempty"`
 	Truncated bool          `json:"truncated,omitempty"`
+}
+
+// ShieldBlock is an address a machine's SSH shield blocks (machine API: GET /v1/shield).
+type ShieldBlock struct {
+	Addr     string    `json:"addr"`
+	Until    time.Time `json:"until"`
+	Failures int       `json:"failures"`
 }
 
 // Recording is a recorded SSH session (GET /v1/recordings; the cast itself is at

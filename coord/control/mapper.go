@@ -122,14 +122,19 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 		}
 		res.PeersRemoved = append(res.PeersRemoved, nodeID(id))
 	}
+	users := map[string]bool{}
 	for _, n := range changed {
 		switch {
 		case n.ID == selfID:
 			res.Node = s.tailNode(store, n)
 		case n.NodeKey != "":
 			res.PeersChanged = append(res.PeersChanged, s.tailNode(store, n))
+			users[n.UserID] = true
 		}
 	}
+	// A peer of a user this node has not heard of needs the user's profile too: without it
+	// the node cannot say who is calling from that peer (WhoIs fails).
+	res.UserProfiles = userProfiles(store, users)
 	pol := store.Policy()
 	if pol.Version != st.policy || pol.Version != 0 && (len(changed) > 0 || len(gone) > 0) {
 		// A policy names hosts, so its filter follows the nodes it resolves to.
@@ -143,7 +148,7 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 		res.DNSConfig, st.workspaces = s.dnsConfig(store), w
 	}
 	st.index = now
-	if res.Node == nil && res.PeersChanged == nil && res.PeersRemoved == nil && res.PacketFilter == nil && res.DERPMap == nil && res.DNSConfig == nil {
+	if res.Node == nil && res.PeersChanged == nil && res.PeersRemoved == nil && res.UserProfiles == nil && res.PacketFilter == nil && res.DERPMap == nil && res.DNSConfig == nil {
 		return nil, true
 	}
 	t := time.Now()
@@ -258,12 +263,19 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 		res.Peers = append(res.Peers, s.tailNode(store, n))
 		users[n.UserID] = true
 	}
-	for id := range users {
+	res.UserProfiles = userProfiles(store, users)
+	return res
+}
+
+// userProfiles are the profiles of the users with the given IDs.
+func userProfiles(store *fsm.Store, ids map[string]bool) []tailcfg.UserProfile {
+	var out []tailcfg.UserProfile
+	for id := range ids {
 		if u := store.User(id); u != nil {
-			res.UserProfiles = append(res.UserProfiles, tailcfg.UserProfile{ID: userID(u.ID), LoginName: u.Name, DisplayName: u.Name})
+			out = append(out, tailcfg.UserProfile{ID: userID(u.ID), LoginName: u.Name, DisplayName: u.Name})
 		}
 	}
-	return res
+	return out
 }
 
 // filter is the packet filter every node enforces: everything while no policy is set, else

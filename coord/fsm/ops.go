@@ -25,6 +25,7 @@ var ops = map[string]op{
 	"workspace.status":   {1, workspaceStatus},
 	"ssh.start":          {1, sshStart},
 	"ssh.end":            {1, sshEnd},
+	"ssh.block":          {1, sshBlock},
 	"environment.create": {1, environmentCreate},
 	"environment.set":    {1, environmentSet},
 	"environment.delete": {1, environmentDelete},

@@ -58,6 +58,19 @@ func sshStart(t *tx) (any, string, error) {
 	return nil, "workspace/" + s.Workspace, nil
 }
 
+// sshBlock records that a machine's SSH shield blocked an address (Command holds why).
+func sshBlock(t *tx) (any, string, error) {
+	var s Session
+	if err := t.decode(&s); err != nil {
+		return nil, "", err
+	}
+	if s.Machine == "" || s.From == "" {
+		return nil, "", errorf(CodeInvalid, "a shield block needs its machine and address")
+	}
+	t.detail = fmt.Sprintf("%s blocked SSH from %s (%s)", s.Machine, s.From, s.Command)
+	return nil, "node/" + s.Machine, nil
+}
+
 func sshEnd(t *tx) (any, string, error) {
 	var e SessionEnd
 	if err := t.decode(&e); err != nil {
