@@ -99,7 +99,7 @@ func TestSSH(t *testing.T) {
 
 	// An interactive session on a PTY, typed in; then its recording replays what was typed.
 	out, errOut, code = ssh(strings.NewReader("echo $((6 * 7))\nexit 0\n"), "-tt", "api")
-	if code != 0 || !strings.Contains(out, "42") {
+	if code != 0 || !strings.Contains(out, "42") || !strings.Contains(out, "$ ") {
 		t.Errorf("ssh -tt api: %q %q exit %d", out, errOut, code)
 	}
 	var recs []api.Recording
@@ -114,6 +114,16 @@ func TestSSH(t *testing.T) {
 	})
 	if replay := ml.mustCtl(ml.coord, "ssh", "play", recs[0].ID, "--speed", "1000"); !strings.Contains(replay, "42") || !strings.Contains(replay, "6 * 7") {
 		t.Errorf("replay of %s lacks the typed command and its output:\n%s", recs[0].ID, replay)
+	}
+
+	// ssh -A: the laptop's agent is at $SSH_AUTH_SOCK inside the workspace.
+	agentSock := filepath.Join(lp.state, "agent.sock")
+	lp.host.Start(nil, "ssh-agent", "-D", "-a", agentSock)
+	eventually(t, 10*time.Second, "ssh-agent", func() error { _, err := os.Stat(agentSock); return err })
+	out, errOut, code = sshRun(lp, nil, "env", "SSH_AUTH_SOCK="+agentSock, "ssh", "-F", cfgPath, "-o", "BatchMode=yes", "-A", "api",
+		`test -S "$SSH_AUTH_SOCK" && echo forwarded to $SSH_AUTH_SOCK`)
+	if code != 0 || !strings.HasPrefix(out, "forwarded to /run/meshwork/agent-") {
+		t.Errorf("ssh -A api: %q %q exit %d", out, errOut, code)
 	}
 
 	// scp of 10 MB there and back, byte for byte.

@@ -21,6 +21,7 @@ type Runtime interface {
 	List(ctx context.Context) ([]ctrd.Status, error)
 	LogPath(name string) string
 	Exec(ctx context.Context, name string, s ctrd.ExecSpec) (ctrd.Process, error)
+	SocketDir(name string) string // a host directory the workspace sees at ctrd.SocketsPath
 }
 
 var _ Runtime = (*ctrd.Runtime)(nil)

@@ -213,3 +213,5 @@ func (f *fakeRuntime) Exec(ctx context.Context, name string, s ctrd.ExecSpec) (c
 }
 
 func (c *fakeCoord) session(ctx context.Context, rep *api.SessionReport) error { return nil }
+
+func (f *fakeRuntime) SocketDir(name string) string { return filepath.Join(f.dir, name) }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -55,6 +57,9 @@ func (a *Agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
 			}
 			return wsnet.Listen(c, network, addr)
 		},
+		AgentListen: func(ctx context.Context, ws string) (net.Listener, string, error) {
+			return agentSocket(rt, ws)
+		},
 		OnSession: s.queue,
 		OnAuthFailure: func(f sshd.AuthFailure) {
 			if f.Blocked {
@@ -69,6 +74,25 @@ func (a *Agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
 	}
 	s.srv = srv
 	return s, nil
+}
+
+// agentSocket listens for ssh -A's agent in the workspace's socket directory, for the
+// workspace user, and returns the path processes inside see.
+func agentSocket(rt Runtime, ws string) (net.Listener, string, error) {
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "agent-" + hex.EncodeToString(b) + ".sock"
+	path := filepath.Join(rt.SocketDir(ws), name)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, "", fmt.Errorf("agent forwarding: %w", err)
+	}
+	if err := os.Chown(path, ctrd.UserUID, ctrd.UserUID); err != nil {
+		ln.Close()
+		return nil, "", fmt.Errorf("agent forwarding: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	return ln, ctrd.SocketsPath + "/" + name, nil
 }
 
 // shield is the agent's shield settings with nftables doing the dropping.

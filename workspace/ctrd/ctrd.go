@@ -199,6 +199,13 @@ func (r *Runtime) homeDir(user string) string { return filepath.Join(r.Dir, "hom
 func (r *Runtime) wsDir(name string) string   { return filepath.Join(r.Dir, "workspaces", name) }
 func (r *Runtime) runDir(name string) string  { return filepath.Join(r.Dir, "run", name) }
 
+// SocketsPath is where workspaces see SocketDir: the agent puts sockets there that processes
+// in the workspace connect to (ssh -A's agent).
+const SocketsPath = "/run/meshwork"
+
+// SocketDir is the host directory mounted at SocketsPath in workspace name (created with it).
+func (r *Runtime) SocketDir(name string) string { return filepath.Join(r.runDir(name), "sockets") }
+
 func (r *Runtime) stopGrace() time.Duration {
 	if r.StopGrace > 0 {
 		return r.StopGrace

@@ -18,7 +18,7 @@ const netFile = "net.json"
 // prepareHost makes s's directories, its resolv.conf, hosts and hostname, and its network.
 func (r *Runtime) prepareHost(s Spec) error {
 	run := r.runDir(s.Name)
-	for _, d := range []string{run, filepath.Dir(r.LogPath(s.Name))} {
+	for _, d := range []string{run, filepath.Dir(r.LogPath(s.Name)), r.SocketDir(s.Name)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("prepare: %w", err)
 		}

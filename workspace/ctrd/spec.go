@@ -52,6 +52,7 @@ func (r *Runtime) mounts(s Spec) []specs.Mount {
 		bind(filepath.Join(run, "hostname"), "/etc/hostname"),
 		bind(filepath.Join(run, "passwd"), passwdPath),
 		bind(filepath.Join(run, "group"), groupPath),
+		bind(r.SocketDir(s.Name), SocketsPath),
 	}
 	if r.Tools != "" {
 		ms = append(ms, specs.Mount{Type: "bind", Source: r.Tools, Destination: ToolsPath, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
