@@ -36,7 +36,8 @@ func sshRun(lp *laptop, stdin io.Reader, name string, args ...string) (stdout, s
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := lp.host.Command(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "MESHCTL_SOCKET="+filepath.Join(lp.state, "meshctl.sock"))
+	cmd.Env = append(os.Environ(), "MESHCTL_SOCKET="+filepath.Join(lp.state, "meshctl.sock"),
+		"XDG_CONFIG_HOME="+filepath.Join(lp.state, "config")) // meshctl ssh's known_hosts
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -191,6 +192,21 @@ func TestSSH(t *testing.T) {
 	if errOut, code := bobSSH(); !strings.Contains(errOut, "Permission denied") {
 		t.Errorf("after unblock, bob's ssh: exit %d, %q (want the server's refusal again)", code, errOut)
 	}
+	// A policy whose ssh rules grant bob api lets him in.
+	pol := filepath.Join(t.TempDir(), "policy.hujson")
+	os.WriteFile(pol, []byte(`{
+		"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+		"ssh": [{"action": "accept", "src": ["bob"], "dst": ["api"], "users": ["admin"]}],
+	}`), 0o600)
+	ml.mustCtl(ml.coord, "policy", "set", pol)
+	eventually(t, 20*time.Second, "bob in, by the policy", func() error {
+		out, errOut, code := sshRun(bob, nil, ml.meshctl, "ssh", "admin@api", "--", "id", "-un")
+		if code != 0 || out != "admin\n" {
+			return fmt.Errorf("exit %d: %q %q", code, out, errOut)
+		}
+		return nil
+	})
+
 	// The audit log says why: bob is known (by his mesh identity) and not the owner.
 	if audit := ml.mustCtl(ml.coord, "audit"); !strings.Contains(audit, "ssh.block") || !strings.Contains(audit, "bob") || !strings.Contains(audit, "not api's owner") {
 		t.Errorf("the audit log lacks the shield's block of bob, and why:\n%s", audit)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -225,9 +226,7 @@ type wsWish struct {
 	domain string
 }
 
-func sameWish(a, b *wsWish) bool {
-	return a == nil && b == nil || a != nil && b != nil && *a == *b
-}
+func sameWish(a, b *wsWish) bool { return reflect.DeepEqual(a, b) }
 
 // worker reconciles one workspace, by name, in its own goroutine.
 type worker struct {

@@ -19,6 +19,7 @@ import (
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/node/sshd"
+	"meshwork.dev/policy"
 	"meshwork.dev/workspace/ctrd"
 	"meshwork.dev/workspace/wsnet"
 )
@@ -121,17 +122,25 @@ func (a *Agent) sshWhoIs(ctx context.Context, remote netip.AddrPort) (sshd.Ident
 	return sshd.Identity{User: user, Node: node, Addr: remote}, err
 }
 
-// sshAllow lets a workspace's owner, and admins, in (as the workspace user, or as root).
+// sshAllow lets a workspace's owner and admins in (as the workspace user, or as root), and
+// whoever the policy's ssh rules grant the login.
 func (a *Agent) sshAllow(id sshd.Identity, ws, login string) error {
 	st := a.current()
 	spec := findWorkspace(st, ws)
 	if spec == nil {
 		return fmt.Errorf("no workspace %q on this machine", ws)
 	}
-	if id.User != spec.User && !slices.Contains(st.Admins, id.User) {
-		return fmt.Errorf("%s (%s) is not %s's owner (%s) nor an admin", id.User, id.Node, ws, spec.User)
+	if id.User == spec.User || slices.Contains(st.Admins, id.User) {
+		return nil
 	}
-	return nil
+	grants := make([]policy.SSHGrant, len(spec.SSH))
+	for i, g := range spec.SSH {
+		grants[i] = policy.SSHGrant(g)
+	}
+	if policy.Allows(grants, id.User, login, spec.User) {
+		return nil
+	}
+	return fmt.Errorf("%s (%s) is not %s's owner (%s), nor an admin, nor granted %s by the policy's ssh rules", id.User, id.Node, ws, spec.User, login)
 }
 
 // netConfig is a workspace's network namespace, from what coord says of it.

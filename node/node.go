@@ -64,7 +64,11 @@ func (n *Node) Up(ctx context.Context) (*ipnstate.Status, error) {
 			logf = func(string, ...any) {}
 		}
 		controlURL := n.ControlURL
-		if urls := strings.Split(n.ControlURL, ","); len(urls) > 1 {
+		// Plain-HTTP coords are reached through a loopback proxy even when there is one:
+		// tailscale's client, after a control connection drops soon after the last one was
+		// dialled, insists on port 443 (TLS) for non-private hosts for minutes — a coord
+		// serving HTTP on another port is then out of reach. To loopback it never does.
+		if urls := strings.Split(n.ControlURL, ","); len(urls) > 1 || strings.HasPrefix(urls[0], "http://") {
 			p, u, err := startControlProxy(n.Dir, urls)
 			if err != nil {
 				n.mu.Unlock()

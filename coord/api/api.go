@@ -262,6 +262,15 @@ type WorkspaceSpec struct {
 	CPU     float64 `json:"cpu,omitempty"`
 	Memory  int64   `json:"memory_bytes,omitempty"`
 	Desired string  `json:"desired"`
+	// SSH are the policy's grants for this workspace, besides its owner and the admins.
+	SSH []SSHGrant `json:"ssh,omitempty"`
+}
+
+// SSHGrant lets Users (mesh user names, or "*") log in to a workspace as any of Logins
+// ("root", the workspace's user, or "*").
+type SSHGrant struct {
+	Users  []string `json:"users"`
+	Logins []string `json:"logins"`
 }
 
 // MachineReport is an agent's report of what it observes (POST /machine/meshwork/report).

@@ -14,6 +14,7 @@ import (
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
+	"meshwork.dev/policy"
 )
 
 // stateWait bounds one long poll of a machine's state.
@@ -50,7 +51,7 @@ func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk ke
 	st := s.machineState(store, n.Name)
 	for have != "" && st.Digest == have && ctx.Err() == nil {
 		index = max(index, st.Index)
-		store.WaitIndex(ctx, index, fsm.TableWorkspaces, fsm.TableUsers)
+		store.WaitIndex(ctx, index, fsm.TableWorkspaces, fsm.TableUsers, fsm.TablePolicy)
 		var err error
 		if store, err = s.Backend.Read(r.Context(), ""); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -67,16 +68,22 @@ func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk ke
 
 // machineState is what the machine called name should run, with its digest.
 func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
-	st := &api.MachineState{Index: max(store.TableIndex(fsm.TableWorkspaces), store.TableIndex(fsm.TableUsers)),
+	st := &api.MachineState{Index: max(store.TableIndex(fsm.TableWorkspaces), store.TableIndex(fsm.TableUsers), store.TableIndex(fsm.TablePolicy)),
 		Machine: name, Domain: s.domain(), Admins: []string{}, Workspaces: []api.WorkspaceSpec{}}
 	for _, u := range store.Users() {
 		if u.Role == fsm.RoleAdmin {
 			st.Admins = append(st.Admins, u.Name)
 		}
 	}
+	pol := s.sshPolicy(store)
 	for _, ws := range store.WorkspacesOn(name) {
 		spec := api.WorkspaceSpec{ID: ws.ID, Name: ws.Name, Image: ws.Image, IPv4: ws.IPv4, IPv6: ws.IPv6,
 			CPU: ws.CPU, Memory: ws.MemoryBytes, Desired: ws.Desired}
+		if pol != nil {
+			for _, g := range pol.SSHGrants(ws.Name) {
+				spec.SSH = append(spec.SSH, api.SSHGrant(g))
+			}
+		}
 		if u := store.User(ws.OwnerID); u != nil {
 			spec.User = u.Name
 		}
@@ -86,6 +93,21 @@ func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
 	sum := sha256.Sum256(b)
 	st.Digest = hex.EncodeToString(sum[:12])
 	return st
+}
+
+// sshPolicy is the policy whose ssh rules grant logins, or nil (none set, or one that does
+// not parse: it was checked when set, and grants nothing then).
+func (s *Server) sshPolicy(store *fsm.Store) *policy.Policy {
+	pol := store.Policy()
+	if pol.Text == "" {
+		return nil
+	}
+	p, err := policy.Parse([]byte(pol.Text))
+	if err != nil {
+		s.logf("control: policy version %d: %v; its ssh rules grant nothing", pol.Version, err)
+		return nil
+	}
+	return p
 }
 
 // serveMachineReport records what a machine's agent observes of its workspaces. A machine
