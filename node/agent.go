@@ -64,11 +64,20 @@ type source interface {
 	session(ctx context.Context, rep *api.SessionReport) error
 }
 
-// Run serves until ctx ends; the workspaces stay as they are when it returns.
+// Run serves until ctx ends; the workspaces stay as they are when it returns. A coord that
+// cannot be reached yet is retried: what runs here keeps running meanwhile.
 func (a *Agent) Run(ctx context.Context) error {
-	c, err := a.Node.coord(ctx)
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+	var c *coordClient
+	for fails := 1; ; fails++ {
+		var err error
+		if c, err = a.Node.coord(ctx); err == nil {
+			break
+		}
+		a.logf("agent: %v (retrying in %v)", err, backoff(fails))
+		sleep(ctx, backoff(fails))
+		if ctx.Err() != nil {
+			return nil
+		}
 	}
 	defer c.Close()
 	return a.run(ctx, c, a.Node.AdvertiseRoutes)
