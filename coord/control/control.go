@@ -47,9 +47,13 @@ type Server struct {
 	// Logf logs; nil discards.
 	Logf func(format string, args ...any)
 
-	mu      sync.Mutex             // guards streams and removals
-	streams map[string]int         // open map streams by node ID
-	removal map[string]*time.Timer // pending removals of ephemeral nodes
+	mu      sync.Mutex     // guards streams and removals
+	streams map[string]int // open map streams by node ID
+
+	filterMu sync.Mutex             // guards the compiled filter
+	filterAt filterKey              // the state it was compiled from
+	compiled []tailcfg.FilterRule   // the packet filter as of filterAt
+	removal  map[string]*time.Timer // pending removals of ephemeral nodes
 }
 
 // DeriveKey derives the control Noise key from a secret every replica holds (the cluster

@@ -72,3 +72,31 @@ func TestDeltaIsTheChange(t *testing.T) {
 		t.Errorf("the stream of a deleted node goes on")
 	}
 }
+
+// TestFilterCompiledOncePerChange: every stream gets the one filter compiled for the current
+// policy and nodes; a new node named by the policy makes a new one that includes it.
+func TestFilterCompiledOncePerChange(t *testing.T) {
+	l := &local{f: fsm.New(t.Logf)}
+	l.must(t, "cluster.init", fsm.ClusterInit{ULA: "fd00:1:2::/48"})
+	l.must(t, "user.create", fsm.User{ID: "u", Name: "u", Role: fsm.RoleAdmin})
+	l.must(t, "authkey.create", fsm.AuthKey{ID: "k", UserID: "u", Hash: "h", Reusable: true})
+	join := func(i int) {
+		l.must(t, "node.join", fsm.Join{ID: fmt.Sprint("n", i), Hostname: fmt.Sprint("n", i),
+			MachineKey: fmt.Sprint("mkey:", i), NodeKey: fmt.Sprint("nodekey:", i), AuthKeyID: "k"})
+	}
+	join(0)
+	l.must(t, "policy.set", fsm.Policy{Text: `{"acls": [{"action": "accept", "src": ["n0"], "dst": ["n0:22", "n1:22"]}]}`})
+	s := &Server{Backend: l}
+	store := l.f.Store()
+	first := s.filter(store, nil)
+	if len(first) != 1 {
+		t.Fatalf("filter = %+v, want one rule", first)
+	}
+	if again := s.filter(store, nil); &again[0] != &first[0] {
+		t.Errorf("the filter was compiled again with nothing changed")
+	}
+	join(1)
+	if after := s.filter(store, nil); len(after) != 1 || len(after[0].DstPorts) <= len(first[0].DstPorts) {
+		t.Errorf("before n1 joined: %+v; after: %+v; want n1's addresses added", first, after)
+	}
+}

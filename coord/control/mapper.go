@@ -138,7 +138,7 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 	pol := store.Policy()
 	if pol.Version != st.policy || pol.Version != 0 && (len(changed) > 0 || len(gone) > 0) {
 		// A policy names hosts, so its filter follows the nodes it resolves to.
-		res.PacketFilter = s.filter(store, store.Nodes(""))
+		res.PacketFilter = s.filter(store, nil)
 		st.policy = pol.Version
 	}
 	if d := s.derpMap(); d != st.derp {
@@ -278,13 +278,33 @@ func userProfiles(store *fsm.Store, ids map[string]bool) []tailcfg.UserProfile {
 	return out
 }
 
+// filterKey is the state a packet filter is compiled from: the policy and the nodes it names.
+type filterKey struct{ policy, nodes uint64 }
+
 // filter is the packet filter every node enforces: everything while no policy is set, else
 // the policy's acls. A policy that does not compile (it was checked when set) fails closed.
+// It is compiled once per change of the policy or the nodes, not once per map stream.
+// nodes, when not nil, are the store's nodes (saving a second read).
 func (s *Server) filter(store *fsm.Store, nodes []*fsm.Node) []tailcfg.FilterRule {
 	pol := store.Policy()
 	if pol.Version == 0 || pol.Text == "" {
 		return policy.AllowAll
 	}
+	key := filterKey{pol.Version, store.TableIndex(fsm.TableNodes)}
+	s.filterMu.Lock()
+	defer s.filterMu.Unlock()
+	if s.compiled != nil && s.filterAt == key {
+		return s.compiled
+	}
+	if nodes == nil {
+		nodes = store.Nodes("")
+	}
+	s.compiled, s.filterAt = s.compile(store, pol, nodes), key
+	return s.compiled
+}
+
+// compile turns the policy's acls into a packet filter for the current nodes.
+func (s *Server) compile(store *fsm.Store, pol fsm.Policy, nodes []*fsm.Node) []tailcfg.FilterRule {
 	p, err := policy.Parse([]byte(pol.Text))
 	var rules []tailcfg.FilterRule
 	if err == nil {
