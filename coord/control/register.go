@@ -10,6 +10,7 @@ import (
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 
+	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
 )
@@ -45,7 +46,16 @@ func (s *Server) register(r *http.Request, mk key.MachinePublic, req *tailcfg.Re
 		j.Hostname, j.OS = req.Hostinfo.Hostname, req.Hostinfo.OS
 	}
 	if req.Auth != nil && req.Auth.AuthKey != "" {
-		if j.AuthKeyID, err = checkAuthKey(store, req.Auth.AuthKey); err != nil {
+		j.AuthKeyID, err = checkAuthKey(store, req.Auth.AuthKey)
+		if err != nil {
+			// A key made a moment ago through another replica may not have reached this
+			// one's state yet: look again at the committed state before refusing.
+			if latest, lerr := s.Backend.Read(r.Context(), api.Linearizable); lerr == nil {
+				store = latest
+				j.AuthKeyID, err = checkAuthKey(store, req.Auth.AuthKey)
+			}
+		}
+		if err != nil {
 			return nil, err
 		}
 	} else if known == nil {
