@@ -26,7 +26,7 @@ type openssh struct {
 
 func newOpenSSH(t *testing.T, h *harness) *openssh {
 	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("no OpenSSH client: apt-get install openssh-client")
+		t.Fatal("no OpenSSH client: run scripts/deps.sh (apt-get install openssh-client)")
 	}
 	host, port, _ := net.SplitHostPort(h.addr)
 	kh := filepath.Join(t.TempDir(), "known_hosts")

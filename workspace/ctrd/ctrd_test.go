@@ -38,7 +38,12 @@ var (
 	imageErr  error
 )
 
+// TestMain runs the test binary as TestSurvivesAgentKill's child agent when asked to
+// (childEnv set), else the tests.
 func TestMain(m *testing.M) {
+	if raw := os.Getenv(childEnv); raw != "" {
+		os.Exit(childAgent(raw))
+	}
 	os.Exit(m.Run())
 }
 

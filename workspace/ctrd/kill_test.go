@@ -33,7 +33,7 @@ func TestSurvivesAgentKill(t *testing.T) {
 	e.deleteOnCleanup(e.rt, s)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net=/var/run/netns/"+e.host.Netns(), os.Args[0], "-test.run=^TestChildAgent$")
+	cmd := exec.CommandContext(ctx, "nsenter", "--net=/var/run/netns/"+e.host.Netns(), os.Args[0])
 	cmd.Env = append(os.Environ(), childEnv+"="+string(args))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -71,23 +71,23 @@ func readChildPID(t *testing.T, sc *bufio.Scanner) int {
 	return 0
 }
 
-// TestChildAgent is the child of TestSurvivesAgentKill; it does nothing in a normal run.
-func TestChildAgent(t *testing.T) {
-	raw := os.Getenv(childEnv)
-	if raw == "" {
-		t.Skip("only runs as TestSurvivesAgentKill's child")
-	}
+// childAgent is the child of TestSurvivesAgentKill: it runs the workspace raw describes,
+// prints its PID and waits to be killed.
+func childAgent(raw string) int {
 	var a childArgs
 	if err := json.NewDecoder(strings.NewReader(raw)).Decode(&a); err != nil {
-		t.Fatal(err)
+		fmt.Println(err)
+		return 1
 	}
 	rt := &ctrd.Runtime{Namespace: testNamespace, Machine: a.Machine, Dir: a.Dir}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := rt.Run(ctx, a.Spec, nil)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Println(err)
+		return 1
 	}
 	fmt.Printf("PID %d\n", st.PID)
 	<-ctx.Done() // until killed
+	return 0
 }
