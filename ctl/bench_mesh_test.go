@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,8 +81,7 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 		times = append(times, time.Since(start))
 		run("down", "--state", state)
 	}
-	slices.Sort(times)
-	p50, p95 := times[len(times)/2], times[min(len(times)-1, len(times)*95/100)]
+	p50, p95 := percentiles(times)
 	b.ReportMetric(p50.Seconds(), "s-p50")
 	b.ReportMetric(p95.Seconds(), "s-p95")
 	b.Logf("meshctl up → first TCP connection to a peer, %d runs: p50 %v, p95 %v (target p50 ≤ 1 s)", len(times), p50.Round(time.Millisecond), p95.Round(time.Millisecond))

@@ -28,11 +28,9 @@ func TestReadme(t *testing.T) {
 	lines := walkthrough(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
-	for pkg, name := range map[string]string{"meshwork.dev/ctl/meshctl": "meshctl", "meshwork.dev/scripts/demo": "demo"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v: %s", pkg, err, out)
+	for _, pkg := range []string{"meshwork.dev/ctl/meshctl", "meshwork.dev/scripts/demo"} {
+		if _, err := goBuild(bin, pkg); err != nil {
+			t.Fatal(err)
 		}
 	}
 	state := filepath.Join(dir, "state")

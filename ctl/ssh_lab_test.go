@@ -22,10 +22,8 @@ import (
 // binary that plays meshctl in labs is linked with the race detector's C runtime).
 func staticTools(t testing.TB) string {
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "meshctl"), "meshwork.dev/ctl/meshctl")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building a static meshctl: %v: %s", err, out)
+	if _, err := goBuild(dir, "meshwork.dev/ctl/meshctl"); err != nil {
+		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o755) // the workspace user runs it
 	return dir

@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -89,11 +88,20 @@ func quiet(logf func(string, ...any)) func(string, ...any) {
 }
 
 // copySelf puts a copy of this executable in dir as meshctl (workspaces run it for sftp) and
-// returns dir. A copy, not a link: the binary may be replaced while workspaces mount it.
+// returns dir. A copy, not a link: the binary may be replaced while workspaces mount it. An
+// existing copy of the same size and no older is kept, so a restart costs a stat, not 60 MB.
 func copySelf(dir string) (string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", err
+	}
+	dst := filepath.Join(dir, "meshctl")
+	src, err := os.Stat(self)
+	if err != nil {
+		return "", err
+	}
+	if have, err := os.Stat(dst); err == nil && have.Size() == src.Size() && !have.ModTime().Before(src.ModTime()) {
+		return dir, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -101,10 +109,6 @@ func copySelf(dir string) (string, error) {
 	b, err := os.ReadFile(self)
 	if err != nil {
 		return "", err
-	}
-	dst := filepath.Join(dir, "meshctl")
-	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, b) {
-		return dir, nil
 	}
 	tmp := dst + ".new"
 	if err := os.WriteFile(tmp, b, 0o755); err != nil {

@@ -42,18 +42,29 @@ func importEchoImage(t testing.TB) {
 	}
 }
 
+// goBuild builds a static binary of pkg (CGO off: it runs in any image) into dir and
+// returns its path.
+func goBuild(dir, pkg string) (string, error) {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	build := exec.Command("go", "build", "-o", out, pkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %v: %s", pkg, err, msg)
+	}
+	return out, nil
+}
+
 func buildEchoImage(t testing.TB) error {
 	dir, err := os.MkdirTemp("", "wsecho")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "wsecho"), "meshwork.dev/scripts/wsecho")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building wsecho: %v: %s", err, out)
+	path, err := goBuild(dir, "meshwork.dev/scripts/wsecho")
+	if err != nil {
+		return err
 	}
-	bin, err := os.ReadFile(filepath.Join(dir, "wsecho"))
+	bin, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}

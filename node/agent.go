@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -192,7 +193,7 @@ func (a *Agent) apply(ctx context.Context, rt Runtime, st *api.MachineState, rep
 	for _, w := range st.Workspaces {
 		wanted[w.Name] = true
 		spec := w
-		spec.User = cmpOr(spec.User, "dev")
+		spec.User = cmp.Or(spec.User, "dev")
 		a.worker(ctx, rt, w.Name, reports).set(&wsWish{spec: spec, domain: st.Domain})
 	}
 	a.mu.Lock()
@@ -206,13 +207,6 @@ func (a *Agent) apply(ctx context.Context, rt Runtime, st *api.MachineState, rep
 	for _, w := range gone {
 		w.set(nil)
 	}
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // workspaceRoutes are the single-address prefixes of every workspace on the machine.
@@ -307,7 +301,7 @@ func (a *Agent) work(ctx context.Context, rt Runtime, w *worker, reports chan<- 
 		if wish == nil && done && a.retire(w) {
 			return
 		}
-		next := cmpDur(a.Resync, 10*time.Second)
+		next := cmp.Or(a.Resync, 10*time.Second)
 		if err != nil {
 			fails++
 			next = backoff(fails)
@@ -328,21 +322,13 @@ func (a *Agent) retire(w *worker) bool {
 	return true
 }
 
-func cmpDur(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
-}
-
 // reconcile makes one workspace what its wish says and reports what it then is.
 func (a *Agent) reconcile(ctx context.Context, rt Runtime, name string, wish *wsWish, runID *string, reports chan<- api.WorkspaceReport) error {
-	if wish == nil || (*runID != "" && *runID != wish.spec.ID) || wish.spec.Desired == api.Stopped {
-		if a.ssh != nil {
-			a.ssh.down(name)
-		}
+	gone := wish == nil || (*runID != "" && *runID != wish.spec.ID) // deleted, or replaced by another of its name
+	if a.ssh != nil && (gone || wish.spec.Desired == api.Stopped) {
+		a.ssh.down(name)
 	}
-	if wish == nil || (*runID != "" && *runID != wish.spec.ID) {
+	if gone {
 		if err := rt.Delete(ctx, name); err != nil {
 			return fmt.Errorf("removing: %w", err)
 		}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +34,7 @@ func EnableNAT(meshIf string) error {
 	if err := writeSysctl(host, "net/ipv4/ip_forward", "1"); err != nil {
 		return fmt.Errorf("wsnet nat: %w", err)
 	}
-	return applyNAT(host, func(c *nftables.Conn, t *nftables.Table) {
+	return applyNAT(func(c *nftables.Conn, t *nftables.Table) {
 		ch := c.AddChain(&nftables.Chain{
 			Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
@@ -47,30 +46,22 @@ func EnableNAT(meshIf string) error {
 }
 
 // DisableNAT removes EnableNAT's table; absent is fine. Forwarding stays on (workspaces need it).
-func DisableNAT() error {
-	host, err := currentNS()
-	if err != nil {
-		return fmt.Errorf("wsnet nat: %w", err)
-	}
-	defer host.Close()
-	return applyNAT(host, nil)
-}
+func DisableNAT() error { return applyNAT(nil) }
 
-// applyNAT deletes the table and, with fill, makes it anew, in one transaction.
-func applyNAT(host netns.NsHandle, fill func(*nftables.Conn, *nftables.Table)) error {
-	c, err := nftables.New(nftables.WithNetNSFd(int(host)))
+// applyNAT deletes the table and, with fill, makes it anew, in one transaction, in the
+// calling thread's namespace.
+func applyNAT(fill func(*nftables.Conn, *nftables.Table)) error {
+	err := withNft(func(c *nftables.Conn) error {
+		t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
+		c.AddTable(t) // makes the delete below valid when the table is absent
+		c.DelTable(t)
+		if fill != nil {
+			fill(c, c.AddTable(t))
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("wsnet nat: nftables: %w", err)
-	}
-	defer c.CloseLasting()
-	t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
-	c.AddTable(t) // makes the delete below valid when the table is absent
-	c.DelTable(t)
-	if fill != nil {
-		fill(c, c.AddTable(t))
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("wsnet nat: apply table %s: %w", NATTable, err)
+		return fmt.Errorf("wsnet nat: table %s: %w", NATTable, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -102,4 +103,23 @@ func writeProc(key, value string) error {
 		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
+}
+
+// withNft runs f on an nftables connection in the calling thread's namespace and flushes
+// what it queued as one transaction.
+func withNft(f func(*nftables.Conn) error) error {
+	host, err := currentNS()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(host)))
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	defer c.CloseLasting()
+	if err := f(c); err != nil {
+		return err
+	}
+	return c.Flush()
 }

@@ -22,7 +22,7 @@ var shieldSets = map[bool]string{false: "blocked4", true: "blocked6"}
 // EnableShield makes the shield's table anew (forgetting every block): a chain on the forward
 // hook dropping TCP to port 22 from the blocked sets.
 func EnableShield() error {
-	return withNft(func(c *nftables.Conn) error {
+	return shieldErr(withNft(func(c *nftables.Conn) error {
 		t := &nftables.Table{Name: ShieldTable, Family: nftables.TableFamilyINet}
 		c.AddTable(t)
 		c.DelTable(t)
@@ -40,7 +40,14 @@ func EnableShield() error {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: shieldRule(set, v6)})
 		}
 		return nil
-	})
+	}))
+}
+
+func shieldErr(err error) error {
+	if err != nil {
+		return fmt.Errorf("wsnet shield: %w", err)
+	}
+	return nil
 }
 
 // shieldRule: meta nfproto P; saddr @set; meta l4proto tcp; tcp dport 22; tcp flags & (syn|ack)
@@ -87,33 +94,12 @@ func Unblock(addr netip.Addr) error {
 
 func shieldElement(addr netip.Addr, f func(*nftables.Conn, *nftables.Set, []byte) error) error {
 	addr = addr.Unmap()
-	return withNft(func(c *nftables.Conn) error {
+	return shieldErr(withNft(func(c *nftables.Conn) error {
 		t := &nftables.Table{Name: ShieldTable, Family: nftables.TableFamilyINet}
 		set, err := c.GetSetByName(t, shieldSets[addr.Is6()])
 		if err != nil {
 			return fmt.Errorf("the shield is not enabled: %w", err)
 		}
 		return f(c, set, addr.AsSlice())
-	})
-}
-
-// withNft runs f on an nftables connection in the calling thread's namespace and flushes.
-func withNft(f func(*nftables.Conn) error) error {
-	host, err := currentNS()
-	if err != nil {
-		return fmt.Errorf("wsnet shield: %w", err)
-	}
-	defer host.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(host)))
-	if err != nil {
-		return fmt.Errorf("wsnet shield: nftables: %w", err)
-	}
-	defer c.CloseLasting()
-	if err := f(c); err != nil {
-		return fmt.Errorf("wsnet shield: %w", err)
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("wsnet shield: %w", err)
-	}
-	return nil
+	}))
 }
