@@ -97,11 +97,11 @@ func (b *backend) applyOnce(ctx context.Context, rep *replica.Replica, data []by
 }
 
 func (b *backend) applyLocal(rep *replica.Replica, data []byte) (*fsm.Result, error) {
-	f := rep.Raft().Apply(data, 5*time.Second)
-	if err := f.Error(); err != nil {
+	resp, err := rep.Apply(data, 5*time.Second)
+	if err != nil {
 		return nil, err
 	}
-	res, ok := f.Response().(*fsm.Result)
+	res, ok := resp.(*fsm.Result)
 	if !ok {
 		return nil, errors.New("apply: no result")
 	}

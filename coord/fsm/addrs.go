@@ -39,7 +39,7 @@ func allocate(t *tx, owner string) (v4, v6 netip.Addr, err error) {
 		a = next
 	}
 	for range ipam.Size {
-		if first[addrLease](t.Txn, tAddrs, "id", a.String()) == nil {
+		if get[addrLease](t, tAddrs, "id", a.String()) == nil {
 			t.put(tAddrs, &addrLease{Addr: a.String(), Owner: owner})
 			t.put(tMeta, &metaRow{Key: "next-addr", Value: ipam.Next(a).String()})
 			return a, ipam.IPv6(ula, a), nil
@@ -51,7 +51,7 @@ func allocate(t *tx, owner string) (v4, v6 netip.Addr, err error) {
 
 // release frees an address leased by allocate.
 func release(t *tx, v4 string) {
-	if l := first[addrLease](t.Txn, tAddrs, "id", v4); l != nil {
+	if l := get[addrLease](t, tAddrs, "id", v4); l != nil {
 		t.del(tAddrs, l)
 	}
 }

@@ -13,11 +13,11 @@ func workspaceConnect(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	old := first[Workspace](t.Txn, tWorkspaces, "name", req.Workspace)
+	old := get[Workspace](t, tWorkspaces, "name", req.Workspace)
 	if old == nil {
 		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Workspace)
 	}
-	if req.Env != "" && first[Environment](t.Txn, tEnvs, "name", req.Env) == nil {
+	if req.Env != "" && get[Environment](t, tEnvs, "name", req.Env) == nil {
 		return nil, "", errorf(CodeNotFound, "no environment %q (see meshctl env list)", req.Env)
 	}
 	w := *old
@@ -34,16 +34,16 @@ func environmentCreate(t *tx) (any, string, error) {
 	if err := ValidName("environment", e.Name); err != nil {
 		return nil, "", err
 	}
-	if first[Environment](t.Txn, tEnvs, "name", e.Name) != nil {
+	if get[Environment](t, tEnvs, "name", e.Name) != nil {
 		return nil, "", errorf(CodeConflict, "environment %q already exists", e.Name)
 	}
-	if e.ID == "" || first[Environment](t.Txn, tEnvs, "id", e.ID) != nil {
+	if e.ID == "" || get[Environment](t, tEnvs, "id", e.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "environment %q: missing or duplicate ID", e.Name)
 	}
-	if first[User](t.Txn, tUsers, "id", e.OwnerID) == nil {
+	if get[User](t, tUsers, "id", e.OwnerID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", e.OwnerID)
 	}
-	if first[Node](t.Txn, tNodes, "name", e.Machine) == nil {
+	if get[Node](t, tNodes, "name", e.Machine) == nil {
 		return nil, "", errorf(CodeNotFound, "no machine %q: see meshctl node list for the machines on the mesh", e.Machine)
 	}
 	if len(e.Services) == 0 {
@@ -64,7 +64,7 @@ func environmentSet(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	old := first[Environment](t.Txn, tEnvs, "name", req.Name)
+	old := get[Environment](t, tEnvs, "name", req.Name)
 	if old == nil {
 		return nil, "", errorf(CodeNotFound, "no environment %q", req.Name)
 	}
@@ -82,7 +82,7 @@ func environmentDelete(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	e := first[Environment](t.Txn, tEnvs, "name", req.Name)
+	e := get[Environment](t, tEnvs, "name", req.Name)
 	if e == nil {
 		return nil, "", errorf(CodeNotFound, "no environment %q", req.Name)
 	}
@@ -103,7 +103,7 @@ func interceptCreate(t *tx) (any, string, error) {
 	if err := t.decode(&ic); err != nil {
 		return nil, "", err
 	}
-	e := first[Environment](t.Txn, tEnvs, "name", ic.Env)
+	e := get[Environment](t, tEnvs, "name", ic.Env)
 	if e == nil {
 		return nil, "", errorf(CodeNotFound, "no environment %q (see meshctl env list)", ic.Env)
 	}
@@ -117,14 +117,14 @@ func interceptCreate(t *tx) (any, string, error) {
 	if err := validPort("workspace port", ic.WorkspacePort); err != nil {
 		return nil, "", err
 	}
-	if first[Workspace](t.Txn, tWorkspaces, "name", ic.Workspace) == nil {
+	if get[Workspace](t, tWorkspaces, "name", ic.Workspace) == nil {
 		return nil, "", errorf(CodeNotFound, "no workspace %q", ic.Workspace)
 	}
 	ic.Target = fmt.Sprintf("%s/%s:%d", ic.Env, ic.Service, ic.Port)
-	if prev := first[Intercept](t.Txn, tIntercepts, "target", ic.Target); prev != nil {
+	if prev := get[Intercept](t, tIntercepts, "target", ic.Target); prev != nil {
 		return nil, "", errorf(CodeConflict, "%s is already intercepted to %s:%d (intercept %s)", ic.Target, prev.Workspace, prev.WorkspacePort, prev.ID)
 	}
-	if ic.ID == "" || first[Intercept](t.Txn, tIntercepts, "id", ic.ID) != nil {
+	if ic.ID == "" || get[Intercept](t, tIntercepts, "id", ic.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "intercept: missing or duplicate ID")
 	}
 	ic.CreatedAt = t.c.Time
@@ -164,7 +164,7 @@ func interceptDelete(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	ic := first[Intercept](t.Txn, tIntercepts, "id", req.ID)
+	ic := get[Intercept](t, tIntercepts, "id", req.ID)
 	if ic == nil {
 		return nil, "", errorf(CodeNotFound, "no intercept %q", req.ID)
 	}

@@ -57,6 +57,7 @@ type op struct {
 // tx is a command being applied: its write transaction, the command and its log index.
 type tx struct {
 	*memdb.Txn
+	b      *batch
 	c      *Command
 	index  uint64
 	wrote  bool   // an op must not fail once it has written
@@ -80,12 +81,14 @@ func (t *tx) decode(v any) error {
 
 var errNewerPayload = errors.New("payload from a newer version")
 
-// put inserts or replaces obj in table and records the table's change index.
+// put inserts or replaces obj in table and records the table's change index. Ops write
+// through put and del only (get relies on it).
 func (t *tx) put(table string, obj any) {
 	t.wrote = true
 	if n, ok := obj.(*Node); ok {
 		n.ModifyIndex = t.index
 	}
+	t.b.note(table, obj, true)
 	must(t.Insert(table, obj))
 	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
 }
@@ -96,6 +99,7 @@ func (t *tx) del(table string, obj any) {
 	if n, ok := obj.(*Node); ok {
 		must(t.Insert(tGone, &NodeGone{ID: n.ID, Index: t.index}))
 	}
+	t.b.note(table, obj, false)
 	must(t.Delete(table, obj))
 	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
 }
@@ -139,16 +143,24 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	f.store.mu.Lock()
 	defer f.store.mu.Unlock()
-	txn := f.store.db.Txn(true)
-	defer txn.Abort()
+	b := newBatch(f.store.db)
+	defer b.txn.Abort()
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			out[i] = f.applyOne(txn, l.Index, l.Data)
+			out[i] = f.applyOne(b, l.Index, l.Data)
 		} else {
 			out[i] = &Result{Index: l.Index}
 		}
 	}
-	txn.Commit()
+	// Pruning once per batch leaves the state each entry's own pruning would have: it is
+	// monotone, and nothing in a batch reads what it removes (lookups check the window).
+	if b.audited > 0 {
+		f.pruneAudit(b.txn, b.audited)
+	}
+	if b.remembered > 0 {
+		pruneIdem(b.txn, b.remembered)
+	}
+	b.txn.Commit()
 	f.applied.Store(logs[len(logs)-1].Index)
 	return out
 }
@@ -157,7 +169,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // AppliedIndex runs ahead: it counts entries handed to the FSM, not yet applied.)
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
-func (f *FSM) applyOne(txn *memdb.Txn, index uint64, data []byte) *Result {
+func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 	if f.unsupported.Load() {
 		// Past a command we could not apply, applying later ones would build a state that
 		// differs from the other replicas'. Stand still until upgraded.
@@ -172,11 +184,11 @@ func (f *FSM) applyOne(txn *memdb.Txn, index uint64, data []byte) *Result {
 		return f.refuse(index, "command %s v%d is newer than this replica understands", c.Op, c.V)
 	}
 	if c.IdemKey != "" {
-		if prev := first[idemEntry](txn, tIdem, "id", c.IdemKey); prev != nil {
-			return &prev.Result
+		if prev := b.seen(c.IdemKey, index); prev != nil {
+			return prev
 		}
 	}
-	t := &tx{Txn: txn, c: &c, index: index}
+	t := &tx{Txn: b.txn, b: b, c: &c, index: index}
 	value, object, err := o.apply(t)
 	res := &Result{Index: index}
 	if errors.Is(err, errNewerPayload) {
@@ -189,15 +201,17 @@ func (f *FSM) applyOne(txn *memdb.Txn, index uint64, data []byte) *Result {
 		res.Err = asError(err)
 		return res
 	}
+	if c.Op == "restore" {
+		b.restored, b.idem, b.written = true, nil, nil
+	}
 	if value != nil {
 		res.Value, err = json.Marshal(value)
 		must(err)
 	}
-	must(txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source, Detail: t.detail}))
-	f.pruneAudit(txn, index)
+	must(b.txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source, Detail: t.detail}))
+	b.audited = index
 	if c.IdemKey != "" {
-		must(txn.Insert(tIdem, &idemEntry{Key: c.IdemKey, Index: index, Result: *res}))
-		pruneIdem(txn, index)
+		b.remember(c.IdemKey, index, res)
 	}
 	return res
 }
@@ -209,8 +223,8 @@ func (f *FSM) refuse(index uint64, format string, args ...any) *Result {
 	return &Result{Index: index, Err: err}
 }
 
-// pruneAudit drops the oldest audit event once it is AuditKeep entries behind index: each
-// write removes at most the one that fell out of the window, so the log stays bounded.
+// pruneAudit drops the audit events that are AuditKeep entries or more behind index, so the
+// log stays bounded.
 func (f *FSM) pruneAudit(txn *memdb.Txn, index uint64) {
 	keep := f.AuditKeep
 	if keep == 0 {
@@ -225,7 +239,8 @@ func (f *FSM) pruneAudit(txn *memdb.Txn, index uint64) {
 	}
 }
 
-// idemWindow is how many log entries an idempotency key is remembered for.
+// idemWindow is how many log entries an idempotency key is remembered for: a command at
+// index i finds the entry made at j if j+idemWindow >= i.
 const idemWindow = 100_000
 
 func pruneIdem(txn *memdb.Txn, index uint64) {

@@ -25,17 +25,17 @@ func nodeJoin(t *tx) (any, string, error) {
 	if j.MachineKey == "" || j.NodeKey == "" {
 		return nil, "", errorf(CodeInvalid, "join: machine and node keys are required")
 	}
-	if old := first[Node](t.Txn, tNodes, "machine", j.MachineKey); old != nil {
+	if old := get[Node](t, tNodes, "machine", j.MachineKey); old != nil {
 		return rejoin(t, old, j)
 	}
-	if other := first[Node](t.Txn, tNodes, "nodekey", j.NodeKey); other != nil {
+	if other := get[Node](t, tNodes, "nodekey", j.NodeKey); other != nil {
 		return nil, "", errorf(CodeConflict, "node key already used by node %q", other.Name)
 	}
 	ak, err := useAuthKey(t, j.AuthKeyID)
 	if err != nil {
 		return nil, "", err
 	}
-	if j.ID == "" || first[Node](t.Txn, tNodes, "id", j.ID) != nil {
+	if j.ID == "" || get[Node](t, tNodes, "id", j.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "join: missing or duplicate ID")
 	}
 	name := freeName(t, Label(j.Hostname))
@@ -55,7 +55,7 @@ func nodeJoin(t *tx) (any, string, error) {
 
 // rejoin updates a known machine: a new node key (rotation, or a restart with fresh state).
 func rejoin(t *tx, old *Node, j Join) (any, string, error) {
-	if other := first[Node](t.Txn, tNodes, "nodekey", j.NodeKey); other != nil && other.ID != old.ID {
+	if other := get[Node](t, tNodes, "nodekey", j.NodeKey); other != nil && other.ID != old.ID {
 		return nil, "", errorf(CodeConflict, "node key already used by node %q", other.Name)
 	}
 	n := *old
@@ -69,7 +69,7 @@ func rejoin(t *tx, old *Node, j Join) (any, string, error) {
 
 // useAuthKey checks, at the command's time, that auth key id may register one more machine.
 func useAuthKey(t *tx, id string) (*AuthKey, error) {
-	ak := first[AuthKey](t.Txn, tAuthKeys, "id", id)
+	ak := get[AuthKey](t, tAuthKeys, "id", id)
 	switch {
 	case id == "" || ak == nil:
 		return nil, errorf(CodeInvalid, "an auth key is required to join: create one with meshctl authkey create")
@@ -130,7 +130,7 @@ func nodeUpdate(t *tx) (any, string, error) {
 	if err := t.decode(&u); err != nil {
 		return nil, "", err
 	}
-	old := first[Node](t.Txn, tNodes, "nodekey", u.NodeKey)
+	old := get[Node](t, tNodes, "nodekey", u.NodeKey)
 	if old == nil {
 		return nil, "", errorf(CodeNotFound, "no node with key %s", u.NodeKey)
 	}

@@ -59,10 +59,10 @@ func userCreate(t *tx) (any, string, error) {
 	if u.Role != RoleAdmin && u.Role != RoleMember {
 		return nil, "", errorf(CodeInvalid, "role %q: use admin or member", u.Role)
 	}
-	if first[User](t.Txn, tUsers, "name", u.Name) != nil {
+	if get[User](t, tUsers, "name", u.Name) != nil {
 		return nil, "", errorf(CodeConflict, "user %q already exists", u.Name)
 	}
-	if u.ID == "" || first[User](t.Txn, tUsers, "id", u.ID) != nil {
+	if u.ID == "" || get[User](t, tUsers, "id", u.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "user %q: missing or duplicate ID", u.Name)
 	}
 	u.CreatedAt = t.c.Time
@@ -75,7 +75,7 @@ func userDelete(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	u := first[User](t.Txn, tUsers, "name", req.Name)
+	u := get[User](t, tUsers, "name", req.Name)
 	if u == nil {
 		return nil, "", errorf(CodeNotFound, "no user %q", req.Name)
 	}
@@ -113,10 +113,10 @@ func apikeyCreate(t *tx) (any, string, error) {
 	if err := t.decode(&k); err != nil {
 		return nil, "", err
 	}
-	if first[User](t.Txn, tUsers, "id", k.UserID) == nil {
+	if get[User](t, tUsers, "id", k.UserID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", k.UserID)
 	}
-	if k.ID == "" || k.Hash == "" || first[APIKey](t.Txn, tAPIKeys, "id", k.ID) != nil {
+	if k.ID == "" || k.Hash == "" || get[APIKey](t, tAPIKeys, "id", k.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "API key: missing or duplicate ID, or no hash")
 	}
 	k.CreatedAt, k.RevokedAt = t.c.Time, nil
@@ -129,7 +129,7 @@ func apikeyRevoke(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	old := first[APIKey](t.Txn, tAPIKeys, "id", req.ID)
+	old := get[APIKey](t, tAPIKeys, "id", req.ID)
 	if old == nil {
 		return nil, "", errorf(CodeNotFound, "no API key %q", req.ID)
 	}
@@ -146,10 +146,10 @@ func authkeyCreate(t *tx) (any, string, error) {
 	if err := t.decode(&k); err != nil {
 		return nil, "", err
 	}
-	if first[User](t.Txn, tUsers, "id", k.UserID) == nil {
+	if get[User](t, tUsers, "id", k.UserID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", k.UserID)
 	}
-	if k.ID == "" || k.Hash == "" || first[AuthKey](t.Txn, tAuthKeys, "id", k.ID) != nil {
+	if k.ID == "" || k.Hash == "" || get[AuthKey](t, tAuthKeys, "id", k.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "auth key: missing or duplicate ID, or no hash")
 	}
 	for _, tag := range k.Tags {
@@ -182,7 +182,7 @@ func authkeyRevoke(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	old := first[AuthKey](t.Txn, tAuthKeys, "id", req.ID)
+	old := get[AuthKey](t, tAuthKeys, "id", req.ID)
 	if old == nil {
 		return nil, "", errorf(CodeNotFound, "no auth key %q", req.ID)
 	}
@@ -205,10 +205,10 @@ func nodeRegister(t *tx) (any, string, error) {
 	if err := nameFree(t, n.Name); err != nil {
 		return nil, "", err
 	}
-	if n.ID == "" || first[Node](t.Txn, tNodes, "id", n.ID) != nil {
+	if n.ID == "" || get[Node](t, tNodes, "id", n.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "node %q: missing or duplicate ID", n.Name)
 	}
-	if first[User](t.Txn, tUsers, "id", n.UserID) == nil {
+	if get[User](t, tUsers, "id", n.UserID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", n.UserID)
 	}
 	v4, v6, err := allocate(t, "node/"+n.Name)
@@ -223,10 +223,10 @@ func nodeRegister(t *tx) (any, string, error) {
 // nameFree checks that name is taken by neither a node nor a workspace: both are
 // NAME.<domain> on the mesh.
 func nameFree(t *tx, name string) error {
-	if first[Node](t.Txn, tNodes, "name", name) != nil {
+	if get[Node](t, tNodes, "name", name) != nil {
 		return errorf(CodeConflict, "the name %q is taken by a node (nodes and workspaces share the mesh's DNS names)", name)
 	}
-	if first[Workspace](t.Txn, tWorkspaces, "name", name) != nil {
+	if get[Workspace](t, tWorkspaces, "name", name) != nil {
 		return errorf(CodeConflict, "the name %q is taken by a workspace (nodes and workspaces share the mesh's DNS names)", name)
 	}
 	return nil
@@ -237,7 +237,7 @@ func nodeDelete(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	n := first[Node](t.Txn, tNodes, "name", req.Name)
+	n := get[Node](t, tNodes, "name", req.Name)
 	if n == nil {
 		return nil, "", errorf(CodeNotFound, "no node %q", req.Name)
 	}
@@ -263,13 +263,13 @@ func workspaceCreate(t *tx) (any, string, error) {
 	if err := nameFree(t, w.Name); err != nil {
 		return nil, "", err
 	}
-	if w.ID == "" || first[Workspace](t.Txn, tWorkspaces, "id", w.ID) != nil {
+	if w.ID == "" || get[Workspace](t, tWorkspaces, "id", w.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "workspace %q: missing or duplicate ID", w.Name)
 	}
-	if first[User](t.Txn, tUsers, "id", w.OwnerID) == nil {
+	if get[User](t, tUsers, "id", w.OwnerID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", w.OwnerID)
 	}
-	if first[Node](t.Txn, tNodes, "name", w.Machine) == nil {
+	if get[Node](t, tNodes, "name", w.Machine) == nil {
 		return nil, "", errorf(CodeNotFound, "no machine %q: see meshctl node list for the machines on the mesh", w.Machine)
 	}
 	if w.Image == "" {
@@ -306,7 +306,7 @@ func workspaceSet(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	old := first[Workspace](t.Txn, tWorkspaces, "name", req.Name)
+	old := get[Workspace](t, tWorkspaces, "name", req.Name)
 	if old == nil {
 		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
 	}
@@ -324,7 +324,7 @@ func workspaceDelete(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	w := first[Workspace](t.Txn, tWorkspaces, "name", req.Name)
+	w := get[Workspace](t, tWorkspaces, "name", req.Name)
 	if w == nil {
 		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
 	}
@@ -340,7 +340,7 @@ func workspaceDelete(t *tx) (any, string, error) {
 // touchNode marks a machine changed: the addresses it routes (its workspaces') are part of
 // what its peers learn of it, so their map streams send it again.
 func touchNode(t *tx, name string) {
-	if n := first[Node](t.Txn, tNodes, "name", name); n != nil {
+	if n := get[Node](t, tNodes, "name", name); n != nil {
 		c := *n
 		t.put(tNodes, &c)
 	}
@@ -363,7 +363,7 @@ func workspaceStatus(t *tx) (any, string, error) {
 	if err := t.decode(&req); err != nil {
 		return nil, "", err
 	}
-	old := first[Workspace](t.Txn, tWorkspaces, "name", req.Name)
+	old := get[Workspace](t, tWorkspaces, "name", req.Name)
 	if old == nil {
 		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
 	}
@@ -393,7 +393,7 @@ func policySet(t *tx) (any, string, error) {
 	if err := t.decode(&p); err != nil {
 		return nil, "", err
 	}
-	old := first[policyRow](t.Txn, tPolicy, "id", "policy")
+	old := get[policyRow](t, tPolicy, "id", "policy")
 	p.Version = 1
 	if old != nil {
 		p.Version = old.Policy.Version + 1

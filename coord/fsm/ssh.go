@@ -85,7 +85,7 @@ func sshEnd(t *tx) (any, string, error) {
 	t.detail = fmt.Sprintf("session %s: %s from %s as %s, %v, %d bytes in, %d out, exit %d",
 		e.ID, e.User, e.Node, e.Login, e.Duration.Round(time.Millisecond), e.BytesIn, e.BytesOut, e.ExitCode)
 	if len(e.Cast) > 0 {
-		if first[Recording](t.Txn, tRecordings, "id", e.ID) != nil {
+		if get[Recording](t, tRecordings, "id", e.ID) != nil {
 			return nil, "", errorf(CodeConflict, "session %s already has a recording", e.ID)
 		}
 		t.put(tRecordings, &Recording{Session: e.Session, Seq: t.index, Cast: e.Cast, CastSize: e.CastSize, Truncated: e.Truncated})
@@ -98,7 +98,7 @@ func checkSession(t *tx, s *Session) error {
 	if s.ID == "" || s.Workspace == "" {
 		return errorf(CodeInvalid, "a session needs an ID and a workspace")
 	}
-	w := first[Workspace](t.Txn, tWorkspaces, "name", s.Workspace)
+	w := get[Workspace](t, tWorkspaces, "name", s.Workspace)
 	if w == nil {
 		return errorf(CodeNotFound, "no workspace %q", s.Workspace)
 	}
@@ -129,6 +129,6 @@ func pruneRecordings(t *tx) {
 		all = append(all, v)
 	}
 	for _, v := range all[:max(len(all)-MaxRecordings, 0)] {
-		must(t.Delete(tRecordings, v))
+		t.del(tRecordings, v)
 	}
 }

@@ -17,6 +17,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/migrate"
 
 	"meshwork.dev/coord/peer"
 )
@@ -51,13 +54,17 @@ type FSM interface {
 
 // Replica is a running Raft node. Make it with Open.
 type Replica struct {
-	cfg   Config
-	fsm   FSM
-	id    *peer.Identity
-	tr    *peer.Transport
-	raft  *raft.Raft
-	logs  *raftboltdb.BoltStore
-	fresh bool // this process bootstrapped a new cluster
+	cfg  Config
+	fsm  FSM
+	id   *peer.Identity
+	tr   *peer.Transport
+	raft *raft.Raft
+	prop *proposer
+
+	wal     *wal.WAL // the Raft log
+	walMeta *metadb.BoltMetaDB
+	stable  *raftboltdb.BoltStore // term and vote
+	fresh   bool                  // this process bootstrapped a new cluster
 
 	joinPeers []string // cluster addresses of the members, when joining
 
@@ -106,16 +113,14 @@ func Open(ctx context.Context, cfg Config, fsm FSM) (*Replica, error) {
 }
 
 func (r *Replica) start(ctx context.Context, fsm FSM) error {
-	var err error
-	r.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(r.cfg.StateDir, "raft", "raft.db")})
-	if err != nil {
-		return fmt.Errorf("replica: raft log: %w", err)
+	if err := r.openStores(ctx); err != nil {
+		return err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(r.cfg.StateDir, "raft"), 2, r.hclog("snapshots"))
 	if err != nil {
 		return fmt.Errorf("replica: snapshots: %w", err)
 	}
-	hasState, err := raft.HasExistingState(r.logs, r.logs, snaps)
+	hasState, err := raft.HasExistingState(r.wal, r.stable, snaps)
 	if err != nil {
 		return err
 	}
@@ -132,13 +137,14 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 		Stream: r.tr.RaftLayer(), MaxPool: 4, Timeout: 5 * time.Second, Logger: r.hclog("net"),
 	})
 	// The leader reads back what it just wrote to replicate it: keep recent entries in memory.
-	cache, err := raft.NewLogCache(4096, r.logs)
+	cache, err := raft.NewLogCache(4096, r.wal)
 	if err != nil {
 		return err
 	}
-	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.hclog("raft")), fsm, cache, r.logs, snaps, nt); err != nil {
+	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.hclog("raft")), fsm, cache, r.stable, snaps, nt); err != nil {
 		return fmt.Errorf("replica: raft: %w", err)
 	}
+	r.prop = &proposer{raft: r.raft, depth: 2}
 	switch {
 	case hasState:
 		r.cfg.Logf("replica %s: restarted from %s", r.cfg.ID, r.cfg.StateDir)
@@ -157,6 +163,43 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	return nil
 }
 
+// openStores opens the Raft log, an append-only write-ahead log (raft-wal: one fsync per
+// write, where BoltDB's copy-on-write tree takes two and rewrites pages; the log store was
+// most of a replica's CPU per admin write), and the stable store for term and vote
+// (raft-boltdb). A state directory from before the WAL keeps its log in the Bolt file: it
+// is copied over once, then dropped there.
+func (r *Replica) openStores(ctx context.Context) error {
+	dir := filepath.Join(r.cfg.StateDir, "raft")
+	var err error
+	if r.stable, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")}); err != nil {
+		return fmt.Errorf("replica: stable store: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
+		return err
+	}
+	r.walMeta = &metadb.BoltMetaDB{} // the WAL's Close leaves it open: Close closes it
+	if r.wal, err = wal.Open(filepath.Join(dir, "wal"), wal.WithMetaStore(r.walMeta),
+		wal.WithSegmentSize(16<<20), wal.WithLogger(r.hclog("wal"))); err != nil {
+		return fmt.Errorf("replica: raft log: %w", err)
+	}
+	old, err := r.stable.LastIndex()
+	if err != nil || old == 0 {
+		return err
+	}
+	if last, err := r.wal.LastIndex(); err != nil || last != 0 {
+		return err
+	}
+	first, err := r.stable.FirstIndex()
+	if err != nil {
+		return err
+	}
+	r.cfg.Logf("replica %s: moving the Raft log (entries %d to %d) from raft.db to the write-ahead log", r.cfg.ID, first, old)
+	if err := migrate.CopyLogs(ctx, r.wal, r.stable, 4<<20, nil); err != nil {
+		return fmt.Errorf("replica: moving the Raft log to the write-ahead log: %w", err)
+	}
+	return r.stable.DeleteRange(first, old)
+}
+
 // Bootstrapped reports whether this process made a new cluster (and so must create its
 // first admin).
 func (r *Replica) Bootstrapped() bool { return r.fresh }
@@ -166,6 +209,12 @@ func (r *Replica) ID() string { return r.cfg.ID }
 
 // Raft is the underlying Raft node, for status and metrics.
 func (r *Replica) Raft() *raft.Raft { return r.raft }
+
+// Apply commits a log entry through Raft on this replica, which must lead, and returns the
+// FSM's response. Concurrent calls are committed in groups.
+func (r *Replica) Apply(data []byte, timeout time.Duration) (any, error) {
+	return r.prop.apply(data, timeout)
+}
 
 // Transport is the coord-to-coord transport, for the caller's RPC methods.
 func (r *Replica) Transport() *peer.Transport { return r.tr }
@@ -179,8 +228,14 @@ func (r *Replica) Close() error {
 		if r.tr != nil {
 			r.tr.Close()
 		}
-		if r.logs != nil {
-			r.logs.Close()
+		if r.wal != nil {
+			r.wal.Close()
+		}
+		if r.walMeta != nil {
+			r.walMeta.Close()
+		}
+		if r.stable != nil {
+			r.stable.Close()
 		}
 	})
 	return r.closeErr

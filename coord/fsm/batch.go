@@ -1,0 +1,128 @@
+package fsm
+
+import (
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// batch is the state of one ApplyBatch. A read through a memdb write transaction of an index
+// it has changed throws away the transaction's cache of copied radix nodes (iradix's Clone),
+// so the next write copies its whole path again: with a lookup before every write, each
+// command paid for copying paths as if it had a transaction of its own. Ops therefore look
+// rows up with get, which reads what the batch wrote from its own map and everything else
+// from the state the batch started from, never through the write transaction.
+type batch struct {
+	txn    *memdb.Txn
+	before *memdb.Txn // the state the batch started from, read-only
+
+	// written maps a unique index value of a row put or deleted in this batch to the row,
+	// nil once deleted: "table\x00index\x00value".
+	written map[string]any
+	// restored: a restore replaced the whole state; read through txn from then on.
+	restored bool
+
+	idem       map[string]idemEntry // idempotency keys recorded in this batch
+	audited    uint64               // index of the batch's last audit event
+	remembered uint64               // index of the batch's last idempotency entry
+}
+
+func newBatch(db *memdb.MemDB) *batch {
+	return &batch{txn: db.Txn(true), before: db.Txn(false), written: map[string]any{}}
+}
+
+// get returns the row of table whose unique string index is value, as the command sees the
+// state: with every earlier write of its batch.
+func get[T any](t *tx, table, index, value string) *T {
+	b := t.b
+	if b.restored {
+		return first[T](t.Txn, table, index, value)
+	}
+	if v, ok := b.written[table+"\x00"+index+"\x00"+value]; ok {
+		row, _ := v.(*T)
+		return row
+	}
+	return first[T](b.before, table, index, value)
+}
+
+// note records a row put (present) or deleted in table, under each of its unique indexes.
+// A put replacing a row with the same ID first drops the old row's values (a new node key,
+// say, frees the old one).
+func (b *batch) note(table string, row any, present bool) {
+	if b.restored {
+		return
+	}
+	if present {
+		if id, ok := uniqueValue(table, "id", row); ok {
+			if old := b.row(table, id); old != nil {
+				b.mark(table, old, nil)
+			}
+		}
+		b.mark(table, row, row)
+		return
+	}
+	b.mark(table, row, nil)
+}
+
+// row is the row of table with ID id, as the batch sees it.
+func (b *batch) row(table, id string) any {
+	if v, ok := b.written[table+"\x00id\x00"+id]; ok {
+		return v
+	}
+	v, _ := b.before.First(table, "id", id)
+	return v
+}
+
+func (b *batch) mark(table string, row, v any) {
+	for name, idx := range schema.Tables[table].Indexes {
+		if !idx.Unique {
+			continue
+		}
+		if val, ok := uniqueValue(table, name, row); ok {
+			b.written[table+"\x00"+name+"\x00"+val] = v
+		}
+	}
+}
+
+// uniqueValue is row's value in a string index of table, as get is asked for it.
+func uniqueValue(table, index string, row any) (string, bool) {
+	idx, ok := schema.Tables[table].Indexes[index].Indexer.(*memdb.StringFieldIndex)
+	if !ok {
+		return "", false
+	}
+	found, val, err := idx.FromObject(row)
+	if err != nil || !found {
+		return "", false
+	}
+	return strings.TrimSuffix(string(val), "\x00"), true
+}
+
+// seen returns the result recorded for an idempotency key within the window before index.
+func (b *batch) seen(key string, index uint64) *Result {
+	e, ok := b.idem[key]
+	if !ok {
+		src := b.before
+		if b.restored {
+			src = b.txn
+		}
+		prev := first[idemEntry](src, tIdem, "id", key)
+		if prev == nil {
+			return nil
+		}
+		e = *prev
+	}
+	if e.Index+idemWindow < index {
+		return nil
+	}
+	return &e.Result
+}
+
+func (b *batch) remember(key string, index uint64, res *Result) {
+	if b.idem == nil {
+		b.idem = map[string]idemEntry{}
+	}
+	e := idemEntry{Key: key, Index: index, Result: *res}
+	b.idem[key] = e
+	must(b.txn.Insert(tIdem, &e))
+	b.remembered = index
+}
