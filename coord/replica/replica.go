@@ -18,8 +18,10 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/migrate"
+	"github.com/hashicorp/raft-wal/segment"
 
 	"meshwork.dev/coord/peer"
 )
@@ -174,11 +176,13 @@ func (r *Replica) openStores(ctx context.Context) error {
 	if r.stable, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")}); err != nil {
 		return fmt.Errorf("replica: stable store: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
+	walDir := filepath.Join(dir, "wal")
+	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return err
 	}
 	r.walMeta = &metadb.BoltMetaDB{} // the WAL's Close leaves it open: Close closes it
-	if r.wal, err = wal.Open(filepath.Join(dir, "wal"), wal.WithMetaStore(r.walMeta),
+	if r.wal, err = wal.Open(walDir, wal.WithMetaStore(r.walMeta),
+		wal.WithSegmentFiler(segment.NewFiler(walDir, datasyncFS{fs.New()})),
 		wal.WithSegmentSize(16<<20), wal.WithLogger(r.hclog("wal"))); err != nil {
 		return fmt.Errorf("replica: raft log: %w", err)
 	}
