@@ -141,8 +141,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 // writes nothing (ops check everything before they write), so sharing the transaction is safe.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	f.store.mu.Lock()
-	defer f.store.mu.Unlock()
+	// Shared: memdb serializes writers and readers see the last commit, so only Restore,
+	// which swaps the database, needs mu to itself. (Held exclusively here, every API
+	// request's key lookup waited for the batch being applied.)
+	f.store.mu.RLock()
+	defer f.store.mu.RUnlock()
 	b := newBatch(f.store.db)
 	defer b.txn.Abort()
 	for i, l := range logs {
