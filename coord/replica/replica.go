@@ -165,10 +165,10 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	return nil
 }
 
-// openStores opens the Raft log, an append-only write-ahead log (raft-wal: one fsync per
-// write, where BoltDB's copy-on-write tree takes two and rewrites pages; the log store was
-// most of a replica's CPU per admin write), and the stable store for term and vote
-// (raft-boltdb). A state directory from before the WAL keeps its log in the Bolt file: it
+// openStores opens the Raft log, an append-only write-ahead log (raft-wal: one sync per
+// append, where BoltDB's copy-on-write tree takes two and rewrites pages; BoltDB's commits
+// were the largest share of a replica's CPU per admin write), and the stable store for term
+// and vote (raft-boltdb). A state directory from before the WAL keeps its log in the Bolt file: it
 // is copied over once, then dropped there.
 func (r *Replica) openStores(ctx context.Context) error {
 	dir := filepath.Join(r.cfg.StateDir, "raft")
