@@ -86,7 +86,7 @@ func (b *batch) mark(table string, row, v any) {
 
 // uniqueValue is row's value in a string index of table, as get is asked for it.
 func uniqueValue(table, index string, row any) (string, bool) {
-	idx, ok := schema.Tables[table].Indexes[index].Indexer.(*memdb.StringFieldIndex)
+	idx, ok := schema.Tables[table].Indexes[index].Indexer.(*stringField)
 	if !ok {
 		return "", false
 	}

@@ -8,44 +8,10 @@ import (
 	"io"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 )
-
-// Command is one change, as the leader proposes it. Time is set by the proposer, never read
-// from the clock in Apply, so every replica computes the same state.
-type Command struct {
-	Op      string          `json:"op"` // "user.create", ...
-	V       int             `json:"v"`  // version of Op's payload
-	Actor   string          `json:"actor"`
-	Source  string          `json:"source,omitempty"`
-	Time    time.Time       `json:"time"`
-	IdemKey string          `json:"idem,omitempty"` // Idempotency-Key of the request
-	Data    json.RawMessage `json:"data"`
-}
-
-// format is the first byte of every log entry this package writes.
-const format = 'J'
-
-// Encode makes a log entry of c.
-func (c *Command) Encode() ([]byte, error) {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return nil, err
-	}
-	return append([]byte{format}, b...), nil
-}
-
-// NewCommand builds a command with data marshalled as its payload, at version 1.
-func NewCommand(op, actor, source string, data any) (*Command, error) {
-	b, err := json.Marshal(data)
-	if err != nil {
-		return nil, err
-	}
-	return &Command{Op: op, V: 1, Actor: actor, Source: source, Time: time.Now().UTC(), Data: b}, nil
-}
 
 // An op applies one kind of command inside a write transaction and returns the object to
 // answer with and its name for the audit log.
@@ -178,8 +144,8 @@ func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 		// differs from the other replicas'. Stand still until upgraded.
 		return &Result{Index: index, Err: errorf(CodeUnsupported, "this replica stopped at a command it does not understand; upgrade it")}
 	}
-	var c Command
-	if len(data) == 0 || data[0] != format || json.Unmarshal(data[1:], &c) != nil {
+	c, err := decodeCommand(data)
+	if err != nil {
 		return f.refuse(index, "log entry %d is not a command this build can read", index)
 	}
 	o, ok := ops[c.Op]
@@ -191,7 +157,7 @@ func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 			return prev
 		}
 	}
-	t := &tx{Txn: b.txn, b: b, c: &c, index: index}
+	t := &tx{Txn: b.txn, b: b, c: c, index: index}
 	value, object, err := o.apply(t)
 	res := &Result{Index: index}
 	if errors.Is(err, errNewerPayload) {
