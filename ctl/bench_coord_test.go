@@ -221,11 +221,13 @@ type run struct {
 
 func (r run) perSec() float64 { return float64(len(r.lat)) / r.elapsed.Seconds() }
 
+func (r run) cpuPerWrite() time.Duration { return r.cpu / time.Duration(len(r.lat)) }
+
 func (r run) String() string {
 	slices.Sort(r.lat)
 	return fmt.Sprintf("%.0f writes/s (p50 %v, p99 %v, %v CPU/write)", r.perSec(),
 		r.lat[len(r.lat)/2].Round(10*time.Microsecond), r.lat[len(r.lat)*99/100].Round(10*time.Microsecond),
-		(r.cpu / time.Duration(len(r.lat))).Round(time.Microsecond))
+		r.cpuPerWrite().Round(time.Microsecond))
 }
 
 // cpuTime is the CPU time (user and system) the cluster's processes have used so far.
@@ -310,6 +312,8 @@ func BenchmarkAdminWrites(b *testing.B) {
 			b.ReportMetric(m.perSec(), "writes/s")
 			b.ReportMetric(r.perSec(), "rqlite-writes/s")
 			b.ReportMetric(ratio, "x-rqlite")
+			b.ReportMetric(float64(m.cpuPerWrite().Microseconds()), "cpu-µs/write")
+			b.ReportMetric(float64(r.cpuPerWrite().Microseconds()), "rqlite-cpu-µs/write")
 			b.Logf("%d clients, %d writes in %d rounds: meshwork %v; rqlite %v; ratio %.2f×", clients, len(m.lat), rounds, m, r, ratio)
 		})
 	}
