@@ -22,6 +22,7 @@ type batch struct {
 	// restored: a restore replaced the whole state; read through txn from then on.
 	restored bool
 
+	tables     map[string]uint64    // the index of each table's last change in this batch
 	idem       map[string]idemEntry // idempotency keys recorded in this batch
 	audited    uint64               // index of the batch's last audit event
 	remembered uint64               // index of the batch's last idempotency entry
@@ -95,6 +96,13 @@ func uniqueValue(table, index string, row any) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSuffix(string(val), "\x00"), true
+}
+
+func (b *batch) changed(table string, index uint64) {
+	if b.tables == nil {
+		b.tables = map[string]uint64{}
+	}
+	b.tables[table] = index
 }
 
 // seen returns the result recorded for an idempotency key within the window before index.

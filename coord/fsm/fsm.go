@@ -47,7 +47,8 @@ func (t *tx) decode(v any) error {
 
 var errNewerPayload = errors.New("payload from a newer version")
 
-// put inserts or replaces obj in table and records the table's change index. Ops write
+// put inserts or replaces obj in table and records the table's change index (at the end of
+// the batch: only its last change counts). Ops write
 // through put and del only (get relies on it).
 func (t *tx) put(table string, obj any) {
 	t.wrote = true
@@ -56,10 +57,10 @@ func (t *tx) put(table string, obj any) {
 	}
 	t.b.note(table, obj, true)
 	must(t.Insert(table, obj))
-	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
+	t.b.changed(table, t.index)
 }
 
-// del removes obj from table and records the table's change index.
+// del removes obj from table and records the table's change index, as put does.
 func (t *tx) del(table string, obj any) {
 	t.wrote = true
 	if n, ok := obj.(*Node); ok {
@@ -67,7 +68,7 @@ func (t *tx) del(table string, obj any) {
 	}
 	t.b.note(table, obj, false)
 	must(t.Delete(table, obj))
-	must(t.Insert(tIndex, &tableIndex{Table: table, Index: t.index}))
+	t.b.changed(table, t.index)
 }
 
 // FSM applies the Raft log to a Store. It implements raft.FSM and raft.BatchingFSM.
@@ -129,6 +130,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	if b.remembered > 0 {
 		pruneIdem(b.txn, b.remembered)
 	}
+	for table, index := range b.tables {
+		must(b.txn.Insert(tIndex, &tableIndex{Table: table, Index: index}))
+	}
 	b.txn.Commit()
 	f.applied.Store(logs[len(logs)-1].Index)
 	return out
@@ -171,7 +175,7 @@ func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 		return res
 	}
 	if c.Op == "restore" {
-		b.restored, b.idem, b.written = true, nil, nil
+		b.restored, b.idem, b.written, b.tables = true, nil, nil, nil // it set every table's index
 	}
 	if value != nil {
 		res.Value, err = json.Marshal(value)
