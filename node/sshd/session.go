@@ -44,7 +44,11 @@ type session struct {
 	size   [2]uint16     // guarded by procMu: the latest terminal size
 	rec    *recorder     // nil unless recording; its own lock
 	exited chan struct{} // closed when the process has exited (or never started)
-	code   int           // exit code, written before exited closes
+	// replied is closed once the request that started the process has its reply: a process
+	// that exits at once must not close the channel first (the client's exec would fail
+	// with EOF instead of giving the exit status).
+	replied chan struct{}
+	code    int // exit code, written before exited closes
 
 	wg       sync.WaitGroup // the process's goroutines
 	bytesIn  atomic.Int64
@@ -68,11 +72,15 @@ func (s *Server) handleSession(ctx gliderssh.Context, conn *gossh.ServerConn, nc
 	if err != nil {
 		return
 	}
-	ss := &session{s: s, ch: ch, conn: conn, workspace: workspace, exited: make(chan struct{}), code: -1}
+	ss := &session{s: s, ch: ch, conn: conn, workspace: workspace, exited: make(chan struct{}), replied: make(chan struct{}), code: -1}
 	ss.ev = SessionEvent{ID: newID(), Identity: identityOf(ctx), Workspace: workspace, Login: conn.User()}
 	sctx, cancel := context.WithCancel(ctx) // the process's; ends with the session
 	for req := range reqs {
+		starting := !ss.started
 		req.Reply(ss.request(sctx, req), nil)
+		if starting && ss.started {
+			close(ss.replied) // now the process's exit may close the channel
+		}
 	}
 	ss.hangup()
 	cancel()
@@ -250,6 +258,7 @@ func (ss *session) wait(proc Process, stdin *io.PipeWriter) {
 	ss.code = code
 	close(ss.exited)
 	stdin.Close()
+	<-ss.replied
 	ss.ch.CloseWrite()
 	if code < 0 {
 		code = 255

@@ -152,6 +152,23 @@ func exitStatus(t *testing.T, err error) int {
 	return ee.ExitStatus()
 }
 
+// TestQuickExitStillAnswers: a command that exits at once still gets its exec request
+// answered and its exit status sent, every time (the channel used to close first now and then,
+// and the client's Run failed with EOF).
+func TestQuickExitStillAnswers(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.client("dev")
+	for i := range 300 {
+		sess, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := exitStatus(t, sess.Run("exit 3")); got != 3 {
+			t.Fatalf("run %d: exit status %d, want 3", i, got)
+		}
+	}
+}
+
 func TestExecKeepsStreamsApartAndReturnsExitCode(t *testing.T) {
 	h := newHarness(t, nil)
 	sess, err := h.client("dev").NewSession()
