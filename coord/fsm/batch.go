@@ -54,7 +54,7 @@ func (b *batch) note(table string, row any, present bool) {
 		return
 	}
 	if present {
-		if id, ok := uniqueValue(table, "id", row); ok {
+		if id, ok := stringValue(schema.Tables[table].Indexes["id"], row); ok {
 			if old := b.row(table, id); old != nil {
 				b.mark(table, old, nil)
 			}
@@ -79,15 +79,15 @@ func (b *batch) mark(table string, row, v any) {
 		if !idx.Unique {
 			continue
 		}
-		if val, ok := uniqueValue(table, name, row); ok {
+		if val, ok := stringValue(idx, row); ok {
 			b.written[table+"\x00"+name+"\x00"+val] = v
 		}
 	}
 }
 
-// uniqueValue is row's value in a string index of table, as get is asked for it.
-func uniqueValue(table, index string, row any) (string, bool) {
-	idx, ok := schema.Tables[table].Indexes[index].Indexer.(*stringField)
+// stringValue is row's value in a string index, as get is asked for it.
+func stringValue(index *memdb.IndexSchema, row any) (string, bool) {
+	idx, ok := index.Indexer.(*stringField)
 	if !ok {
 		return "", false
 	}
@@ -96,6 +96,12 @@ func uniqueValue(table, index string, row any) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSuffix(string(val), "\x00"), true
+}
+
+// replaced says the state was replaced whole (a restore): what the batch remembered of its
+// writes no longer holds, and lookups read through txn from then on.
+func (b *batch) replaced() {
+	b.restored, b.written, b.idem = true, nil, nil
 }
 
 func (b *batch) changed(table string, index uint64) {

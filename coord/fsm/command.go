@@ -92,18 +92,11 @@ type entryReader struct {
 	bad bool
 }
 
-func (r *entryReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+func (r *entryReader) uvarint() uint64 { return next(r, binary.Uvarint) }
+func (r *entryReader) varint() int64   { return next(r, binary.Varint) }
 
-func (r *entryReader) varint() int64 {
-	v, n := binary.Varint(r.b)
+func next[T uint64 | int64](r *entryReader, read func([]byte) (T, int)) T {
+	v, n := read(r.b)
 	if n <= 0 {
 		r.bad = true
 		return 0

@@ -174,9 +174,6 @@ func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 		res.Err = asError(err)
 		return res
 	}
-	if c.Op == "restore" {
-		b.restored, b.idem, b.written, b.tables = true, nil, nil, nil // it set every table's index
-	}
 	if value != nil {
 		res.Value, err = json.Marshal(value)
 		must(err)

@@ -325,6 +325,7 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 	add("node.join", Join{ID: "nb", Hostname: "b", MachineKey: "mkey:b", NodeKey: "nodekey:1", AuthKeyID: "many"})  // key in use
 	add("node.join", Join{ID: "na2", Hostname: "a", MachineKey: "mkey:a", NodeKey: "nodekey:2", AuthKeyID: "many"}) // a rotates
 	add("node.join", Join{ID: "nb", Hostname: "b", MachineKey: "mkey:b", NodeKey: "nodekey:1", AuthKeyID: "many"})  // now free
+	early := len(cmds)                                                                                              // the state before the workspaces and keys, restored below
 	for i := range 3 {
 		add("workspace.create", Workspace{ID: fmt.Sprint("w", i), Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
 		add("workspace.set", WorkspaceState{"dev", Stopped})
@@ -338,6 +339,9 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 	retry(0)
 	retry(1)
 	retry(0) // a retry: the first answer again, no second key
+	add("restore-early", nil)
+	retry(1)                                                                                                // the key is new again
+	add("workspace.create", Workspace{ID: "w10", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"}) // and the name free
 	for i := range MaxRecordings + 3 {
 		s.ID = fmt.Sprint("s", i%(MaxRecordings+1)) // the first ID comes back once it was pruned
 		add("ssh.end", SessionEnd{Session: s, Cast: []byte("gz")})
@@ -351,16 +355,22 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 
 	// The log, its entries made once so every run applies the same bytes.
 	var logs []*raft.Log
-	var backup []byte
+	restore := func(upTo int) *raft.Log { // a restore of the state one-by-one had after logs[:upTo]
+		h := newHarness(t)
+		h.f.AuditKeep = 40
+		for _, l := range logs[:upTo] {
+			h.f.Apply(l)
+		}
+		backup := snapshotBytes(t, h.f.Store())
+		return entry(t, len(logs)+1, "restore", Restore{Snapshot: base64.StdEncoding.EncodeToString(backup)}, "")
+	}
 	for i, c := range cmds {
-		if i == len(cmds)/2 { // a restore midway, of the state as one-by-one had it there
-			h := newHarness(t)
-			h.f.AuditKeep = 40
-			for _, l := range logs {
-				h.f.Apply(l)
-			}
-			backup = snapshotBytes(t, h.f.Store())
-			logs = append(logs, entry(t, len(logs)+1, "restore", Restore{Snapshot: base64.StdEncoding.EncodeToString(backup)}, ""))
+		if i == len(cmds)/2 { // a restore midway, of the state there
+			logs = append(logs, restore(len(logs)))
+		}
+		if c.op == "restore-early" { // a restore of an older state, right after writes it undoes
+			logs = append(logs, restore(early))
+			continue
 		}
 		logs = append(logs, entry(t, len(logs)+1, c.op, c.data, c.idem))
 	}

@@ -424,6 +424,7 @@ func restore(t *tx) (any, string, error) {
 		return nil, "", err // records the schema refuses: refuse before writing anything
 	}
 	t.wrote = true
+	t.b.replaced() // the writes below go around put and del
 	for _, tbl := range dataTables {
 		_, err := t.DeleteAll(tbl, "id")
 		must(err)
@@ -432,7 +433,7 @@ func restore(t *tx) (any, string, error) {
 		must(t.Insert(r.table, r.obj))
 	}
 	for _, tbl := range dataTables[:len(dataTables)-1] {
-		must(t.Insert(tIndex, &tableIndex{Table: tbl, Index: t.index}))
+		t.b.changed(tbl, t.index)
 	}
 	return nil, "cluster/state", nil
 }
