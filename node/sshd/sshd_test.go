@@ -118,6 +118,16 @@ func (h *harness) client(login string) *gossh.Client {
 	return c
 }
 
+// session opens a session on a new connection as login.
+func (h *harness) session(login string) *gossh.Session {
+	h.t.Helper()
+	sess, err := h.client(login).NewSession()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return sess
+}
+
 // endEvent waits for the end of session n (counting from 0).
 func (h *harness) endEvent(n int) SessionEvent {
 	h.t.Helper()
@@ -171,13 +181,10 @@ func TestQuickExitStillAnswers(t *testing.T) {
 
 func TestExecKeepsStreamsApartAndReturnsExitCode(t *testing.T) {
 	h := newHarness(t, nil)
-	sess, err := h.client("dev").NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess := h.session("dev")
 	var stdout, stderr bytes.Buffer
 	sess.Stdout, sess.Stderr = &stdout, &stderr
-	err = sess.Run("echo out; echo err >&2; exit 3")
+	err := sess.Run("echo out; echo err >&2; exit 3")
 	if got := exitStatus(t, err); got != 3 {
 		t.Errorf("exit status %d, want 3", got)
 	}
@@ -197,10 +204,7 @@ func TestExecKeepsStreamsApartAndReturnsExitCode(t *testing.T) {
 
 func TestStdinEOFReachesProcess(t *testing.T) {
 	h := newHarness(t, nil)
-	sess, err := h.client("dev").NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess := h.session("dev")
 	sess.Stdin = strings.NewReader("typed input")
 	out, err := sess.Output("cat; echo; echo done")
 	if err != nil {
@@ -288,10 +292,7 @@ func TestKilledProcessReportsSignal(t *testing.T) {
 
 func TestPTYSessionIsRecorded(t *testing.T) {
 	h := newHarness(t, nil)
-	sess, err := h.client("dev").NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess := h.session("dev")
 	if err := sess.RequestPty("xterm-256color", 40, 100, gossh.TerminalModes{gossh.ECHO: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -481,10 +482,7 @@ func TestHostKeyIsStableAcrossServers(t *testing.T) {
 
 func TestCloseEndsRunningSessions(t *testing.T) {
 	h := newHarness(t, nil)
-	sess, err := h.client("dev").NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess := h.session("dev")
 	stdout, _ := sess.StdoutPipe()
 	if err := sess.Start("echo ready; exec sleep 60"); err != nil {
 		t.Fatal(err)
