@@ -25,24 +25,10 @@ func TestShield(t *testing.T) {
 	if err := wm.Do(wsnet.EnableShield); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := wsnet.Listen(c, "tcp", ":22")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // answers once the client has said something
-				defer conn.Close()
-				conn.Read(make([]byte, 1))
-				conn.Write([]byte("SSH-2.0-test\r\n"))
-			}()
-		}
-	}()
+	serveInside(t, c, ":22", func(conn net.Conn) { // answers once the client has said something
+		conn.Read(make([]byte, 1))
+		conn.Write([]byte("SSH-2.0-test\r\n"))
+	})
 	reach := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

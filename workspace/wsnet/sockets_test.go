@@ -16,21 +16,7 @@ func TestSockets(t *testing.T) {
 	_, h := newHost(t)
 	c := testConfig(t)
 	setup(t, h, c)
-	ln, err := wsnet.Listen(c, "tcp", ":22")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Write([]byte("inside"))
-			conn.Close()
-		}
-	}()
+	serveInside(t, c, ":22", func(conn net.Conn) { conn.Write([]byte("inside")) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	fromHost, err := h.DialContext(ctx, "tcp", c.IPv4.String()+":22")
@@ -51,4 +37,26 @@ func TestSockets(t *testing.T) {
 	if _, err := wsnet.Listen(wsnet.Config{Netns: "mwt-nonesuch"}, "tcp", ":22"); err == nil {
 		t.Errorf("Listen in a missing namespace worked")
 	}
+}
+
+// serveInside listens on addr in c's workspace namespace until the test ends and hands each
+// connection to handle, closing it after.
+func serveInside(t *testing.T, c wsnet.Config, addr string, handle func(net.Conn)) {
+	ln, err := wsnet.Listen(c, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				handle(conn)
+			}()
+		}
+	}()
 }
