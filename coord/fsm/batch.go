@@ -13,6 +13,7 @@ import (
 // rows up with get, which reads what the batch wrote from its own map and everything else
 // from the state the batch started from, never through the write transaction.
 type batch struct {
+	f      *FSM
 	txn    *memdb.Txn
 	before *memdb.Txn // the state the batch started from, read-only
 
@@ -22,14 +23,13 @@ type batch struct {
 	// restored: a restore replaced the whole state; read through txn from then on.
 	restored bool
 
-	tables     map[string]uint64    // the index of each table's last change in this batch
-	idem       map[string]idemEntry // idempotency keys recorded in this batch
-	audited    uint64               // index of the batch's last audit event
-	remembered uint64               // index of the batch's last idempotency entry
+	tables     map[string]uint64 // the index of each table's last change in this batch
+	audited    uint64            // index of the batch's last audit event
+	remembered uint64            // index of the batch's last idempotency entry
 }
 
-func newBatch(db *memdb.MemDB) *batch {
-	return &batch{txn: db.Txn(true), before: db.Txn(false), written: map[string]any{}}
+func newBatch(f *FSM, db *memdb.MemDB) *batch {
+	return &batch{f: f, txn: db.Txn(true), before: db.Txn(false), written: map[string]any{}}
 }
 
 // get returns the row of table whose unique string index is value, as the command sees the
@@ -101,7 +101,7 @@ func stringValue(index *memdb.IndexSchema, row any) (string, bool) {
 // replaced says the state was replaced whole (a restore): what the batch remembered of its
 // writes no longer holds, and lookups read through txn from then on.
 func (b *batch) replaced() {
-	b.restored, b.written, b.idem = true, nil, nil
+	b.restored, b.written = true, nil
 }
 
 func (b *batch) changed(table string, index uint64) {
@@ -109,34 +109,4 @@ func (b *batch) changed(table string, index uint64) {
 		b.tables = map[string]uint64{}
 	}
 	b.tables[table] = index
-}
-
-// seen returns the result recorded for an idempotency key within the window before index.
-func (b *batch) seen(key string, index uint64) *Result {
-	e, ok := b.idem[key]
-	if !ok {
-		src := b.before
-		if b.restored {
-			src = b.txn
-		}
-		prev := first[idemEntry](src, tIdem, "id", key)
-		if prev == nil {
-			return nil
-		}
-		e = *prev
-	}
-	if e.Index+idemWindow < index {
-		return nil
-	}
-	return &e.Result
-}
-
-func (b *batch) remember(key string, index uint64, res *Result) {
-	if b.idem == nil {
-		b.idem = map[string]idemEntry{}
-	}
-	e := idemEntry{Key: key, Index: index, Result: *res}
-	b.idem[key] = e
-	must(b.txn.Insert(tIdem, &e))
-	b.remembered = index
 }

@@ -78,7 +78,9 @@ type FSM struct {
 	AuditKeep uint64
 
 	store       *Store
-	applied     atomic.Uint64 // index of the last log entry applied to the store
+	hist        history               // as the FSM has written it; the store has it as of the last batch
+	keys        map[string]*idemEntry // hist.idem by key
+	applied     atomic.Uint64         // index of the last log entry applied to the store
 	unsupported atomic.Bool
 	logf        func(string, ...any)
 }
@@ -88,7 +90,7 @@ func New(logf func(string, ...any)) *FSM {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &FSM{store: newStore(), logf: logf}
+	return &FSM{store: newStore(), keys: map[string]*idemEntry{}, logf: logf}
 }
 
 // Store is the state the FSM keeps.
@@ -108,12 +110,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 // writes nothing (ops check everything before they write), so sharing the transaction is safe.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	// Shared: memdb serializes writers and readers see the last commit, so only Restore,
-	// which swaps the database, needs mu to itself. (Held exclusively here, every API
-	// request's key lookup waited for the batch being applied.)
-	f.store.mu.RLock()
-	defer f.store.mu.RUnlock()
-	b := newBatch(f.store.db)
+	b := newBatch(f, f.store.current())
 	defer b.txn.Abort()
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
@@ -124,16 +121,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	// Pruning once per batch leaves the state each entry's own pruning would have: it is
 	// monotone, and nothing in a batch reads what it removes (lookups check the window).
-	if b.audited > 0 {
-		f.pruneAudit(b.txn, b.audited)
-	}
-	if b.remembered > 0 {
-		pruneIdem(b.txn, b.remembered)
-	}
+	f.prune(b.audited, b.remembered)
 	for table, index := range b.tables {
 		must(b.txn.Insert(tIndex, &tableIndex{Table: table, Index: index}))
 	}
-	b.txn.Commit()
+	f.store.commit(b.txn, f.hist)
 	f.applied.Store(logs[len(logs)-1].Index)
 	return out
 }
@@ -157,7 +149,7 @@ func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 		return f.refuse(index, "command %s v%d is newer than this replica understands", c.Op, c.V)
 	}
 	if c.IdemKey != "" {
-		if prev := b.seen(c.IdemKey, index); prev != nil {
+		if prev := f.seen(c.IdemKey, index); prev != nil {
 			return prev
 		}
 	}
@@ -174,14 +166,12 @@ func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 		res.Err = asError(err)
 		return res
 	}
-	if value != nil {
-		res.Value, err = json.Marshal(value)
-		must(err)
-	}
-	must(b.txn.Insert(tAudit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source, Detail: t.detail}))
+	res.obj = value
+	f.hist.audit = append(f.hist.audit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source, Detail: t.detail})
 	b.audited = index
 	if c.IdemKey != "" {
-		b.remember(c.IdemKey, index, res)
+		f.remember(c.IdemKey, index, res)
+		b.remembered = index
 	}
 	return res
 }
@@ -191,46 +181,6 @@ func (f *FSM) refuse(index uint64, format string, args ...any) *Result {
 	err := errorf(CodeUnsupported, format, args...)
 	f.logf("fsm: %v: this replica stands still until it is upgraded", err)
 	return &Result{Index: index, Err: err}
-}
-
-// pruneAudit drops the audit events that are AuditKeep entries or more behind index, so the
-// log stays bounded.
-func (f *FSM) pruneAudit(txn *memdb.Txn, index uint64) {
-	keep := f.AuditKeep
-	if keep == 0 {
-		keep = 1_000_000
-	}
-	for {
-		v, err := txn.First(tAudit, "id")
-		if err != nil || v == nil || v.(*AuditEvent).Seq+keep > index {
-			return
-		}
-		must(txn.Delete(tAudit, v))
-	}
-}
-
-// idemWindow is how many log entries an idempotency key is remembered for: a command at
-// index i finds the entry made at j if j+idemWindow >= i.
-const idemWindow = 100_000
-
-func pruneIdem(txn *memdb.Txn, index uint64) {
-	if index <= idemWindow {
-		return
-	}
-	it, err := txn.Get(tIdem, "index")
-	if err != nil {
-		return
-	}
-	var old []any
-	for v := it.Next(); v != nil; v = it.Next() {
-		if v.(*idemEntry).Index+idemWindow > index {
-			break
-		}
-		old = append(old, v)
-	}
-	for _, v := range old {
-		txn.Delete(tIdem, v)
-	}
 }
 
 func asError(err error) *Error {
@@ -256,20 +206,21 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		// it must replay them from the log.
 		return nil, errors.New("fsm: no snapshot while stopped at an unsupported command")
 	}
-	f.store.mu.RLock()
-	defer f.store.mu.RUnlock()
-	return &snapshot{txn: f.store.db.Txn(false), index: f.applied.Load()}, nil
+	// Called between batches: the store's history is the FSM's.
+	txn, hist := f.store.view()
+	return &snapshot{txn: txn, hist: hist, index: f.applied.Load()}, nil
 }
 
 // Restore replaces the state with a snapshot's.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	db, index, err := readSnapshot(rc)
+	db, hist, index, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
+	f.hist, f.keys = hist, idemKeys(hist.idem)
 	f.store.mu.Lock()
-	f.store.swap(db)
+	f.store.swap(db, hist)
 	f.applied.Store(index)
 	f.store.mu.Unlock()
 	f.unsupported.Store(false)

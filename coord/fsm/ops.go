@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"bytes"
 	"encoding/base64"
 	"slices"
 	"strings"
@@ -420,21 +419,32 @@ func restore(t *tx) (any, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if _, _, err := readSnapshot(bytes.NewReader(raw)); err != nil {
+	_, hist, err := build(records)
+	if err != nil {
 		return nil, "", err // records the schema refuses: refuse before writing anything
 	}
 	t.wrote = true
 	t.b.replaced() // the writes below go around put and del
 	for _, tbl := range dataTables {
-		_, err := t.DeleteAll(tbl, "id")
-		must(err)
+		if inMemdb(tbl) {
+			_, err := t.DeleteAll(tbl, "id")
+			must(err)
+		}
 	}
 	for _, r := range records {
-		must(t.Insert(r.table, r.obj))
+		if inMemdb(r.table) {
+			must(t.Insert(r.table, r.obj))
+		}
 	}
 	for _, tbl := range dataTables[:len(dataTables)-1] {
 		t.b.changed(tbl, t.index)
 	}
+	// The cluster keeps its own audit log, the restore one more event in it. The answers
+	// remembered for idempotency keys are the backup's: they describe its state. Entries
+	// from past this log's index come from another cluster's log and mean nothing here.
+	f := t.b.f
+	f.hist.idem = slices.DeleteFunc(hist.idem, func(e *idemEntry) bool { return e.Index > t.index })
+	f.keys = idemKeys(f.hist.idem)
 	return nil, "cluster/state", nil
 }
 

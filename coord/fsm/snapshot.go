@@ -69,11 +69,12 @@ func newRecord(table string) (any, error) {
 
 type snapshot struct {
 	txn   *memdb.Txn
+	hist  history
 	index uint64
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := writeSnapshot(sink, s.txn, s.index); err != nil {
+	if err := writeSnapshot(sink, s.txn, s.hist, s.index); err != nil {
 		sink.Cancel()
 		return err
 	}
@@ -83,30 +84,54 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 func (s *snapshot) Release() {}
 
 // WriteSnapshot writes the state at this moment in the snapshot format (a backup).
-func (s *Store) WriteSnapshot(w io.Writer) error { return writeSnapshot(w, s.read(), 0) }
+func (s *Store) WriteSnapshot(w io.Writer) error {
+	txn, hist := s.view()
+	return writeSnapshot(w, txn, hist, 0)
+}
 
-func writeSnapshot(w io.Writer, txn *memdb.Txn, index uint64) error {
+func writeSnapshot(w io.Writer, txn *memdb.Txn, hist history, index uint64) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	if err := enc.Encode(header{Format: snapshotFormat, Version: 1, Index: index}); err != nil {
 		return err
 	}
-	for _, tbl := range dataTables {
-		it, err := txn.Get(tbl, "id")
+	write := func(tbl string, v any) error {
+		o, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
-		for v := it.Next(); v != nil; v = it.Next() {
-			o, err := json.Marshal(v)
-			if err != nil {
+		return enc.Encode(line{T: tbl, O: o})
+	}
+	for _, tbl := range dataTables {
+		var err error
+		switch tbl {
+		case tAudit:
+			err = writeAll(tbl, hist.audit, write)
+		case tIdem:
+			err = writeAll(tbl, hist.idem, write)
+		default:
+			var it memdb.ResultIterator
+			if it, err = txn.Get(tbl, "id"); err != nil {
 				return err
 			}
-			if err := enc.Encode(line{T: tbl, O: o}); err != nil {
-				return err
+			for v := it.Next(); v != nil && err == nil; v = it.Next() {
+				err = write(tbl, v)
 			}
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return bw.Flush()
+}
+
+func writeAll[T any](tbl string, rows []*T, write func(string, any) error) error {
+	for _, r := range rows {
+		if err := write(tbl, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseSnapshot reads and checks a whole snapshot.
@@ -141,24 +166,39 @@ func parseSnapshot(b []byte) ([]record, uint64, error) {
 	return out, h.Index, nil
 }
 
-// readSnapshot builds a new store's database from a snapshot, and returns its index.
-func readSnapshot(r io.Reader) (*memdb.MemDB, uint64, error) {
+// readSnapshot builds a new store's state from a snapshot, and returns its index.
+func readSnapshot(r io.Reader) (*memdb.MemDB, history, uint64, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return nil, 0, err
+		return nil, history{}, 0, err
 	}
 	records, index, err := parseSnapshot(b)
 	if err != nil {
-		return nil, 0, err
+		return nil, history{}, 0, err
 	}
+	db, hist, err := build(records)
+	return db, hist, index, err
+}
+
+// build makes a database and a history of a snapshot's records.
+func build(records []record) (*memdb.MemDB, history, error) {
 	db := newDB()
 	txn := db.Txn(true)
+	var audit []*AuditEvent
+	var idem []*idemEntry
 	for _, rec := range records {
-		if err := txn.Insert(rec.table, rec.obj); err != nil {
-			txn.Abort()
-			return nil, 0, errorf(CodeInvalid, "snapshot: %s: %v", rec.table, err)
+		switch o := rec.obj.(type) {
+		case *AuditEvent:
+			audit = append(audit, o)
+		case *idemEntry:
+			idem = append(idem, o)
+		default:
+			if err := txn.Insert(rec.table, rec.obj); err != nil {
+				txn.Abort()
+				return nil, history{}, errorf(CodeInvalid, "snapshot: %s: %v", rec.table, err)
+			}
 		}
 	}
 	txn.Commit()
-	return db, index, nil
+	return db, newHistory(audit, idem), nil
 }

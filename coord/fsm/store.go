@@ -101,8 +101,6 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tIntercepts: table(tIntercepts, byID(), &memdb.IndexSchema{Name: "target", Unique: true, Indexer: str("Target")},
 		by("env", "Env"), by("workspace", "Workspace"), by("owner", "OwnerID")),
 	tPolicy: table(tPolicy, byID()),
-	tAudit:  table(tAudit, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
-	tIdem:   table(tIdem, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}, &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
 	tIndex:  table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
 	tAddrs:  table(tAddrs, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Addr")}),
 	tMeta:   table(tMeta, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}),
@@ -110,8 +108,11 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		&memdb.IndexSchema{Name: "seq", Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
 }}
 
-// dataTables are the tables a snapshot carries, in the order it writes them.
+// dataTables are the tables a snapshot carries, in the order it writes them. All but audit
+// and idempotency (the history) are memdb tables.
 var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tGone, tRecordings, tIndex}
+
+func inMemdb(table string) bool { return table != tAudit && table != tIdem }
 
 // idemEntry remembers a command's result under its idempotency key, so a retry of a write
 // whose answer was lost gets the same answer instead of a second change.
@@ -152,8 +153,9 @@ const (
 
 // Store is the state as readers see it. Each read method sees one consistent moment.
 type Store struct {
-	mu       sync.RWMutex // guards db and replaced: Restore swaps them
+	mu       sync.RWMutex // guards db, hist and replaced
 	db       *memdb.MemDB
+	hist     history       // as of db's last commit
 	replaced chan struct{} // closed when db is swapped for a restored one
 }
 
@@ -169,9 +171,9 @@ func newDB() *memdb.MemDB {
 	return db
 }
 
-// swap replaces the database (a restored snapshot) and wakes every waiter. Callers hold mu.
-func (s *Store) swap(db *memdb.MemDB) {
-	s.db = db
+// swap replaces the state (a restored snapshot) and wakes every waiter. Callers hold mu.
+func (s *Store) swap(db *memdb.MemDB, hist history) {
+	s.db, s.hist = db, hist
 	close(s.replaced)
 	s.replaced = make(chan struct{})
 }
@@ -211,6 +213,28 @@ func (s *Store) read() *memdb.Txn {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.db.Txn(false)
+}
+
+// view returns the current state whole: a read transaction and the history with it.
+func (s *Store) view() (*memdb.Txn, history) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Txn(false), s.hist
+}
+
+// current is the database, for the FSM's write transaction.
+func (s *Store) current() *memdb.MemDB {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db
+}
+
+// commit makes a batch's writes visible: txn's and the history's at one moment.
+func (s *Store) commit(txn *memdb.Txn, hist history) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn.Commit()
+	s.hist = hist
 }
 
 func first[T any](txn *memdb.Txn, tbl, index string, args ...any) *T {
@@ -374,7 +398,8 @@ func (s *Store) Policy() Policy {
 
 // Audit lists up to limit events with Seq > seq, oldest first.
 func (s *Store) Audit(seq uint64, limit int) []*AuditEvent {
-	return since[AuditEvent](s.read(), tAudit, "id", seq, limit)
+	_, hist := s.view()
+	return hist.auditSince(seq, limit)
 }
 
 // TableIndex is the Raft index of the last change to table.

@@ -196,6 +196,31 @@ type Result struct {
 	Index uint64          `json:"index"`
 	Value json.RawMessage `json:"value,omitempty"`
 	Err   *Error          `json:"err,omitempty"`
+
+	// obj is the value not yet encoded: only the replica that answers the request reads
+	// it, so the others never spend the encoding. It is a row of the state, which is never
+	// changed in place, so encoding it later gives what encoding it at apply time would.
+	obj any
+}
+
+// value returns the result's value as JSON.
+func (r *Result) value() (json.RawMessage, error) {
+	if r.Value != nil || r.obj == nil {
+		return r.Value, nil
+	}
+	return json.Marshal(r.obj)
+}
+
+// MarshalJSON encodes the result with its value (for the forwarding hop and snapshots).
+func (r Result) MarshalJSON() ([]byte, error) {
+	type wire Result // without this method
+	v, err := r.value()
+	if err != nil {
+		return nil, err
+	}
+	w := wire(r)
+	w.Value = v
+	return json.Marshal(w)
 }
 
 // Decode unmarshals the result's value into v, or returns its error.
@@ -203,10 +228,11 @@ func (r *Result) Decode(v any) error {
 	if r.Err != nil {
 		return r.Err
 	}
-	if v == nil || len(r.Value) == 0 {
-		return nil
+	raw, err := r.value()
+	if err != nil || v == nil || len(raw) == 0 {
+		return err
 	}
-	return json.Unmarshal(r.Value, v)
+	return json.Unmarshal(raw, v)
 }
 
 // ValidName checks a name that becomes a DNS label: 1 to 63 of a-z, 0-9 and '-', not
