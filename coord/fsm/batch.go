@@ -1,10 +1,6 @@
 package fsm
 
-import (
-	"strings"
-
-	"github.com/hashicorp/go-memdb"
-)
+import "github.com/hashicorp/go-memdb"
 
 // batch is the state of one ApplyBatch. A read through a memdb write transaction of an index
 // it has changed throws away the transaction's cache of copied radix nodes (iradix's Clone),
@@ -18,8 +14,8 @@ type batch struct {
 	before *memdb.Txn // the state the batch started from, read-only
 
 	// written maps a unique index value of a row put or deleted in this batch to the row,
-	// nil once deleted: "table\x00index\x00value".
-	written map[string]any
+	// nil once deleted.
+	written map[written]any
 	// restored: a restore replaced the whole state; read through txn from then on.
 	restored bool
 
@@ -29,8 +25,10 @@ type batch struct {
 }
 
 func newBatch(f *FSM, db *memdb.MemDB) *batch {
-	return &batch{f: f, txn: db.Txn(true), before: db.Txn(false), written: map[string]any{}}
+	return &batch{f: f, txn: db.Txn(true), before: db.Txn(false), written: make(map[written]any, 64)}
 }
+
+type written struct{ table, index, value string }
 
 // get returns the row of table whose unique string index is value, as the command sees the
 // state: with every earlier write of its batch.
@@ -39,7 +37,7 @@ func get[T any](t *tx, table, index, value string) *T {
 	if b.restored {
 		return first[T](t.Txn, table, index, value)
 	}
-	if v, ok := b.written[table+"\x00"+index+"\x00"+value]; ok {
+	if v, ok := b.written[written{table, index, value}]; ok {
 		row, _ := v.(*T)
 		return row
 	}
@@ -54,7 +52,7 @@ func (b *batch) note(table string, row any, present bool) {
 		return
 	}
 	if present {
-		if id, ok := stringValue(schema.Tables[table].Indexes["id"], row); ok {
+		if id := idOf(table, row); id != "" {
 			if old := b.row(table, id); old != nil {
 				b.mark(table, old, nil)
 			}
@@ -65,9 +63,18 @@ func (b *batch) note(table string, row any, present bool) {
 	b.mark(table, row, nil)
 }
 
+func idOf(table string, row any) string {
+	f, ok := schema.Tables[table].Indexes["id"].Indexer.(*stringField)
+	if !ok {
+		return ""
+	}
+	id, _ := f.value(row)
+	return id
+}
+
 // row is the row of table with ID id, as the batch sees it.
 func (b *batch) row(table, id string) any {
-	if v, ok := b.written[table+"\x00id\x00"+id]; ok {
+	if v, ok := b.written[written{table, "id", id}]; ok {
 		return v
 	}
 	v, _ := b.before.First(table, "id", id)
@@ -75,27 +82,11 @@ func (b *batch) row(table, id string) any {
 }
 
 func (b *batch) mark(table string, row, v any) {
-	for name, idx := range schema.Tables[table].Indexes {
-		if !idx.Unique {
-			continue
-		}
-		if val, ok := stringValue(idx, row); ok {
-			b.written[table+"\x00"+name+"\x00"+val] = v
+	for _, f := range uniqueStrings[table] {
+		if val, _ := f.field.value(row); val != "" {
+			b.written[written{table, f.index, val}] = v
 		}
 	}
-}
-
-// stringValue is row's value in a string index, as get is asked for it.
-func stringValue(index *memdb.IndexSchema, row any) (string, bool) {
-	idx, ok := index.Indexer.(*stringField)
-	if !ok {
-		return "", false
-	}
-	found, val, err := idx.FromObject(row)
-	if err != nil || !found {
-		return "", false
-	}
-	return strings.TrimSuffix(string(val), "\x00"), true
 }
 
 // replaced says the state was replaced whole (a restore): what the batch remembered of its

@@ -39,21 +39,26 @@ type stringField struct {
 }
 
 func (s *stringField) FromObject(obj any) (bool, []byte, error) {
+	val, err := s.value(obj)
+	if err != nil || val == "" {
+		return false, nil, err
+	}
+	return true, append([]byte(val), 0), nil
+}
+
+// value is obj's value of the field ("": none).
+func (s *stringField) value(obj any) (string, error) {
 	v := reflect.Indirect(reflect.ValueOf(obj))
 	path, ok := s.paths.Load(v.Type())
 	if !ok {
 		f, found := v.Type().FieldByName(s.name)
 		if !found || f.Type.Kind() != reflect.String {
-			return false, nil, fmt.Errorf("%s has no string field %s to index", v.Type(), s.name)
+			return "", fmt.Errorf("%s has no string field %s to index", v.Type(), s.name)
 		}
 		path = f.Index
 		s.paths.Store(v.Type(), path)
 	}
-	val := v.FieldByIndex(path.([]int)).String()
-	if val == "" {
-		return false, nil, nil
-	}
-	return true, append([]byte(val), 0), nil
+	return v.FieldByIndex(path.([]int)).String(), nil
 }
 
 func (s *stringField) FromArgs(args ...any) ([]byte, error) {
@@ -85,6 +90,24 @@ func table(name string, idx ...*memdb.IndexSchema) *memdb.TableSchema {
 		t.Indexes[i.Name] = i
 	}
 	return t
+}
+
+// uniqueStrings lists each table's unique string indexes: what get reads.
+var uniqueStrings = func() map[string][]namedField {
+	out := map[string][]namedField{}
+	for name, t := range schema.Tables {
+		for iname, idx := range t.Indexes {
+			if f, ok := idx.Indexer.(*stringField); ok && idx.Unique {
+				out[name] = append(out[name], namedField{iname, f})
+			}
+		}
+	}
+	return out
+}()
+
+type namedField struct {
+	index string
+	field *stringField
 }
 
 var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
