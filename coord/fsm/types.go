@@ -140,7 +140,9 @@ type Policy struct {
 
 // AuditEvent records one change: who did what to which object, from where.
 type AuditEvent struct {
-	Seq    uint64    `json:"seq"` // the Raft index of the change
+	// Seq orders the log: the change's Raft index, or one past the event before it when a
+	// log entry carried several changes (a group of commands).
+	Seq    uint64    `json:"seq"`
 	Time   time.Time `json:"time"`
 	Actor  string    `json:"actor"`
 	Action string    `json:"action"`
