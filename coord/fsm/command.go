@@ -28,48 +28,7 @@ const (
 	// JSON to the end. Every replica decodes every entry: this takes no reflection and
 	// no scan of the payload (JSON here was a tenth of an apply).
 	formatBinary = 'B'
-	// formatGroup: several commands proposed together, each as Encode writes it: their
-	// count, then each one's length and bytes (uvarints). Raft's work per entry — the
-	// leader's dispatch and bookkeeping, replication's encoding, the followers' decoding
-	// and log writes — is paid once for the group. Applying it answers a []any, a *Result
-	// per command, in order.
-	formatGroup = 'G'
 )
-
-// Group makes one log entry of several encoded commands (replica.FSM).
-func (f *FSM) Group(cmds [][]byte) []byte {
-	n := 1 + binary.MaxVarintLen64
-	for _, c := range cmds {
-		n += binary.MaxVarintLen64 + len(c)
-	}
-	b := binary.AppendUvarint(append(make([]byte, 0, n), formatGroup), uint64(len(cmds)))
-	for _, c := range cmds {
-		b = append(binary.AppendUvarint(b, uint64(len(c))), c...)
-	}
-	return b
-}
-
-// splitGroup returns the commands of a group entry, all or none.
-func splitGroup(data []byte) ([][]byte, error) {
-	r := entryReader{b: data[1:]}
-	n := r.uvarint()
-	if r.bad || n > uint64(len(r.b)) { // each command takes at least a byte
-		return nil, errBadEntry
-	}
-	cmds := make([][]byte, 0, n)
-	for range n {
-		l := r.uvarint()
-		if r.bad || l > uint64(len(r.b)) {
-			return nil, errBadEntry
-		}
-		cmds = append(cmds, r.b[:l])
-		r.b = r.b[l:]
-	}
-	if len(r.b) != 0 {
-		return nil, errBadEntry
-	}
-	return cmds, nil
-}
 
 // Encode makes a log entry of c.
 func (c *Command) Encode() ([]byte, error) {

@@ -113,13 +113,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	b := newBatch(f, f.store.current())
 	defer b.txn.Abort()
 	for i, l := range logs {
-		switch {
-		case l.Type != raft.LogCommand:
-			out[i] = &Result{Index: l.Index}
-		case len(l.Data) > 0 && l.Data[0] == formatGroup:
-			out[i] = f.applyGroup(b, l.Index, l.Data)
-		default:
+		if l.Type == raft.LogCommand {
 			out[i] = f.applyOne(b, l.Index, l.Data)
+		} else {
+			out[i] = &Result{Index: l.Index}
 		}
 	}
 	// Pruning once per batch leaves the state each entry's own pruning would have: it is
@@ -136,20 +133,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // AppliedIndex is the index of the last log entry the store reflects. (Raft's own
 // AppliedIndex runs ahead: it counts entries handed to the FSM, not yet applied.)
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
-
-// applyGroup applies the commands of a group entry in order, as consecutive entries of the
-// batch would be, and answers []any, their results; an unreadable group is refused whole.
-func (f *FSM) applyGroup(b *batch, index uint64, data []byte) any {
-	cmds, err := splitGroup(data)
-	if err != nil {
-		return f.applyOne(b, index, data) // refused as not a command
-	}
-	out := make([]any, len(cmds))
-	for i, c := range cmds {
-		out[i] = f.applyOne(b, index, c)
-	}
-	return out
-}
 
 func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 	if f.unsupported.Load() {
@@ -184,12 +167,8 @@ func (f *FSM) applyOne(b *batch, index uint64, data []byte) *Result {
 		return res
 	}
 	res.obj = value
-	seq := index // after the events of earlier commands of its group, if any
-	if n := len(f.hist.audit); n > 0 {
-		seq = max(seq, f.hist.audit[n-1].Seq+1)
-	}
-	f.hist.audit = append(f.hist.audit, &AuditEvent{Seq: seq, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source, Detail: t.detail})
-	b.audited = seq
+	f.hist.audit = append(f.hist.audit, &AuditEvent{Seq: index, Time: c.Time, Actor: c.Actor, Action: c.Op, Object: object, Source: c.Source, Detail: t.detail})
+	b.audited = index
 	if c.IdemKey != "" {
 		f.remember(c.IdemKey, index, res)
 		b.remembered = index

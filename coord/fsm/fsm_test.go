@@ -532,7 +532,6 @@ func FuzzApply(f *testing.F) {
 	c, _ := NewCommand("user.create", "admin", "127.0.0.1", User{ID: "a", Name: "b", Role: RoleAdmin})
 	c.IdemKey = "k"
 	f.Add(must2(c.Encode())) // the binary format
-	f.Add(New(nil).Group([][]byte{must2(c.Encode()), must2(c.Encode())}))
 	// A backup whose user has no ID: the schema refuses it, and so must the command.
 	bad := base64.StdEncoding.EncodeToString([]byte("{\"format\":\"meshwork-state\",\"version\":1}\n{\"t\":\"users\",\"o\":{}}\n"))
 	f.Add([]byte(`J{"op":"restore","v":1,"data":{"snapshot":"` + bad + `"}}`))
@@ -799,67 +798,4 @@ func must2[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
-}
-
-// TestGroupEntry: the commands of a group entry apply in order, each seeing the ones before
-// it, each with its own answer and audit event; a cut group changes nothing.
-func TestGroupEntry(t *testing.T) {
-	h := newHarness(t)
-	h.seed()
-	cmd := func(op string, data any, idem string) []byte {
-		c, _ := NewCommand(op, "tester", "", data)
-		c.Time, c.IdemKey = t0, idem
-		return must2(c.Encode())
-	}
-	cmds := [][]byte{
-		cmd("user.create", User{ID: "u9", Name: "zed", Role: RoleMember}, "a"),
-		cmd("user.create", User{ID: "u8", Name: "zed", Role: RoleMember}, ""),  // the name the first took
-		cmd("user.create", User{ID: "u9", Name: "yan", Role: RoleMember}, ""),  // its ID
-		cmd("user.create", User{ID: "u9", Name: "zed", Role: RoleMember}, "a"), // a retry
-		cmd("apikey.create", APIKey{ID: "k9", UserID: "u9", Hash: "h"}, ""),    // for the user made above
-	}
-	before := snapshotBytes(t, h.f.Store())
-	group := h.f.Group(cmds)
-	for n := range len(group) - 1 {
-		g := New(nil)
-		if err := g.Restore(io.NopCloser(bytes.NewReader(before))); err != nil {
-			t.Fatal(err)
-		}
-		g.Apply(&raft.Log{Index: 9, Type: raft.LogCommand, Data: group[:n]})
-		if !g.Unsupported() || !bytes.Equal(before, snapshotBytes(t, g.Store())) {
-			t.Fatalf("a group cut at byte %d was applied (or not refused)", n)
-		}
-	}
-
-	index := h.index + 1
-	h.index++
-	out, ok := h.f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: group}).([]any)
-	if !ok || len(out) != len(cmds) {
-		t.Fatalf("a group of %d answered %#v", len(cmds), out)
-	}
-	var got []string
-	for _, r := range out {
-		res := r.(*Result)
-		if res.Index != index {
-			t.Errorf("a command of the group at %d answered index %d", index, res.Index)
-		}
-		if res.Err != nil {
-			got = append(got, res.Err.Code)
-		} else {
-			got = append(got, string(must2(json.Marshal(res))))
-		}
-	}
-	zed := `{"index":5,"value":{"id":"u9","name":"zed","role":"member","created_at":"2026-11-24T10:00:00Z"}}`
-	want := []string{zed, CodeConflict, CodeInvalid, zed, `{"index":5,"value":{"id":"k9","user_id":"u9","hash":"h","created_at":"2026-11-24T10:00:00Z"}}`}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("answers (-want +got):\n%s", diff)
-	}
-	h.ok("user.delete", ByName{"alice"})
-	var audit []string
-	for _, e := range h.f.Store().Audit(4, -1) {
-		audit = append(audit, fmt.Sprint(e.Seq, " ", e.Action, " ", e.Object))
-	}
-	if diff := cmp.Diff([]string{"5 user.create user/zed", "6 apikey.create apikey/k9", "7 user.delete user/alice"}, audit); diff != "" {
-		t.Errorf("audit (-want +got):\n%s", diff)
-	}
 }

@@ -140,9 +140,7 @@ type Policy struct {
 
 // AuditEvent records one change: who did what to which object, from where.
 type AuditEvent struct {
-	// Seq orders the log: the change's Raft index, or one past the event before it when a
-	// log entry carried several changes (a group of commands).
-	Seq    uint64    `json:"seq"`
+	Seq    uint64    `json:"seq"` // the Raft index of the change
 	Time   time.Time `json:"time"`
 	Actor  string    `json:"actor"`
 	Action string    `json:"action"`

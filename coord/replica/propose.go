@@ -9,16 +9,12 @@ import (
 
 // proposer feeds commands to Raft in groups (group commit). While depth groups are being
 // committed, new commands queue; when one group is done the whole queue goes in as the
-// next, as one log entry made by group. Raft writes it in one disk write and one
-// replication round, and its work per entry is done once, so under load each fsync, round
-// trip and entry carries many commands instead of a few — the disk and the CPU do less per
-// write — while a lone command is proposed at once.
+// next. Raft writes what reaches it together in one disk write and one replication round,
+// so under load each fsync and each round trip carries many commands instead of a few —
+// the disk and the CPU do less per write — while a lone command is proposed at once.
 type proposer struct {
 	raft  *raft.Raft
 	depth int
-	// group makes one entry of several commands; applying it answers []any, one response
-	// per command.
-	group func([][]byte) []byte
 
 	mu       sync.Mutex // guards queue and inflight
 	queue    []*proposal
@@ -55,7 +51,17 @@ func (p *proposer) apply(data []byte, timeout time.Duration) (any, error) {
 // commit proposes group and waits for it; then whatever queued meanwhile goes in as the
 // next group, from a new goroutine so this caller can return.
 func (p *proposer) commit(group []*proposal) {
-	p.propose(group)
+	futures := make([]raft.ApplyFuture, len(group))
+	for i, pr := range group {
+		futures[i] = p.raft.Apply(pr.data, pr.timeout)
+	}
+	for i, f := range futures {
+		pr := group[i]
+		if pr.err = f.Error(); pr.err == nil {
+			pr.resp = f.Response()
+		}
+		close(pr.done)
+	}
 	p.mu.Lock()
 	next := p.queue
 	p.queue = nil
@@ -65,34 +71,5 @@ func (p *proposer) commit(group []*proposal) {
 	p.mu.Unlock()
 	if len(next) > 0 {
 		go p.commit(next)
-	}
-}
-
-// propose commits group as one entry and hands each command its own answer.
-func (p *proposer) propose(group []*proposal) {
-	data := group[0].data
-	if len(group) > 1 {
-		cmds := make([][]byte, len(group))
-		for i, pr := range group {
-			cmds[i] = pr.data
-		}
-		data = p.group(cmds)
-	}
-	f := p.raft.Apply(data, group[0].timeout)
-	err := f.Error()
-	var resps []any
-	if err == nil && len(group) > 1 {
-		resps, _ = f.Response().([]any)
-	}
-	for i, pr := range group {
-		switch {
-		case err != nil:
-			pr.err = err
-		case len(resps) == len(group):
-			pr.resp = resps[i]
-		default: // a lone command, or a group refused whole: the one answer for all
-			pr.resp = f.Response()
-		}
-		close(pr.done)
 	}
 }

