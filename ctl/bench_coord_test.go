@@ -333,11 +333,16 @@ func failover(b *testing.B, c *cluster, leader int) (time.Duration, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	c.logTails(b)
+	return 0, fmt.Errorf("%s: no write accepted within 30 s of killing the leader: %v", c.name, err)
+}
+
+// logTails logs the end of each process's output, for a failure.
+func (c *cluster) logTails(b *testing.B) {
 	for _, l := range c.logs {
 		out, _ := os.ReadFile(l)
-		b.Logf("%s:\n%s", l, out[max(0, len(out)-2000):])
+		b.Logf("%s:\n%s", l, out[max(0, len(out)-3000):])
 	}
-	return 0, fmt.Errorf("%s: no write accepted within 30 s of killing the leader: %v", c.name, err)
 }
 
 // BenchmarkLeaderFailover: the leader is killed (SIGKILL); how long until writes are

@@ -75,6 +75,7 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 				break
 			}
 			if time.Since(start) > 30*time.Second {
+				mesh.logTails(b)
 				b.Fatalf("no connection to the peer 30 s after up: %v %s", err, out)
 			}
 		}
