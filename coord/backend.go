@@ -64,6 +64,11 @@ func (b *backend) Apply(ctx context.Context, c *fsm.Command) (*fsm.Result, error
 	if err != nil {
 		return nil, err
 	}
+	if rep.IsLeader() { // the common case: the FSM here answered, so there is nothing to wait for
+		if res, err := b.applyLocal(rep, data); err == nil {
+			return res, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {

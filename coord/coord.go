@@ -295,7 +295,12 @@ func ensureAdmin(ctx context.Context, b *backend, stateDir string, bootstrapped 
 	if err != nil {
 		return fmt.Errorf("coord: creating the first admin: %w", err)
 	}
-	if err := os.WriteFile(adminKeyFile(stateDir), []byte(key+"\n"), 0o600); err != nil {
+	// Written whole, then renamed into place: whoever waits for the file never reads it empty.
+	tmp := adminKeyFile(stateDir) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, adminKeyFile(stateDir)); err != nil {
 		return err
 	}
 	b.logf("coord: the first admin's API key is in %s", adminKeyFile(stateDir))

@@ -210,7 +210,9 @@ func BenchmarkMeshThroughput(b *testing.B) {
 	cmd := coordHost.Command(ctx, meshctl, "authkey", "create", "--reusable", "--json")
 	cmd.Env = append(os.Environ(), "MESHCTL_COORD="+url, "MESHCTL_TOKEN="+token)
 	out, err := cmd.Output()
-	if err != nil {
+	if ee, ok := err.(*exec.ExitError); ok {
+		b.Fatalf("authkey create: %v: %s", err, ee.Stderr)
+	} else if err != nil {
 		b.Fatal(err)
 	}
 	var k struct{ Key string }

@@ -40,7 +40,7 @@ func allocate(t *tx, owner string) (v4, v6 netip.Addr, err error) {
 	}
 	for range ipam.Size {
 		if get[addrLease](t, tAddrs, "id", a.String()) == nil {
-			t.put(tAddrs, &addrLease{Addr: a.String(), Owner: owner})
+			t.add(tAddrs, &addrLease{Addr: a.String(), Owner: owner})
 			t.put(tMeta, &metaRow{Key: "next-addr", Value: ipam.Next(a).String()})
 			return a, ipam.IPv6(ula, a), nil
 		}

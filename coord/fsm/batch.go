@@ -45,14 +45,14 @@ func get[T any](t *tx, table, index, value string) *T {
 }
 
 // note records a row put (present) or deleted in table, under each of its unique indexes.
-// A put replacing a row with the same ID first drops the old row's values (a new node key,
-// say, frees the old one).
-func (b *batch) note(table string, row any, present bool) {
+// A put that may replace a row with the same ID first drops the old row's values (a new
+// node key, say, frees the old one).
+func (b *batch) note(table string, row any, present, replacing bool) {
 	if b.restored {
 		return
 	}
 	if present {
-		if id := idOf(table, row); id != "" {
+		if id := idOf(table, row); replacing && id != "" {
 			if old := b.row(table, id); old != nil {
 				b.mark(table, old, nil)
 			}

@@ -55,7 +55,7 @@ func environmentCreate(t *tx) (any, string, error) {
 		}
 	}
 	e.Desired, e.CreatedAt, e.UpdatedAt = Running, t.c.Time, t.c.Time
-	t.put(tEnvs, &e)
+	t.add(tEnvs, &e)
 	return &e, "environment/" + e.Name, nil
 }
 
@@ -128,7 +128,7 @@ func interceptCreate(t *tx) (any, string, error) {
 		return nil, "", errorf(CodeInvalid, "intercept: missing or duplicate ID")
 	}
 	ic.CreatedAt = t.c.Time
-	t.put(tIntercepts, &ic)
+	t.add(tIntercepts, &ic)
 	return &ic, "intercept/" + ic.ID, nil
 }
 

@@ -48,14 +48,20 @@ func (t *tx) decode(v any) error {
 var errNewerPayload = errors.New("payload from a newer version")
 
 // put inserts or replaces obj in table and records the table's change index (at the end of
-// the batch: only its last change counts). Ops write
-// through put and del only (get relies on it).
-func (t *tx) put(table string, obj any) {
+// the batch: only its last change counts). Ops write through put, add and del only (get
+// relies on it).
+func (t *tx) put(table string, obj any) { t.write(table, obj, true) }
+
+// add inserts obj, whose ID the op has just checked is free, as put does but without
+// looking for a row it replaces.
+func (t *tx) add(table string, obj any) { t.write(table, obj, false) }
+
+func (t *tx) write(table string, obj any, replacing bool) {
 	t.wrote = true
 	if n, ok := obj.(*Node); ok {
 		n.ModifyIndex = t.index
 	}
-	t.b.note(table, obj, true)
+	t.b.note(table, obj, true, replacing)
 	must(t.Insert(table, obj))
 	t.b.changed(table, t.index)
 }
@@ -66,7 +72,7 @@ func (t *tx) del(table string, obj any) {
 	if n, ok := obj.(*Node); ok {
 		must(t.Insert(tGone, &NodeGone{ID: n.ID, Index: t.index}))
 	}
-	t.b.note(table, obj, false)
+	t.b.note(table, obj, false, false)
 	must(t.Delete(table, obj))
 	t.b.changed(table, t.index)
 }

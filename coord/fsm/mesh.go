@@ -49,7 +49,7 @@ func nodeJoin(t *tx) (any, string, error) {
 	used := *ak
 	used.Uses++
 	t.put(tAuthKeys, &used)
-	t.put(tNodes, n)
+	t.add(tNodes, n)
 	return n, "node/" + n.Name, nil
 }
 

@@ -65,7 +65,7 @@ func userCreate(t *tx) (any, string, error) {
 		return nil, "", errorf(CodeInvalid, "user %q: missing or duplicate ID", u.Name)
 	}
 	u.CreatedAt = t.c.Time
-	t.put(tUsers, &u)
+	t.add(tUsers, &u)
 	return &u, "user/" + u.Name, nil
 }
 
@@ -119,7 +119,7 @@ func apikeyCreate(t *tx) (any, string, error) {
 		return nil, "", errorf(CodeInvalid, "API key: missing or duplicate ID, or no hash")
 	}
 	k.CreatedAt, k.RevokedAt = t.c.Time, nil
-	t.put(tAPIKeys, &k)
+	t.add(tAPIKeys, &k)
 	return &k, "apikey/" + k.ID, nil
 }
 
@@ -157,7 +157,7 @@ func authkeyCreate(t *tx) (any, string, error) {
 		}
 	}
 	k.CreatedAt, k.RevokedAt, k.Uses = t.c.Time, nil, 0
-	t.put(tAuthKeys, &k)
+	t.add(tAuthKeys, &k)
 	return &k, "authkey/" + k.ID, nil
 }
 
@@ -215,7 +215,7 @@ func nodeRegister(t *tx) (any, string, error) {
 		return nil, "", err
 	}
 	n.IPv4, n.IPv6, n.CreatedAt = v4.String(), v6.String(), t.c.Time
-	t.put(tNodes, &n)
+	t.add(tNodes, &n)
 	return &n, "node/" + n.Name, nil
 }
 
@@ -289,7 +289,7 @@ func workspaceCreate(t *tx) (any, string, error) {
 	}
 	w.IPv4, w.IPv6, w.CreatedAt, w.UpdatedAt = v4.String(), v6.String(), t.c.Time, t.c.Time
 	w.State, w.Reason = "pending", ""
-	t.put(tWorkspaces, &w)
+	t.add(tWorkspaces, &w)
 	touchNode(t, w.Machine)
 	return &w, "workspace/" + w.Name, nil
 }

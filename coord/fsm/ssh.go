@@ -88,7 +88,7 @@ func sshEnd(t *tx) (any, string, error) {
 		if get[Recording](t, tRecordings, "id", e.ID) != nil {
 			return nil, "", errorf(CodeConflict, "session %s already has a recording", e.ID)
 		}
-		t.put(tRecordings, &Recording{Session: e.Session, Seq: t.index, Cast: e.Cast, CastSize: e.CastSize, Truncated: e.Truncated})
+		t.add(tRecordings, &Recording{Session: e.Session, Seq: t.index, Cast: e.Cast, CastSize: e.CastSize, Truncated: e.Truncated})
 		pruneRecordings(t)
 	}
 	return nil, "workspace/" + e.Workspace, nil
