@@ -64,12 +64,13 @@ func (b *backend) Apply(ctx context.Context, c *fsm.Command) (*fsm.Result, error
 	if err != nil {
 		return nil, err
 	}
+	deadline := time.Now().Add(10 * time.Second)
 	if rep.IsLeader() { // the common case: the FSM here answered, so there is nothing to wait for
 		if res, err := b.applyLocal(rep, data); err == nil {
 			return res, nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for {
 		res, err := b.applyOnce(ctx, rep, data)
