@@ -54,10 +54,16 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 	}()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	peerState := daemon("peer")
-	eventually(b, 30*time.Second, "peer up", func() error {
-		_, err := run("up", "--state", peerState, "--auth-key", k.Key, "--hostname", "peer")
-		return err
-	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, err := run("up", "--state", peerState, "--auth-key", k.Key, "--hostname", "peer")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			mesh.logTails(b)
+			b.Fatalf("peer up: not within 30 s: %v: %s", err, out)
+		}
+	}
 	var times []time.Duration
 	for i := range b.N {
 		state := daemon(fmt.Sprint("m", i))
