@@ -31,9 +31,15 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+	// daemon starts a machine's daemon and waits for its socket: an `up` before that would
+	// start a second daemon on the same state (and leave it running).
 	daemon := func(name string) string {
 		state := filepath.Join(dir, name)
 		mesh.startProc(b, dir, meshctl, "daemon", "--state", state, "--userspace") // the machine's own stack stays untouched
+		eventually(b, 10*time.Second, "daemon socket", func() error {
+			_, err := os.Stat(filepath.Join(state, "meshctl.sock"))
+			return err
+		})
 		return state
 	}
 	// The peer: a daemon on the mesh with a service on its loopback.
@@ -67,10 +73,6 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 	var times []time.Duration
 	for i := range b.N {
 		state := daemon(fmt.Sprint("m", i))
-		eventually(b, 10*time.Second, "daemon socket", func() error {
-			_, err := os.Stat(filepath.Join(state, "meshctl.sock"))
-			return err
-		})
 		start := time.Now()
 		if out, err := run("up", "--state", state, "--auth-key", k.Key, "--hostname", fmt.Sprint("m", i)); err != nil {
 			b.Fatalf("up: %v: %s", err, out)
