@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 )
@@ -31,19 +32,9 @@ func (h history) auditSince(seq uint64, limit int) []*AuditEvent {
 // newHistory orders the events and entries of a snapshot (older builds wrote them in
 // memdb's key order).
 func newHistory(audit []*AuditEvent, idem []*idemEntry) history {
-	slices.SortStableFunc(audit, func(a, b *AuditEvent) int { return cmpUint(a.Seq, b.Seq) })
-	slices.SortStableFunc(idem, func(a, b *idemEntry) int { return cmpUint(a.Index, b.Index) })
+	slices.SortStableFunc(audit, func(a, b *AuditEvent) int { return cmp.Compare(a.Seq, b.Seq) })
+	slices.SortStableFunc(idem, func(a, b *idemEntry) int { return cmp.Compare(a.Index, b.Index) })
 	return history{audit: audit, idem: idem}
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // idemKeys indexes the idempotency entries by key, for the FSM alone.
