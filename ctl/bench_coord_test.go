@@ -217,6 +217,7 @@ type run struct {
 	lat     []time.Duration
 	elapsed time.Duration
 	cpu     time.Duration // CPU time of the cluster's processes
+	client  time.Duration // CPU time of the clients (this process)
 }
 
 func (r run) perSec() float64 { return float64(len(r.lat)) / r.elapsed.Seconds() }
@@ -225,9 +226,16 @@ func (r run) cpuPerWrite() time.Duration { return r.cpu / time.Duration(len(r.la
 
 func (r run) String() string {
 	slices.Sort(r.lat)
-	return fmt.Sprintf("%.0f writes/s (p50 %v, p99 %v, %v CPU/write)", r.perSec(),
+	return fmt.Sprintf("%.0f writes/s (p50 %v, p99 %v; CPU per write %v in the replicas, %v in the clients)", r.perSec(),
 		r.lat[len(r.lat)/2].Round(10*time.Microsecond), r.lat[len(r.lat)*99/100].Round(10*time.Microsecond),
-		r.cpuPerWrite().Round(time.Microsecond))
+		r.cpuPerWrite().Round(time.Microsecond), (r.client / time.Duration(len(r.lat))).Round(time.Microsecond))
+}
+
+// selfCPU is the CPU time (user and system) this process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // cpuTime is the CPU time (user and system) the cluster's processes have used so far.
@@ -258,7 +266,7 @@ func measure(b *testing.B, c *cluster, base string, clients, n int, r *run) {
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
 	var failed atomic.Value
-	cpu0 := c.cpuTime(b)
+	cpu0, self0 := c.cpuTime(b), selfCPU()
 	start := time.Now()
 	for i := range clients {
 		wg.Add(1)
@@ -277,6 +285,7 @@ func measure(b *testing.B, c *cluster, base string, clients, n int, r *run) {
 	wg.Wait()
 	r.elapsed += time.Since(start)
 	r.cpu += c.cpuTime(b) - cpu0
+	r.client += selfCPU() - self0
 	if err, _ := failed.Load().(error); err != nil {
 		b.Fatalf("%s write: %v", c.name, err)
 	}
