@@ -31,15 +31,10 @@ func BenchmarkUpToFirstConn(b *testing.B) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	// daemon starts a machine's daemon and waits for its socket: an `up` before that would
-	// start a second daemon on the same state (and leave it running).
 	daemon := func(name string) string {
 		state := filepath.Join(dir, name)
 		mesh.startProc(b, dir, meshctl, "daemon", "--state", state, "--userspace") // the machine's own stack stays untouched
-		eventually(b, 10*time.Second, "daemon socket", func() error {
-			_, err := os.Stat(filepath.Join(state, "meshctl.sock"))
-			return err
-		})
+		daemonUp(b, state)
 		return state
 	}
 	// The peer: a daemon on the mesh with a service on its loopback.

@@ -92,6 +92,16 @@ func (cl *coordLab) mustCtl(r *replicaHost, args ...string) string {
 	return out
 }
 
+// daemonUp waits until the daemon started on state serves its socket: an up before that
+// would start a second daemon of its own.
+func daemonUp(t testing.TB, state string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "the daemon's socket in "+state, func() error {
+		_, err := os.Stat(filepath.Join(state, "meshctl.sock"))
+		return err
+	})
+}
+
 // eventually retries f every 50 ms until it succeeds or limit passes.
 func eventually(t testing.TB, limit time.Duration, what string, f func() error) {
 	t.Helper()

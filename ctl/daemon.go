@@ -45,7 +45,7 @@ func daemonModeFlags(fs *flag.FlagSet) (socks5 *string, dns *bool) {
 
 func runDaemon(ctx context.Context, e *env, args []string) error {
 	fs := e.flags()
-	state := fs.String("state", defaultState(), "state `dir`ectory: the machine's mesh identity")
+	state := fs.String("state", defaultState(), "state `dir`ectory: the machine's mesh identity (one daemon per directory)")
 	socket := fs.String("socket", os.Getenv("MESHCTL_SOCKET"), "local API `path` (default STATE/meshctl.sock; env MESHCTL_SOCKET)")
 	userspace := fs.Bool("userspace", os.Geteuid() != 0, "userspace networking inside the daemon instead of a kernel TUN (default when not root)")
 	tunName := fs.String("tun", "meshwork0", "`name` of the kernel TUN interface")

@@ -107,6 +107,7 @@ func (ml *meshLab) laptop(t testing.TB, name string, h *lab.Host) *laptop {
 func (ml *meshLab) laptopAt(t testing.TB, name string, h *lab.Host, coord string, daemonArgs ...string) *laptop {
 	lp := &laptop{name: name, host: h, state: filepath.Join(t.TempDir(), name)}
 	lp.daemon = h.Start(nil, ml.meshctl, append([]string{"daemon", "--state", lp.state}, daemonArgs...)...)
+	daemonUp(t, lp.state)
 	serveGreeting(t, h, 9000)
 	start := time.Now()
 	eventually(t, 60*time.Second, name+" up", func() error {

@@ -133,10 +133,18 @@ func runUp(ctx context.Context, e *env, args []string) error {
 }
 
 // ensureDaemon starts `meshctl daemon` (with args) in the background unless one answers
-// on sock.
+// on sock — or one already holds state and is still starting: then it waits for that one
+// (a second would only refuse the state directory).
 func ensureDaemon(ctx context.Context, e *env, state, sock string, args ...string) error {
-	if c, err := net.Dial("unix", sock); err == nil {
-		c.Close()
+	if answers(sock) {
+		return nil
+	}
+	logPath := filepath.Join(state, "daemon.log")
+	if pid := node.StatePID(state); pid != 0 {
+		fmt.Fprintf(e.stderr, "waiting for the daemon (pid %d) using %s to open %s\n", pid, state, sock)
+		if !waitAnswers(ctx, sock) {
+			return fmt.Errorf("the daemon (pid %d) using %s did not answer on %s within 10 s (does it serve another --socket?); see %s", pid, state, sock, logPath)
+		}
 		return nil
 	}
 	if err := os.MkdirAll(state, 0o700); err != nil {
@@ -146,7 +154,6 @@ func ensureDaemon(ctx context.Context, e *env, state, sock string, args ...strin
 	if err != nil {
 		return err
 	}
-	logPath := filepath.Join(state, "daemon.log")
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -160,13 +167,28 @@ func ensureDaemon(ctx context.Context, e *env, state, sock string, args ...strin
 	}
 	fmt.Fprintf(e.stderr, "started the daemon (pid %d, log %s)\n", cmd.Process.Pid, logPath)
 	cmd.Process.Release()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return nil
+	if !waitAnswers(ctx, sock) {
+		return fmt.Errorf("the daemon did not open %s within 10 s; see %s", sock, logPath)
+	}
+	return nil
+}
+
+func answers(sock string) bool {
+	c, err := net.Dial("unix", sock)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+// waitAnswers waits up to 10 s for a daemon to answer on sock.
+func waitAnswers(ctx context.Context, sock string) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
+		if answers(sock) {
+			return true
 		}
 	}
-	return fmt.Errorf("the daemon did not open %s within 10 s; see %s", sock, logPath)
+	return false
 }
 
 func runDown(ctx context.Context, e *env, args []string) error {

@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
 )
@@ -76,11 +79,60 @@ func (d *Daemon) logf(format string, args ...any) {
 	}
 }
 
+// lockFile, in a state directory, is held by the daemon using it.
+const lockFile = "daemon.lock"
+
+// LockState claims dir for this process until the returned file is closed: one daemon per
+// state directory, since two would fight over the node's identity and its socket. The lock
+// (an open file description lock) goes when the process does; the file holds its pid.
+func LockState(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("another daemon (pid %d) is using %s: stop it first, or pass another --state", StatePID(dir), dir)
+		}
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, err
+}
+
+// StatePID is the pid of the process holding dir with LockState (-1 if it has not written
+// it yet), or 0 when none does.
+func StatePID(dir string) int {
+	f, err := os.Open(filepath.Join(dir, lockFile))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil || lk.Type == unix.F_UNLCK {
+		return 0
+	}
+	b, _ := io.ReadAll(f)
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+		return pid
+	}
+	return -1 // held, its pid not written yet
+}
+
 // Run serves until ctx ends. A daemon that was up when it stopped comes back up.
 func (d *Daemon) Run(ctx context.Context) error {
 	if err := os.MkdirAll(d.StateDir, 0o700); err != nil {
 		return err
 	}
+	lock, err := LockState(d.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	sock := d.socket()
 	if c, err := net.Dial("unix", sock); err == nil {
 		c.Close()

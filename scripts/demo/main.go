@@ -289,11 +289,19 @@ func (r *run) removeWorkspaces() {
 func (r *run) socket() string { return filepath.Join(r.state, "laptop", "meshctl.sock") }
 
 func (r *run) joinLaptop() error {
-	r.laptop.Start(nil, r.meshctl, "daemon", "--state", filepath.Join(r.state, "laptop"))
+	state := filepath.Join(r.state, "laptop")
+	r.laptop.Start(nil, r.meshctl, "daemon", "--state", state)
+	// Up once the daemon serves: up earlier would start a daemon of its own.
+	if err := r.wait(30*time.Second, "the laptop's daemon", func() error {
+		_, err := os.Stat(r.socket())
+		return err
+	}); err != nil {
+		return err
+	}
 	return r.wait(60*time.Second, "meshctl up", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := r.laptop.Command(ctx, r.meshctl, "up", "--coord", r.coordURL, "--auth-key", r.key, "--hostname", "laptop")
+		cmd := r.laptop.Command(ctx, r.meshctl, "up", "--state", state, "--coord", r.coordURL, "--auth-key", r.key, "--hostname", "laptop")
 		cmd.Env = append(os.Environ(), "MESHCTL_SOCKET="+r.socket())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
