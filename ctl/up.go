@@ -173,6 +173,7 @@ func ensureDaemon(ctx context.Context, e *env, state, sock string, args ...strin
 	return nil
 }
 
+// answers says whether a daemon serves on sock.
 func answers(sock string) bool {
 	c, err := net.Dial("unix", sock)
 	if err == nil {

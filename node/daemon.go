@@ -98,10 +98,15 @@ func LockState(dir string) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
-	if err := f.Truncate(0); err == nil {
+	err = f.Truncate(0)
+	if err == nil {
 		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return f, err
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // StatePID is the pid of the process holding dir with LockState (-1 if it has not written
