@@ -1,10 +1,12 @@
 package coord
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -365,4 +367,60 @@ func resolveA(t *testing.T, ctx context.Context, n *tsnet.Server, name string) s
 		}
 	}
 	return ""
+}
+
+// TestRestoreReachesNodes: restoring a backup reaches the nodes' maps: a node that joined
+// after the backup was saved drops out of its peer's map, as in the restored state.
+func TestRestoreReachesNodes(t *testing.T) {
+	url, admin := startCoord(t)
+	c := &api.Client{Base: url, Token: admin}
+	key := authKey(t, c, api.CreateAuthKey{Reusable: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a := tsnode(t, url, key, "alpha")
+	if _, err := a.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/v1/backup", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("backup save: %s, %v", resp.Status, err)
+	}
+	if _, err := tsnode(t, url, key, "beta").Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lc, err := a.LocalClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := func() int {
+		st, err := lc.Status(ctx)
+		if err != nil {
+			return -1
+		}
+		return len(st.Peer)
+	}
+	for start := time.Now(); peers() != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("alpha has %d peers 10 s after beta joined, want 1", peers())
+		}
+	}
+
+	if err := c.Stream(ctx, "PUT", "/v1/backup", bytes.NewReader(backup), nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for peers() != 0 {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("alpha still has beta as a peer 15 s after restoring a backup from before beta joined")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the restore reached alpha's map in %v", time.Since(start).Round(time.Millisecond))
 }

@@ -10,7 +10,7 @@ import (
 var backupCmd = group("backup", "Save or restore the whole cluster state",
 	&command{name: "save", summary: "Write a consistent snapshot of the state to FILE", usage: "FILE",
 		examples: []string{"meshctl backup save meshwork.backup"}, run: backupSave},
-	&command{name: "restore", summary: "Replace the state of every replica with FILE's (the audit log stays, with the restore in it)", usage: "FILE",
+	&command{name: "restore", summary: "Replace the state of every replica with FILE's (the audit log stays, with the restore in it; nodes get the restored map)", usage: "FILE",
 		examples: []string{"meshctl backup restore meshwork.backup"}, run: backupRestore},
 )
 

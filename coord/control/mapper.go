@@ -66,6 +66,12 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 		if store, err = s.Backend.Read(ctx, ""); err != nil {
 			return
 		}
+		if store.RestoredAt() > st.index {
+			// A delta cannot say what a restore changed (the backup's rows are older than
+			// what the node has heard): end the stream; the node's next one starts whole.
+			s.logf("control: %s: the state was restored from a backup; ending its map stream", self.Name)
+			return
+		}
 		res, ok := s.delta(store, self.ID, &st)
 		if !ok {
 			return // the node was deleted

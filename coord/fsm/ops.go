@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/base64"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -436,6 +437,7 @@ func restore(t *tx) (any, string, error) {
 			must(t.Insert(r.table, r.obj))
 		}
 	}
+	must(t.Insert(tMeta, &metaRow{Key: "restored", Value: strconv.FormatUint(t.index, 10)}))
 	for _, tbl := range dataTables[:len(dataTables)-1] {
 		t.b.changed(tbl, t.index)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strconv"
 	"sync"
 
 	"github.com/hashicorp/go-memdb"
@@ -403,6 +404,14 @@ func meta(txn *memdb.Txn, key string) string {
 		return m.Value
 	}
 	return ""
+}
+
+// RestoredAt is the log index of the last restore of a backup (0: none). What a reader
+// knew of the state before it cannot be brought up to date with changes since: the
+// restore replaced the state whole.
+func (s *Store) RestoredAt() uint64 {
+	n, _ := strconv.ParseUint(meta(s.read(), "restored"), 10, 64)
+	return n
 }
 
 // policyRow holds the one policy.
