@@ -153,7 +153,7 @@ type addrLease struct {
 }
 
 // metaRow is a cluster-wide setting: "ula" (the IPv6 /48), "next-addr" (where the address
-// search resumes).
+// search resumes), "restored" (the log index of the last backup restore).
 type metaRow struct {
 	Key   string `json:"key"`
 	Value string `json:"value"`
