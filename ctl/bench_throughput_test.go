@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -48,26 +49,31 @@ func iperfVia(b *testing.B, client, server *lab.Host, listen, connect string, po
 	defer srv.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
 	defer cancel()
-	var out string
-	var err error
-	for range 50 { // until the server listens
-		if out, err = client.Run(ctx, "iperf3", "-c", connect, "-p", fmt.Sprint(port), "-t", fmt.Sprint(secs), "-J"); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		b.Fatalf("iperf3 to %s:%d: %v", connect, port, err)
-	}
 	var r struct {
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
+		Error string `json:"error"` // iperf3 -J exits 0 even when it could not connect
 	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		b.Fatalf("iperf3 output: %v", err)
+	var out string
+	var err error
+	for range 50 { // until the server listens
+		out, err = client.Run(ctx, "iperf3", "-c", connect, "-p", fmt.Sprint(port), "-t", fmt.Sprint(secs), "-J")
+		if err == nil {
+			r.Error = ""
+			if err = json.Unmarshal([]byte(out), &r); err == nil && r.Error != "" {
+				err = errors.New(r.Error)
+			}
+		}
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		b.Fatalf("iperf3 to %s:%d: %v", connect, port, err)
 	}
 	if r.End.SumReceived.BitsPerSecond <= 0 { // not a figure: a ratio against it would be +Inf
 		b.Fatalf("iperf3 to %s:%d moved no data:\n%s", connect, port, out)
@@ -117,23 +123,31 @@ func wgPair(b *testing.B, wg string, a, bh *lab.Host, lan *lab.Network) string {
 			}
 		}
 	}
-	// Measure only once the tunnel carries a connection (the handshake is done): a short
-	// iperf3 run spent on the handshake and a SYN retransmit once measured nothing.
-	ln, err := bh.Listen("tcp", tun[bh]+":0")
+	warm(b, "the wireguard-go tunnel", bh, tun[bh], func(ctx context.Context, port string) (net.Conn, error) {
+		return a.DialContext(ctx, "tcp", net.JoinHostPort(tun[bh], port))
+	})
+	return tun[bh]
+}
+
+// warm waits until a TCP connection through the path being measured reaches a listener of
+// to's on ip (dial is given its port), so that no measurement spends its seconds on a
+// handshake: a 1-second iperf3 run through a cold tunnel once moved nothing.
+func warm(b *testing.B, what string, to *lab.Host, ip string, dial func(ctx context.Context, port string) (net.Conn, error)) {
+	ln, err := to.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	eventually(b, 30*time.Second, "a TCP connection through the wireguard-go tunnel", func() error {
-		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	eventually(b, 30*time.Second, "a TCP connection through "+what, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := a.DialContext(dctx, "tcp", ln.Addr().String())
+		c, err := dial(ctx, port)
 		if err == nil {
 			c.Close()
 		}
 		return err
 	})
-	return tun[bh]
 }
 
 // socksForward listens on loopback inside h and carries every connection through the
@@ -265,6 +279,12 @@ func BenchmarkMeshThroughput(b *testing.B) {
 	wgIP := wgPair(b, wg, wa, wb, lan)
 	// ub hands mesh connections to its loopback, where iperf3 listens.
 	fwd := socksForward(b, ua, "127.0.0.1:1055", ips[ub]+":5201")
+	warm(b, "the mesh (kernel TUN)", bh, bIP, func(ctx context.Context, port string) (net.Conn, error) {
+		return a.DialContext(ctx, "tcp", net.JoinHostPort(bIP, port))
+	})
+	warm(b, "the mesh (userspace, SOCKS5)", ub, "127.0.0.1", func(_ context.Context, port string) (net.Conn, error) {
+		return socksDial(ua, "127.0.0.1:1055", net.JoinHostPort(ips[ub], port))
+	})
 
 	secs := 3
 	if b.N == 1 {
