@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -97,7 +98,10 @@ func (cl *coordLab) mustCtl(r *replicaHost, args ...string) string {
 func daemonUp(t testing.TB, state string) {
 	t.Helper()
 	eventually(t, 30*time.Second, "the daemon's socket in "+state, func() error {
-		_, err := os.Stat(filepath.Join(state, "meshctl.sock"))
+		c, err := net.Dial("unix", filepath.Join(state, "meshctl.sock"))
+		if err == nil {
+			c.Close()
+		}
 		return err
 	})
 }

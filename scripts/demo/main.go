@@ -293,7 +293,10 @@ func (r *run) joinLaptop() error {
 	r.laptop.Start(nil, r.meshctl, "daemon", "--state", state)
 	// Up once the daemon serves: up earlier would start a daemon of its own.
 	if err := r.wait(30*time.Second, "the laptop's daemon", func() error {
-		_, err := os.Stat(r.socket())
+		c, err := net.Dial("unix", r.socket()) // a socket file may be left from an earlier run
+		if err == nil {
+			c.Close()
+		}
 		return err
 	}); err != nil {
 		return err
