@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"tailscale.com/client/local"
 	"tailscale.com/tsnet"
 
 	"meshwork.dev/coord/api"
@@ -155,18 +155,8 @@ func TestTwoNodesTalk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	for {
-		st, err := lc.Status(ctx)
-		if err == nil && len(st.Peer) == 0 {
-			break
-		}
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("alpha still has beta as a peer 10 s after the delete")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("deleted node gone from its peer's map in %v", time.Since(start).Round(time.Millisecond))
+	took := waitUntil(t, 10*time.Second, "alpha drops the deleted beta", func() error { return peersAre(ctx, lc, 0) })
+	t.Logf("deleted node gone from its peer's map in %v", took.Round(time.Millisecond))
 	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
 	defer dcancel()
 	if conn, err := a.Dial(dctx, "tcp", net.JoinHostPort(bIPs.String(), "8080")); err == nil {
@@ -248,14 +238,22 @@ func TestEphemeral(t *testing.T) {
 		t.Fatalf("the ephemeral node is not listed while up")
 	}
 	n.Close()
-	start := time.Now()
-	for count() != 0 {
-		if time.Since(start) > 15*time.Second {
-			t.Fatalf("ephemeral node still listed 15 s after it went away")
+	took := waitUntil(t, 15*time.Second, "the ephemeral node unlisted after it went away", func() error {
+		if n := count(); n != 0 {
+			return fmt.Errorf("%d node(s) listed", n)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	t.Logf("ephemeral node removed %v after it went away", took.Round(time.Millisecond))
+}
+
+// peersAre checks that the node behind lc has n peers.
+func peersAre(ctx context.Context, lc *local.Client, n int) error {
+	st, err := lc.Status(ctx)
+	if err == nil && len(st.Peer) != n {
+		err = fmt.Errorf("%d peer(s), want %d", len(st.Peer), n)
 	}
-	t.Logf("ephemeral node removed %v after it went away", time.Since(start).Round(time.Millisecond))
+	return err
 }
 
 // greet answers every connection on ln with msg.
@@ -381,16 +379,9 @@ func TestRestoreReachesNodes(t *testing.T) {
 	if _, err := a.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/v1/backup", nil)
-	req.Header.Set("Authorization", "Bearer "+admin)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	backup, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("backup save: %s, %v", resp.Status, err)
+	var backup bytes.Buffer
+	if err := c.Do(ctx, "GET", "/v1/backup", nil, &backup); err != nil {
+		t.Fatalf("backup save: %v", err)
 	}
 	if _, err := tsnode(t, url, key, "beta").Up(ctx); err != nil {
 		t.Fatal(err)
@@ -399,28 +390,11 @@ func TestRestoreReachesNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peers := func() int {
-		st, err := lc.Status(ctx)
-		if err != nil {
-			return -1
-		}
-		return len(st.Peer)
-	}
-	for start := time.Now(); peers() != 1; time.Sleep(50 * time.Millisecond) {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("alpha has %d peers 10 s after beta joined, want 1", peers())
-		}
-	}
+	waitUntil(t, 10*time.Second, "alpha has beta as its peer", func() error { return peersAre(ctx, lc, 1) })
 
-	if err := c.Stream(ctx, "PUT", "/v1/backup", bytes.NewReader(backup), nil); err != nil {
+	if err := c.Stream(ctx, "PUT", "/v1/backup", &backup, nil); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	for peers() != 0 {
-		if time.Since(start) > 15*time.Second {
-			t.Fatalf("alpha still has beta as a peer 15 s after restoring a backup from before beta joined")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("the restore reached alpha's map in %v", time.Since(start).Round(time.Millisecond))
+	took := waitUntil(t, 15*time.Second, "alpha drops beta after restoring a backup from before beta joined", func() error { return peersAre(ctx, lc, 0) })
+	t.Logf("the restore reached alpha's map in %v", took.Round(time.Millisecond))
 }

@@ -177,16 +177,17 @@ func startReplicas(b *testing.B, n int) ([]string, string) {
 	return urls, admin
 }
 
-// waitUntil retries f until it succeeds or limit passes.
-func waitUntil(b *testing.B, limit time.Duration, what string, f func() error) {
-	deadline := time.Now().Add(limit)
+// waitUntil retries f until it succeeds or limit passes, and returns how long it took.
+func waitUntil(t testing.TB, limit time.Duration, what string, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
 	for {
 		err := f()
 		if err == nil {
-			return
+			return time.Since(start)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: %v", what, err)
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %v: %v", what, limit, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -97,12 +96,12 @@ func (cl *coordLab) mustCtl(r *replicaHost, args ...string) string {
 // would start a second daemon of its own.
 func daemonUp(t testing.TB, state string) {
 	t.Helper()
+	sock := filepath.Join(state, "meshctl.sock")
 	eventually(t, 30*time.Second, "the daemon's socket in "+state, func() error {
-		c, err := net.Dial("unix", filepath.Join(state, "meshctl.sock"))
-		if err == nil {
-			c.Close()
+		if !answers(sock) {
+			return fmt.Errorf("no daemon answers on %s", sock)
 		}
-		return err
+		return nil
 	})
 }
 

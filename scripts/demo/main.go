@@ -305,7 +305,6 @@ func (r *run) joinLaptop() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		cmd := r.laptop.Command(ctx, r.meshctl, "up", "--state", state, "--coord", r.coordURL, "--auth-key", r.key, "--hostname", "laptop")
-		cmd.Env = append(os.Environ(), "MESHCTL_SOCKET="+r.socket())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
