@@ -18,6 +18,7 @@ import (
 	"tailscale.com/tsnet"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
 )
 
 // startCoord runs a one-replica coord on loopback and returns its URL and admin key.
@@ -135,7 +136,10 @@ func TestTwoNodesTalk(t *testing.T) {
 		t.Errorf("nodes: %v %v", nodes, err)
 	}
 
-	// A workspace's name resolves on every node, as soon as it is created.
+	// A workspace's name resolves on every node, as soon as it is created (on a workmachine).
+	if err := c.Do(ctx, "PUT", "/v1/nodes/alpha/tags", api.SetTags{Tags: []string{fsm.WorkmachineTag}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	var ws api.Workspace
 	if err := c.Do(ctx, "POST", "/v1/workspaces", api.CreateWorkspace{Name: "dev", Machine: "alpha", Image: "img"}, &ws); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
 	"meshwork.dev/node"
 	"meshwork.dev/overlay/lab"
 )
@@ -71,12 +72,14 @@ func serveGreeting(t testing.TB, h *lab.Host, port int) {
 	}()
 }
 
-// meshLab is a coord on the lab's internet and a reusable auth key for laptops.
+// meshLab is a coord on the lab's internet, a reusable auth key for laptops and one for
+// workmachines (tagged tag:workmachine).
 type meshLab struct {
 	*coordLab
 	in    *lab.Internet
 	coord *replicaHost
 	key   string
+	wmKey string
 }
 
 func newMeshLab(t testing.TB) *meshLab {
@@ -90,11 +93,14 @@ func newMeshLab(t testing.TB) *meshLab {
 	cl.replicas["coord"] = r
 	cl.start("coord", "", "")
 	cl.token = adminKey(t, r.state)
-	var k api.NewAuthKey
+	var k, wk api.NewAuthKey
 	if err := json.Unmarshal([]byte(cl.mustCtl(r, "authkey", "create", "--reusable", "--json")), &k); err != nil {
 		t.Fatal(err)
 	}
-	return &meshLab{coordLab: cl, in: in, coord: r, key: k.Key}
+	if err := json.Unmarshal([]byte(cl.mustCtl(r, "authkey", "create", "--reusable", "--tag", fsm.WorkmachineTag, "--json")), &wk); err != nil {
+		t.Fatal(err)
+	}
+	return &meshLab{coordLab: cl, in: in, coord: r, key: k.Key, wmKey: wk.Key}
 }
 
 // laptop starts a daemon on h, a greeting service on its loopback port 9000, and joins it.

@@ -16,9 +16,34 @@ var nodeCmd = withAgent(group("node", "Run a workmachine (meshctl node --coord U
 		examples: []string{"meshctl node list"}, run: nodeList},
 	&command{name: "delete", summary: "Remove a machine from the mesh (it is cut off at once)", usage: "NAME",
 		examples: []string{"meshctl node delete old-laptop"}, run: remover("/v1/nodes/", "removed %s from the mesh; its peers drop it with their next map")},
+	&command{name: "tag", summary: "Set a machine's tags (admins, or its owner with tags the policy's tagOwners gives)", usage: "NAME [TAG...]",
+		examples: []string{"meshctl node tag wm1 tag:workmachine", "meshctl node tag old-ci   # no tags: the machine is its owner's again"}, run: nodeTag},
 	&command{name: "shield", summary: "List or lift a workmachine's SSH shield blocks (admins, over the mesh)", usage: "list MACHINE | unblock MACHINE ADDR",
 		examples: []string{"meshctl node shield list wm1", "meshctl node shield unblock wm1 100.64.0.9"}, run: nodeShield},
 ))
+
+// nodeTag replaces a machine's tags. A machine tagged tag:workmachine hosts workspaces.
+func nodeTag(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 {
+		return usageErrorf("node tag: want NAME [TAG...]; run 'meshctl node tag --help'")
+	}
+	name, req := fs.Arg(0), api.SetTags{Tags: fs.Args()[1:]}
+	var n api.Node
+	if err := e.call(ctx, "PUT", "/v1/nodes/"+url.PathEscape(name)+"/tags", req, &n); err != nil {
+		return err
+	}
+	if e.global.json {
+		return e.printJSON(n)
+	}
+	if len(n.Tags) == 0 {
+		return e.printf("%s has no tags: it belongs to %s\n", n.Name, n.User)
+	}
+	return e.printf("%s is tagged %s\n", n.Name, strings.Join(n.Tags, ", "))
+}
 
 // nodeShield asks a workmachine, over the mesh, which addresses its SSH shield blocks, or to
 // lift one block.

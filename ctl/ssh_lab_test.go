@@ -58,7 +58,7 @@ func TestSSH(t *testing.T) {
 	importEchoImage(t)
 	ml := newMeshLab(t)
 	wm := &workmachine{name: "wm1", host: ml.in.PublicHost("wm1"), state: filepath.Join(t.TempDir(), "wm1")}
-	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.key,
+	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.wmKey,
 		"--state", wm.state, "--hostname", "wm1", "--tools", staticTools(t),
 		"--shield-failures", "3", "--shield-window", "1m", "--shield-block", "1m")
 	t.Cleanup(func() { wm.removeAll(t) })

@@ -108,7 +108,7 @@ func (ml *meshLab) workmachine(t testing.TB, name string) *workmachine {
 }
 
 func (wm *workmachine) start(ml *meshLab) {
-	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.key,
+	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.wmKey,
 		"--state", wm.state, "--hostname", wm.name)
 }
 

@@ -59,9 +59,12 @@ func (p *Policy) check() error {
 			return fmt.Errorf("policy: groups: %q must be written group:NAME", g)
 		}
 	}
-	for t := range p.TagOwners {
+	for t, owners := range p.TagOwners {
 		if !strings.HasPrefix(t, "tag:") {
 			return fmt.Errorf("policy: tagOwners: %q must be written tag:NAME", t)
+		}
+		if err := p.checkRefs("tagOwners["+t+"]", owners); err != nil {
+			return err
 		}
 	}
 	for i, a := range p.ACLs {

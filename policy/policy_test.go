@@ -27,10 +27,32 @@ func TestParse(t *testing.T) {
 		`{"acls": [{"action": "accept", "src": ["group:x"], "dst": ["*:*"]}]}`: "not defined",
 		`{"groups": {"dev": []}}`: "group:NAME",
 		`{"ssh": [{"action": "accept", "src": ["*"], "dst": ["api"]}]}`: "users",
+		`{"tagOwners": {"tag:prod": ["group:ops"]}}`:                      "not defined",
 	}
 	for text, want := range bad {
 		if _, err := Parse([]byte(text)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse(%s) = %v; want an error about %q", text, err, want)
+		}
+	}
+}
+
+func TestOwnsTag(t *testing.T) {
+	p, err := Parse([]byte(`{
+		"groups": {"group:ops": ["carol"]},
+		"tagOwners": {"tag:prod": ["group:ops", "alice"], "tag:ci": []},
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		user, tag string
+		want      bool
+	}{
+		{"alice", "tag:prod", true}, {"carol", "tag:prod", true}, {"bob", "tag:prod", false},
+		{"alice", "tag:ci", false}, {"alice", "tag:other", false}, {"group:ops", "tag:ci", false},
+	} {
+		if got := p.OwnsTag(c.user, c.tag); got != c.want {
+			t.Errorf("OwnsTag(%s, %s) = %v, want %v", c.user, c.tag, got, c.want)
 		}
 	}
 }

@@ -87,7 +87,7 @@ func newEnv(t *testing.T) *env {
 	must("user.create", fsm.User{ID: "u-root", Name: "root", Role: fsm.RoleAdmin})
 	must("user.create", fsm.User{ID: "u-alice", Name: "alice", Role: fsm.RoleMember})
 	must("user.create", fsm.User{ID: "u-bob", Name: "bob", Role: fsm.RoleMember})
-	must("node.register", fsm.Node{ID: "n1", Name: "wm1", UserID: "u-root"})
+	must("node.register", fsm.Node{ID: "n1", Name: "wm1", UserID: "u-root", Tags: []string{fsm.WorkmachineTag}})
 	must("workspace.create", fsm.Workspace{ID: "w1", Name: "alice-ws", OwnerID: "u-alice", Machine: "wm1", Image: "img"})
 	must("workspace.create", fsm.Workspace{ID: "w2", Name: "bob-ws", OwnerID: "u-bob", Machine: "wm1", Image: "img"})
 	must("environment.create", fsm.Environment{ID: "e1", Name: "alice-env", OwnerID: "u-alice", Machine: "wm1",
@@ -104,6 +104,15 @@ func newEnv(t *testing.T) *env {
 	e.srv = httptest.NewServer((&Server{Backend: b, Logf: t.Logf, Secrets: e.key}).Handler())
 	t.Cleanup(e.srv.Close)
 	return e
+}
+
+// register puts a machine of user on the mesh, as a join would.
+func (e *env) register(name, user string) {
+	e.t.Helper()
+	c, _ := fsm.NewCommand("node.register", "test", "", fsm.Node{ID: "n-" + name, Name: name, UserID: user})
+	if res, _ := e.b.Apply(context.Background(), c); res.Err != nil {
+		e.t.Fatalf("register %s: %v", name, res.Err)
+	}
 }
 
 // do sends a request and returns the status and body.

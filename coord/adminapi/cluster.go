@@ -19,11 +19,15 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, c *caller) er
 	}
 	out := []api.Node{}
 	for _, n := range store.Nodes(visible(c)) {
-		out = append(out, api.Node{ID: n.ID, Name: n.Name, User: userName(store, n.UserID), Tags: n.Tags,
-			IPv4: n.IPv4, IPv6: n.IPv6, LastSeen: n.LastSeen, CreatedAt: n.CreatedAt})
+		out = append(out, apiNode(store, n))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+func apiNode(store *fsm.Store, n *fsm.Node) api.Node {
+	return api.Node{ID: n.ID, Name: n.Name, User: userName(store, n.UserID), Tags: n.Tags,
+		IPv4: n.IPv4, IPv6: n.IPv6, LastSeen: n.LastSeen, CreatedAt: n.CreatedAt}
 }
 
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, c *caller) error {

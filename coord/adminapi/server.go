@@ -101,6 +101,7 @@ func (s *Server) routes() map[string]handlerFunc {
 		"DELETE /v1/authkeys/{id}":          s.revokeAuthKey,
 		"GET /v1/nodes":                     s.listNodes,
 		"DELETE /v1/nodes/{name}":           s.deleteNode,
+		"PUT /v1/nodes/{name}/tags":         s.tagNode,
 		"POST /v1/workspaces":               s.createWorkspace,
 		"GET /v1/workspaces":                s.listWorkspaces,
 		"GET /v1/workspaces/{name}":         s.getWorkspace,
@@ -208,10 +209,12 @@ func (s *Server) apiError(err error) error {
 	status := map[string]int{
 		fsm.CodeNotFound: http.StatusNotFound, fsm.CodeConflict: http.StatusConflict,
 		fsm.CodeInvalid: http.StatusBadRequest, fsm.CodeUnsupported: http.StatusServiceUnavailable,
+		fsm.CodeForbidden: http.StatusForbidden,
 	}[fe.Code]
 	code := map[string]string{
 		fsm.CodeNotFound: api.CodeNotFound, fsm.CodeConflict: api.CodeConflict,
 		fsm.CodeInvalid: api.CodeInvalid, fsm.CodeUnsupported: api.CodeUnavailable,
+		fsm.CodeForbidden: api.CodeForbidden,
 	}[fe.Code]
 	if status == 0 {
 		status, code = http.StatusInternalServerError, api.CodeInternal

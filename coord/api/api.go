@@ -113,6 +113,11 @@ type Node struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// SetTags is the body of PUT /v1/nodes/{name}/tags: the machine's tags, replacing its own.
+type SetTags struct {
+	Tags []string `json:"tags"`
+}
+
 type Workspace struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`

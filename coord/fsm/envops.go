@@ -43,8 +43,8 @@ func environmentCreate(t *tx) (any, string, error) {
 	if get[User](t, tUsers, "id", e.OwnerID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", e.OwnerID)
 	}
-	if get[Node](t, tNodes, "name", e.Machine) == nil {
-		return nil, "", errorf(CodeNotFound, "no machine %q: see meshctl node list for the machines on the mesh", e.Machine)
+	if err := checkWorkmachine(t, e.Machine); err != nil {
+		return nil, "", err
 	}
 	if len(e.Services) == 0 {
 		return nil, "", errorf(CodeInvalid, "environment %q has no services", e.Name)

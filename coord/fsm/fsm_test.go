@@ -64,7 +64,7 @@ func (h *harness) seed() {
 	h.ok("cluster.init", ClusterInit{ULA: "fd12:3456:789a::/48"})
 	h.ok("user.create", User{ID: "u1", Name: "root", Role: RoleAdmin})
 	h.ok("user.create", User{ID: "u2", Name: "alice", Role: RoleMember})
-	h.ok("node.register", Node{ID: "n1", Name: "wm1", UserID: "u1"})
+	h.ok("node.register", Node{ID: "n1", Name: "wm1", UserID: "u1", Tags: []string{WorkmachineTag}})
 }
 
 func snapshotBytes(t *testing.T, s *Store) []byte {
@@ -414,7 +414,7 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 	add("user.create", User{ID: "u2", Name: "alice", Role: RoleMember})
 	add("user.create", User{ID: "u3", Name: "alice", Role: RoleMember}) // name taken
 	add("user.create", User{ID: "u2", Name: "bob", Role: RoleMember})   // ID taken
-	add("node.register", Node{ID: "n1", Name: "wm1", UserID: "u1"})
+	add("node.register", Node{ID: "n1", Name: "wm1", UserID: "u1", Tags: []string{WorkmachineTag}})
 	add("authkey.create", AuthKey{ID: "many", UserID: "u2", Hash: "h", Reusable: true})
 	add("node.join", Join{ID: "na", Hostname: "a", MachineKey: "mkey:a", NodeKey: "nodekey:1", AuthKeyID: "many"})
 	add("node.join", Join{ID: "nb", Hostname: "b", MachineKey: "mkey:b", NodeKey: "nodekey:1", AuthKeyID: "many"})  // key in use
@@ -626,6 +626,7 @@ func TestJoin(t *testing.T) {
 	h := newHarness(t)
 	h.seed()
 	exp := t0.Add(time.Hour)
+	h.ok("policy.set", Policy{Text: `{"tagOwners": {"tag:laptop": ["alice"]}}`})
 	h.ok("authkey.create", AuthKey{ID: "once", UserID: "u2", Hash: "h", ExpiresAt: &exp})
 	h.ok("authkey.create", AuthKey{ID: "many", UserID: "u2", Hash: "h", Reusable: true, Tags: []string{"tag:laptop"}, ExpiresAt: &exp})
 	h.ok("authkey.create", AuthKey{ID: "gone", UserID: "u2", Hash: "h", Reusable: true})
@@ -668,6 +669,55 @@ func TestJoin(t *testing.T) {
 	h.index = 4000 // command time = t0 + 4000 s, past the hour
 	if r := h.apply("node.join", Join{ID: "nc", Hostname: "c", MachineKey: "mkey:c", NodeKey: "nodekey:c", AuthKeyID: "many"}); r.Err == nil || !strings.Contains(r.Err.Msg, "expired") {
 		t.Errorf("expired key: %v", r.Err)
+	}
+}
+
+// TestTagOwners: a member gives machines only the tags the policy's tagOwners gives her, at
+// the key's making and again at the join; only workmachines host workspaces.
+func TestTagOwners(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	exp := t0.Add(time.Hour)
+	key := func(id, user string, tags ...string) AuthKey {
+		return AuthKey{ID: id, UserID: user, Hash: "h", Reusable: true, Tags: tags, ExpiresAt: &exp}
+	}
+	// No policy: only admins use tags.
+	if r := h.apply("authkey.create", key("k1", "u2", "tag:prod")); !errors.Is(r.Decode(nil), ErrForbidden) {
+		t.Errorf("member's tagged key without a policy: %v; want forbidden", r.Err)
+	}
+	h.ok("authkey.create", key("k2", "u1", "tag:prod"))
+	// The policy gives alice tag:ci, not tag:prod.
+	h.ok("policy.set", Policy{Text: `{"groups": {"group:ci": ["alice"]}, "tagOwners": {"tag:ci": ["group:ci"], "tag:prod": []}}`})
+	if r := h.apply("authkey.create", key("k3", "u2", "tag:ci", "tag:prod")); !errors.Is(r.Decode(nil), ErrForbidden) {
+		t.Errorf("member's key with a tag she does not own: %v; want forbidden", r.Err)
+	}
+	h.ok("authkey.create", key("k4", "u2", "tag:ci"))
+	// She loses tag:ci: her key no longer joins a machine with it.
+	h.ok("policy.set", Policy{Text: `{"tagOwners": {"tag:ci": []}}`})
+	if r := h.apply("node.join", Join{ID: "nx", Hostname: "x", MachineKey: "mkey:x", NodeKey: "nodekey:x", AuthKeyID: "k4"}); !errors.Is(r.Decode(nil), ErrForbidden) {
+		t.Errorf("join with a tag its key's user no longer owns: %v; want forbidden", r.Err)
+	}
+	// Tagging machines: a member neither tags nor untags a machine with a tag she does not own.
+	h.ok("node.register", Node{ID: "n2", Name: "laptop", UserID: "u2"})
+	if r := h.apply("node.tag", NodeTags{Name: "laptop", UserID: "u2", Tags: []string{WorkmachineTag}}); !errors.Is(r.Decode(nil), ErrForbidden) {
+		t.Errorf("member tags her laptop a workmachine: %v; want forbidden", r.Err)
+	}
+	if r := h.apply("node.tag", NodeTags{Name: "wm1", UserID: "u2"}); !errors.Is(r.Decode(nil), ErrForbidden) {
+		t.Errorf("member untags a workmachine: %v; want forbidden", r.Err)
+	}
+	// Only workmachines host workspaces and environments.
+	if r := h.apply("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "laptop", Image: "img"}); !errors.Is(r.Decode(nil), ErrInvalid) {
+		t.Errorf("workspace on a laptop: %v; want invalid", r.Err)
+	}
+	if r := h.apply("environment.create", Environment{ID: "e1", Name: "qa", OwnerID: "u2", Machine: "laptop", Services: []Service{{Name: "db"}}}); !errors.Is(r.Decode(nil), ErrInvalid) {
+		t.Errorf("environment on a laptop: %v; want invalid", r.Err)
+	}
+	// An admin makes the laptop a workmachine; it then hosts workspaces and cannot lose the tag
+	// while it does.
+	h.ok("node.tag", NodeTags{Name: "laptop", UserID: "u1", Tags: []string{WorkmachineTag, WorkmachineTag}})
+	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "laptop", Image: "img"})
+	if r := h.apply("node.tag", NodeTags{Name: "laptop", UserID: "u1"}); !errors.Is(r.Decode(nil), ErrConflict) {
+		t.Errorf("untag a machine that hosts a workspace: %v; want conflict", r.Err)
 	}
 }
 

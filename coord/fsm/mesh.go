@@ -35,6 +35,14 @@ func nodeJoin(t *tx) (any, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	// The key's tags are checked again: its user may have lost them since it was made.
+	u := get[User](t, tUsers, "id", ak.UserID)
+	if u == nil {
+		return nil, "", errorf(CodeInvalid, "auth key %s belongs to a deleted user; create a new one", ak.ID)
+	}
+	if err := checkTagOwner(t, u, ak.Tags); err != nil {
+		return nil, "", err
+	}
 	if j.ID == "" || get[Node](t, tNodes, "id", j.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "join: missing or duplicate ID")
 	}

@@ -18,6 +18,7 @@ var ops = map[string]op{
 	"authkey.revoke":     {1, authkeyRevoke},
 	"node.register":      {1, nodeRegister},
 	"node.delete":        {1, nodeDelete},
+	"node.tag":           {1, nodeTag},
 	"workspace.create":   {1, workspaceCreate},
 	"workspace.set":      {1, workspaceSet},
 	"workspace.delete":   {1, workspaceDelete},
@@ -146,7 +147,8 @@ func authkeyCreate(t *tx) (any, string, error) {
 	if err := t.decode(&k); err != nil {
 		return nil, "", err
 	}
-	if get[User](t, tUsers, "id", k.UserID) == nil {
+	u := get[User](t, tUsers, "id", k.UserID)
+	if u == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", k.UserID)
 	}
 	if k.ID == "" || k.Hash == "" || get[AuthKey](t, tAuthKeys, "id", k.ID) != nil {
@@ -156,6 +158,9 @@ func authkeyCreate(t *tx) (any, string, error) {
 		if err := validTag(tag); err != nil {
 			return nil, "", err
 		}
+	}
+	if err := checkTagOwner(t, u, k.Tags); err != nil {
+		return nil, "", err
 	}
 	k.CreatedAt, k.RevokedAt, k.Uses = t.c.Time, nil, 0
 	t.add(tAuthKeys, &k)
@@ -269,8 +274,8 @@ func workspaceCreate(t *tx) (any, string, error) {
 	if get[User](t, tUsers, "id", w.OwnerID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", w.OwnerID)
 	}
-	if get[Node](t, tNodes, "name", w.Machine) == nil {
-		return nil, "", errorf(CodeNotFound, "no machine %q: see meshctl node list for the machines on the mesh", w.Machine)
+	if err := checkWorkmachine(t, w.Machine); err != nil {
+		return nil, "", err
 	}
 	if w.Image == "" {
 		return nil, "", errorf(CodeInvalid, "workspace %q: an image is required (--image REF)", w.Name)

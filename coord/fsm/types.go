@@ -177,6 +177,7 @@ const (
 	CodeConflict    = "conflict"
 	CodeInvalid     = "invalid"
 	CodeUnsupported = "unsupported"
+	CodeForbidden   = "forbidden"
 )
 
 var (
@@ -184,6 +185,7 @@ var (
 	ErrConflict    = &Error{Code: CodeConflict}
 	ErrInvalid     = &Error{Code: CodeInvalid}
 	ErrUnsupported = &Error{Code: CodeUnsupported}
+	ErrForbidden   = &Error{Code: CodeForbidden}
 )
 
 func errorf(code, format string, args ...any) *Error {

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
 	"meshwork.dev/overlay/lab"
 	"meshwork.dev/workspace/ctrd"
 	"meshwork.dev/workspace/image"
@@ -79,7 +80,7 @@ type run struct {
 
 	lab                  *lab.Lab
 	coord, wm, laptop    *lab.Host
-	coordURL, token, key string
+	coordURL, token string
 	listen               string // where this machine reaches the admin API
 }
 
@@ -244,20 +245,19 @@ func (r *run) proxy() error {
 	return nil
 }
 
-func (r *run) authKey() error {
+// authKey makes a key that joins a machine with tags (the workmachine's) or none (the laptop's).
+func (r *run) authKey(tags ...string) (string, error) {
 	var k api.NewAuthKey
-	if err := r.call("POST", "/v1/authkeys", api.CreateAuthKey{Reusable: true, Expiry: "1h"}, &k); err != nil {
-		return err
-	}
-	r.key = k.Key
-	return nil
+	err := r.call("POST", "/v1/authkeys", api.CreateAuthKey{Reusable: true, Expiry: "1h", Tags: tags}, &k)
+	return k.Key, err
 }
 
 func (r *run) startWorkmachine() error {
-	if err := r.authKey(); err != nil {
+	key, err := r.authKey(fsm.WorkmachineTag)
+	if err != nil {
 		return err
 	}
-	p := r.wm.StartShared(nil, r.meshctl, "node", "--coord", r.coordURL, "--auth-key", r.key,
+	p := r.wm.StartShared(nil, r.meshctl, "node", "--coord", r.coordURL, "--auth-key", key,
 		"--state", filepath.Join(r.state, "wm"), "--hostname", machine)
 	r.Cleanup(func() { p.Stop(); r.removeWorkspaces() })
 	return r.wait(60*time.Second, machine+" on the mesh", func() error {
@@ -301,10 +301,14 @@ func (r *run) joinLaptop() error {
 	}); err != nil {
 		return err
 	}
+	key, err := r.authKey()
+	if err != nil {
+		return err
+	}
 	return r.wait(60*time.Second, "meshctl up", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := r.laptop.Command(ctx, r.meshctl, "up", "--state", state, "--coord", r.coordURL, "--auth-key", r.key, "--hostname", "laptop")
+		cmd := r.laptop.Command(ctx, r.meshctl, "up", "--state", state, "--coord", r.coordURL, "--auth-key", key, "--hostname", "laptop")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
