@@ -27,7 +27,7 @@ func TestParse(t *testing.T) {
 		`{"acls": [{"action": "accept", "src": ["group:x"], "dst": ["*:*"]}]}`: "not defined",
 		`{"groups": {"dev": []}}`: "group:NAME",
 		`{"ssh": [{"action": "accept", "src": ["*"], "dst": ["api"]}]}`: "users",
-		`{"tagOwners": {"tag:prod": ["group:ops"]}}`:                      "not defined",
+		`{"tagOwners": {"tag:prod": ["group:ops"]}}`:                    "not defined",
 	}
 	for text, want := range bad {
 		if _, err := Parse([]byte(text)); err == nil || !strings.Contains(err.Error(), want) {

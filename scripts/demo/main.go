@@ -78,10 +78,10 @@ type run struct {
 	mu       sync.Mutex
 	cleanups []func()
 
-	lab                  *lab.Lab
-	coord, wm, laptop    *lab.Host
-	coordURL, token string
-	listen               string // where this machine reaches the admin API
+	lab               *lab.Lab
+	coord, wm, laptop *lab.Host
+	coordURL, token   string
+	listen            string // where this machine reaches the admin API
 }
 
 func (r *run) Helper() {}
