@@ -103,7 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rep.Close()
 	b.start(rep)
-	mesh, err := startMesh(ctx, rep, b, cfg)
+	mesh, err := startMesh(ctx, rep, b, cfg, sk)
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ type meshServices struct {
 	done    chan struct{}      // closed when it has ended
 }
 
-func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config) (*meshServices, error) {
+func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config, sk *secret.Key) (*meshServices, error) {
 	noiseKey, err := control.DeriveKey(rep.ClusterSecret())
 	if err != nil {
 		return nil, err
@@ -165,7 +165,7 @@ func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config
 		followMembers(ctx, rep, derp, &derpMap)
 	}()
 	m.control = &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: derpMap.Load,
-		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf}
+		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf, Secrets: sk}
 	return m, nil
 }
 
@@ -266,7 +266,7 @@ func secretKey(cfg Config) (*secret.Key, error) {
 	case os.Getenv("MESHWORK_SECRET_KEY") != "":
 		k, err = secret.Parse(os.Getenv("MESHWORK_SECRET_KEY"))
 	default:
-		cfg.Logf("coord: no --secret-key-file: environments (whose compose files hold secrets) cannot be created")
+		cfg.Logf("coord: no --secret-key-file: environments (whose compose files hold secrets) cannot be created, and SSH sessions are audited but not recorded")
 		return nil, nil
 	}
 	if err != nil {

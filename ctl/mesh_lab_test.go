@@ -2,6 +2,8 @@ package ctl
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -89,7 +91,8 @@ func newMeshLab(t testing.TB) *meshLab {
 	coordIP := coordHost.Addr(in.Net)
 	cl.admin = in.PublicHost("ops")
 	r := &replicaHost{name: "coord", host: coordHost, addr: coordIP, state: filepath.Join(t.TempDir(), "coord")}
-	r.args = []string{"coord", "--id", "coord", "--state", r.state, "--http", coordIP.String() + ":8080", "--cluster", coordIP.String() + ":7000"}
+	r.args = []string{"coord", "--id", "coord", "--state", r.state, "--http", coordIP.String() + ":8080", "--cluster", coordIP.String() + ":7000",
+		"--secret-key-file", secretKeyFile(t)}
 	cl.replicas["coord"] = r
 	cl.start("coord", "", "")
 	cl.token = adminKey(t, r.state)
@@ -101,6 +104,17 @@ func newMeshLab(t testing.TB) *meshLab {
 		t.Fatal(err)
 	}
 	return &meshLab{coordLab: cl, in: in, coord: r, key: k.Key, wmKey: wk.Key}
+}
+
+// secretKeyFile writes a new secret key (what --secret-key-file reads) and returns its path.
+func secretKeyFile(t testing.TB) string {
+	k := make([]byte, 32)
+	rand.Read(k)
+	path := filepath.Join(t.TempDir(), "secret.key")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // laptop starts a daemon on h, a greeting service on its loopback port 9000, and joins it.

@@ -14,6 +14,7 @@ import (
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
+	"meshwork.dev/coord/secret"
 	"meshwork.dev/policy"
 )
 
@@ -137,6 +138,20 @@ func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk k
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// seal encrypts a session's recording for the Raft log; without a key it is dropped.
+func (s *Server) seal(sessionID string, cast []byte) []byte {
+	switch {
+	case len(cast) == 0:
+		return nil
+	case s.Secrets == nil:
+		s.logf("control: session %s: recording dropped: coord has no --secret-key-file to encrypt it at rest", sessionID)
+		return nil
+	case len(cast) > fsm.MaxCast:
+		return cast // refused as too big by the FSM, with its reason
+	}
+	return s.Secrets.Seal(cast, []byte(secret.RecordingAAD(sessionID)))
+}
+
 // serveSession records an SSH session a machine served: audit events at its start and end,
 // and the recording of a PTY session. The machine is the one the Noise channel proves.
 func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
@@ -157,7 +172,7 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request, mk key.Mac
 	actor := rep.User
 	switch rep.Kind {
 	case "end":
-		op, payload = "ssh.end", fsm.SessionEnd{Session: sess, Cast: rep.Cast, CastSize: rep.CastSize, Truncated: rep.Truncated}
+		op, payload = "ssh.end", fsm.SessionEnd{Session: sess, Cast: s.seal(rep.ID, rep.Cast), CastSize: rep.CastSize, Truncated: rep.Truncated}
 	case "blocked":
 		op, actor = "ssh.block", "node:"+n.Name
 	}

@@ -22,6 +22,7 @@ import (
 	"tailscale.com/types/key"
 
 	"meshwork.dev/coord/fsm"
+	"meshwork.dev/coord/secret"
 )
 
 // Backend is the replica as the control server uses it.
@@ -46,6 +47,9 @@ type Server struct {
 	EphemeralGrace time.Duration
 	// Logf logs; nil discards.
 	Logf func(format string, args ...any)
+	// Secrets seals session recordings before they enter the Raft log; without it the
+	// sessions are audited but their recordings are not kept.
+	Secrets *secret.Key
 
 	mu      sync.Mutex     // guards streams and removals
 	streams map[string]int // open map streams by node ID

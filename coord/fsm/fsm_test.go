@@ -739,24 +739,70 @@ func TestSessionsAndRecordings(t *testing.T) {
 	h := newHarness(t)
 	h.seed()
 	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
-	s := Session{ID: "s1", Workspace: "dev", Machine: "wm1", User: "alice", Node: "laptop", From: "100.64.0.9:4242", Login: "alice"}
+	var laptop Node
+	h.ok("node.register", Node{ID: "n2", Name: "laptop", UserID: "u2"}).Decode(&laptop)
+	// The machine says root called; coord's records say the address is alice's laptop.
+	s := Session{ID: "s1", Workspace: "dev", Machine: "wm1", User: "root", Node: "wm1", From: laptop.IPv4 + ":4242", Login: "alice"}
 	h.ok("ssh.start", s)
 	h.ok("ssh.end", SessionEnd{Session: s, Cast: []byte("gz"), CastSize: 100})
 	h.ok("ssh.end", SessionEnd{Session: Session{ID: "s2", Workspace: "dev", Machine: "wm1", User: "alice"}}) // no PTY: nothing kept
-	if recs := h.f.Store().Recordings("dev"); len(recs) != 1 || recs[0].ID != "s1" || string(recs[0].Cast) != "gz" {
+	recs := h.f.Store().Recordings("w1")
+	if len(recs) != 1 || recs[0].ID != "s1" || string(recs[0].Cast) != "gz" {
 		t.Fatalf("recordings = %+v, want s1's", recs)
+	}
+	if r := recs[0]; r.User != "alice" || r.UserID != "u2" || r.Node != "laptop" || r.OwnerID != "u2" || r.WorkspaceID != "w1" {
+		t.Errorf("recorded session %+v; want alice's, from laptop, into w1 of u2", r.Session)
 	}
 	events := h.f.Store().Audit(0, 100)
 	last := events[len(events)-2]
-	if last.Action != "ssh.end" || !strings.Contains(last.Detail, "session s1") {
+	if last.Action != "ssh.end" || !strings.Contains(last.Detail, "session s1: alice from laptop") {
 		t.Errorf("audit of the session's end = %+v", last)
 	}
+	// By its mesh IPv6 too; an address that is no machine names no one.
+	h.ok("ssh.start", Session{ID: "s3", Workspace: "dev", Machine: "wm1", User: "root", From: "[" + laptop.IPv6 + "]:22"})
+	h.ok("ssh.start", Session{ID: "s4", Workspace: "dev", Machine: "wm1", User: "root", From: "100.127.1.1:22"})
+	events = h.f.Store().Audit(0, 100)
+	if d := events[len(events)-2].Detail; !strings.Contains(d, "alice from laptop") {
+		t.Errorf("session from the laptop's IPv6 audited as %q", d)
+	}
+	if d := events[len(events)-1].Detail; strings.Contains(d, "root") || !strings.Contains(d, "no machine") {
+		t.Errorf("session from an unknown address audited as %q", d)
+	}
+
+	// Caps are per workspace: a flood into one pushes out only its own.
+	h.ok("workspace.create", Workspace{ID: "w2", Name: "other", OwnerID: "u1", Machine: "wm1", Image: "img"})
+	h.ok("ssh.end", SessionEnd{Session: Session{ID: "o1", Workspace: "other", Machine: "wm1"}, Cast: []byte("gz")})
 	for i := range MaxRecordings + 5 {
 		h.ok("ssh.end", SessionEnd{Session: Session{ID: fmt.Sprintf("x%d", i), Workspace: "dev", Machine: "wm1"}, Cast: []byte("gz")})
 	}
-	recs := h.f.Store().Recordings("")
-	if len(recs) != MaxRecordings || recs[0].ID != "x5" {
+	if recs := h.f.Store().Recordings("w1"); len(recs) != MaxRecordings || recs[0].ID != "x5" {
 		t.Errorf("after %d more: %d recordings, oldest %s; want %d, oldest x5", MaxRecordings+5, len(recs), recs[0].ID, MaxRecordings)
+	}
+	if recs := h.f.Store().Recordings("w2"); len(recs) != 1 {
+		t.Errorf("another workspace's recordings: %d, want its 1 kept", len(recs))
+	}
+	big := make([]byte, MaxCast)
+	for i := range MaxRecordingBytes/MaxCast + 2 {
+		h.ok("ssh.end", SessionEnd{Session: Session{ID: fmt.Sprintf("b%d", i), Workspace: "dev", Machine: "wm1"}, Cast: big})
+	}
+	var size int64
+	for _, r := range h.f.Store().Recordings("w1") {
+		size += int64(len(r.Cast))
+	}
+	if size > MaxRecordingBytes {
+		t.Errorf("workspace w1 keeps %d bytes of recordings, over %d", size, MaxRecordingBytes)
+	}
+
+	// Deleting the workspace deletes its recordings: a new one of the same name starts bare.
+	h.ok("workspace.delete", ByName{"dev"})
+	h.ok("workspace.create", Workspace{ID: "w3", Name: "dev", OwnerID: "u1", Machine: "wm1", Image: "img"})
+	for _, r := range h.f.Store().Recordings("") {
+		if r.WorkspaceID == "w1" {
+			t.Fatalf("recording %s of deleted workspace w1 kept", r.ID)
+		}
+	}
+	if recs := h.f.Store().Recordings("w3"); len(recs) != 0 {
+		t.Errorf("new workspace dev sees %d recordings", len(recs))
 	}
 }
 

@@ -337,6 +337,7 @@ func workspaceDelete(t *tx) (any, string, error) {
 		return nil, "", errorf(CodeConflict, "workspace %q receives intercept %s (%s); stop it first (meshctl intercept stop %s)", w.Name, ics[0].ID, ics[0].Target, ics[0].ID)
 	}
 	release(t, w.IPv4)
+	deleteRecordings(t, w.ID)
 	t.del(tWorkspaces, w)
 	touchNode(t, w.Machine)
 	return nil, "workspace/" + w.Name, nil

@@ -1,10 +1,12 @@
 package fsm
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -128,7 +130,7 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tIndex:  table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
 	tAddrs:  table(tAddrs, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Addr")}),
 	tMeta:   table(tMeta, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}),
-	tRecordings: table(tRecordings, byID(), by("workspace", "Workspace"), by("user", "User"),
+	tRecordings: table(tRecordings, byID(), by("workspace", "WorkspaceID"),
 		&memdb.IndexSchema{Name: "seq", Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
 }}
 
@@ -355,10 +357,13 @@ func (s *Store) WorkspacesOn(machine string) []*Workspace {
 	return all[Workspace](s.read(), tWorkspaces, "machine", machine)
 }
 
-// Recordings lists SSH session recordings, of one workspace or ("") of all, oldest first.
-func (s *Store) Recordings(workspace string) []*Recording {
-	if workspace != "" {
-		return all[Recording](s.read(), tRecordings, "workspace", workspace)
+// Recordings lists SSH session recordings, of the workspace with ID wsID or ("") of all,
+// oldest first.
+func (s *Store) Recordings(wsID string) []*Recording {
+	if wsID != "" {
+		recs := all[Recording](s.read(), tRecordings, "workspace", wsID)
+		slices.SortFunc(recs, func(a, b *Recording) int { return cmp.Compare(a.Seq, b.Seq) })
+		return recs
 	}
 	return all[Recording](s.read(), tRecordings, "seq")
 }

@@ -94,3 +94,6 @@ func (k *Key) Open(sealed, aad []byte) ([]byte, error) {
 	}
 	return pt, nil
 }
+
+// RecordingAAD binds a sealed session recording to its session.
+func RecordingAAD(sessionID string) string { return "recording/" + sessionID }
