@@ -894,3 +894,30 @@ func must2[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestUserDeleteTakesMachines: a deleted user's machines leave the mesh with her (peers are
+// told: the nodes are gone), but for tagged ones, which belong to their tags.
+func TestUserDeleteTakesMachines(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.ok("node.register", Node{ID: "n2", Name: "laptop", UserID: "u2"})
+	h.ok("node.register", Node{ID: "n3", Name: "ci", UserID: "u2", Tags: []string{"tag:ci"}})
+	before := h.index
+	h.ok("user.delete", ByName{"alice"})
+	st := h.f.Store()
+	if st.Node("laptop") != nil {
+		t.Errorf("alice's laptop is still on the mesh after she was deleted")
+	}
+	if gone := st.NodesGoneSince(before); len(gone) != 1 || gone[0] != "n2" {
+		t.Errorf("nodes gone = %v; want her laptop, so peers drop it", gone)
+	}
+	if st.Node("ci") == nil {
+		t.Errorf("a tagged machine went with the user who joined it")
+	}
+	// Its address is free again.
+	var n Node
+	h.ok("node.register", Node{ID: "n4", Name: "next", UserID: "u1"}).Decode(&n)
+	if n.IPv4 == "" {
+		t.Errorf("no address for the next machine")
+	}
+}

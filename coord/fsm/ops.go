@@ -89,6 +89,20 @@ func userDelete(t *tx) (any, string, error) {
 	if u.Role == RoleAdmin && countAdmins(t) == 1 {
 		return nil, "", errorf(CodeConflict, "%q is the last admin; make another admin first", u.Name)
 	}
+	// Their machines leave the mesh with them, but for tagged ones: those belong to their tags.
+	var machines []*Node
+	for _, n := range all[Node](t.Txn, tNodes, "user", u.ID) {
+		if len(n.Tags) == 0 {
+			if err := hostsNothing(t, n); err != nil {
+				return nil, "", err
+			}
+			machines = append(machines, n)
+		}
+	}
+	for _, n := range machines {
+		release(t, n.IPv4)
+		t.del(tNodes, n)
+	}
 	for _, k := range all[APIKey](t.Txn, tAPIKeys, "user", u.ID) {
 		t.del(tAPIKeys, k)
 	}
@@ -246,15 +260,23 @@ func nodeDelete(t *tx) (any, string, error) {
 	if n == nil {
 		return nil, "", errorf(CodeNotFound, "no node %q", req.Name)
 	}
-	if ws := all[Workspace](t.Txn, tWorkspaces, "machine", n.Name); len(ws) > 0 {
-		return nil, "", errorf(CodeConflict, "node %q hosts %d workspace(s), %s first: delete them before the node", n.Name, len(ws), ws[0].Name)
-	}
-	if envs := all[Environment](t.Txn, tEnvs, "machine", n.Name); len(envs) > 0 {
-		return nil, "", errorf(CodeConflict, "node %q hosts %d environment(s), %s first: delete them before the node", n.Name, len(envs), envs[0].Name)
+	if err := hostsNothing(t, n); err != nil {
+		return nil, "", err
 	}
 	release(t, n.IPv4)
 	t.del(tNodes, n)
 	return nil, "node/" + n.Name, nil
+}
+
+// hostsNothing checks that node n hosts no workspace or environment, before it goes.
+func hostsNothing(t *tx, n *Node) error {
+	if ws := all[Workspace](t.Txn, tWorkspaces, "machine", n.Name); len(ws) > 0 {
+		return errorf(CodeConflict, "node %q hosts %d workspace(s), %s first: delete them before the node", n.Name, len(ws), ws[0].Name)
+	}
+	if envs := all[Environment](t.Txn, tEnvs, "machine", n.Name); len(envs) > 0 {
+		return errorf(CodeConflict, "node %q hosts %d environment(s), %s first: delete them before the node", n.Name, len(envs), envs[0].Name)
+	}
+	return nil
 }
 
 func workspaceCreate(t *tx) (any, string, error) {
