@@ -21,14 +21,14 @@ type Session struct {
 	User        string        `json:"user"`                   // who: the caller's user name, or its machine's tags
 	Node        string        `json:"node"`                   // from which machine
 	From        string        `json:"from"`                   // source address
-	Login     string        `json:"login"`   // as whom inside the workspace
-	Command   string        `json:"command,omitempty"`
-	PTY       bool          `json:"pty,omitempty"`
-	Start     time.Time     `json:"start"`
-	Duration  time.Duration `json:"duration,omitempty"`
-	BytesIn   int64         `json:"bytes_in,omitempty"`
-	BytesOut  int64         `json:"bytes_out,omitempty"`
-	ExitCode  int           `json:"exit_code,omitempty"`
+	Login       string        `json:"login"`                  // as whom inside the workspace
+	Command     string        `json:"command,omitempty"`
+	PTY         bool          `json:"pty,omitempty"`
+	Start       time.Time     `json:"start"`
+	Duration    time.Duration `json:"duration,omitempty"`
+	BytesIn     int64         `json:"bytes_in,omitempty"`
+	BytesOut    int64         `json:"bytes_out,omitempty"`
+	ExitCode    int           `json:"exit_code,omitempty"`
 }
 
 // SessionEnd is the payload of ssh.end: the session and, for a PTY session, its recording.
