@@ -152,7 +152,7 @@ func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config
 		return nil, err
 	}
 	rep.Transport().ServeNonQUIC(relay.STUNReply) // STUN shares the cluster port's UDP
-	derp, err := startRelay(rep, cfg)
+	derp, err := startRelay(rep, b, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("coord: DERP relay: %w", err)
 	}
@@ -188,7 +188,7 @@ func serve(srv *http.Server, ln net.Listener, cfg Config) error {
 
 // startRelay serves DERP on the cluster address over TCP, with a certificate from the
 // cluster CA and the cluster's mesh key.
-func startRelay(rep *replica.Replica, cfg Config) (*relay.Relay, error) {
+func startRelay(rep *replica.Replica, b *backend, cfg Config) (*relay.Relay, error) {
 	host, portStr, err := net.SplitHostPort(cfg.ClusterAddr)
 	if err != nil {
 		return nil, err
@@ -211,7 +211,7 @@ func startRelay(rep *replica.Replica, cfg Config) (*relay.Relay, error) {
 	}
 	port, _ := strconv.Atoi(portStr)
 	return relay.Listen(relay.Config{Addr: cfg.ClusterAddr, Name: rep.ID(), STUNPort: port, Cert: cert,
-		CAs: rep.Identity().Pool(), MeshKey: meshKey, Logf: cfg.Logf})
+		CAs: rep.Identity().Pool(), MeshKey: meshKey, Admit: b.onMesh, Logf: cfg.Logf})
 }
 
 // followMembers keeps the DERP map and the relay's mesh in step with the cluster's members

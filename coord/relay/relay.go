@@ -39,15 +39,19 @@ type Config struct {
 	Cert     tls.Certificate // for Addr's IP, from the cluster CA
 	CAs      *x509.CertPool  // the cluster CA: other relays' certificates are checked against it
 	MeshKey  key.DERPMesh    // the same on every replica: relays admit each other with it
-	Logf     func(string, ...any)
+	// Admit reports whether a node key may use the relay: a machine on the mesh. nil admits
+	// everyone (tests of the relay alone).
+	Admit func(ctx context.Context, k key.NodePublic) bool
+	Logf  func(string, ...any)
 }
 
 // Relay is a running DERP server. Make it with Listen.
 type Relay struct {
-	cfg  Config
-	srv  *derpserver.Server
-	http *http.Server
-	done chan struct{}
+	cfg   Config
+	srv   *derpserver.Server
+	http  *http.Server
+	admit *http.Server // answers the DERP server's admission questions (Config.Admit)
+	done  chan struct{}
 
 	ctx    context.Context // good until Close
 	cancel context.CancelFunc
@@ -72,6 +76,14 @@ func Listen(cfg Config) (*Relay, error) {
 	// The DERP server's own log is per-connection chatter; it stays quiet.
 	r.srv = derpserver.New(key.NewNode(), func(string, ...any) {})
 	r.srv.SetMeshKey(cfg.MeshKey.String())
+	if cfg.Admit != nil {
+		url, err := r.serveAdmission()
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		r.srv.SetVerifyClientURL(url)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/derp", derpserver.Handler(r.srv))
 	mux.HandleFunc("/derp/probe", derpserver.ProbeHandler)
@@ -188,6 +200,9 @@ func (r *Relay) Close() error {
 	defer cancel()
 	r.http.Shutdown(ctx)
 	r.http.Close()
+	if r.admit != nil {
+		r.admit.Close()
+	}
 	err := r.srv.Close()
 	<-r.done
 	r.wg.Wait()

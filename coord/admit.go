@@ -1,0 +1,29 @@
+package coord
+
+import (
+	"context"
+
+	"tailscale.com/types/key"
+
+	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
+)
+
+// onMesh reports whether node key k belongs to a machine on the mesh: the DERP relay
+// carries packets for those alone. A machine that has just joined may not have reached this
+// replica yet, so a key not found waits for the nodes table to change, until ctx ends.
+func (b *backend) onMesh(ctx context.Context, k key.NodePublic) bool {
+	for {
+		store, err := b.Read(ctx, api.Stale)
+		if err != nil {
+			return false
+		}
+		if store.NodeByKey(k.String()) != nil {
+			return true
+		}
+		idx := store.TableIndex(fsm.TableNodes)
+		if store.WaitIndex(ctx, idx, fsm.TableNodes) <= idx {
+			return false // ctx ended
+		}
+	}
+}
