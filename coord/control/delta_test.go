@@ -3,9 +3,12 @@ package control
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
+	"tailscale.com/tailcfg"
 
 	"meshwork.dev/coord/fsm"
 )
@@ -49,8 +52,8 @@ func TestDeltaIsTheChange(t *testing.T) {
 	}
 	s := &Server{Backend: l}
 	store := l.f.Store()
-	st := streamState{index: store.TableIndex(fsm.TableNodes), derp: s.derpMap()}
-	if full := s.mapResponse(store, "nodekey:0"); len(full.Peers) != 199 {
+	var st streamState
+	if full := s.mapResponse(store, "nodekey:0", &st); len(full.Peers) != 199 {
 		t.Fatalf("full map has %d peers, want 199", len(full.Peers))
 	}
 
@@ -98,5 +101,78 @@ func TestFilterCompiledOncePerChange(t *testing.T) {
 	join(1)
 	if after := s.filter(store, nil); len(after) != 1 || len(after[0].DstPorts) <= len(first[0].DstPorts) {
 		t.Errorf("before n1 joined: %+v; after: %+v; want n1's addresses added", first, after)
+	}
+}
+
+// TestMapsTrimmedByPolicy: under a policy a node hears only of the peers it may reach or be
+// reached from (and their users), as Tailscale trims maps; a policy change adds and removes
+// peers in the next delta; with no policy everyone sees everyone.
+func TestMapsTrimmedByPolicy(t *testing.T) {
+	l := &local{f: fsm.New(t.Logf)}
+	l.must(t, "cluster.init", fsm.ClusterInit{ULA: "fd00:1:2::/48"})
+	for _, u := range []fsm.User{{ID: "u-root", Name: "root", Role: fsm.RoleAdmin}, {ID: "u-a", Name: "alice", Role: fsm.RoleMember}, {ID: "u-b", Name: "bob", Role: fsm.RoleMember}} {
+		l.must(t, "user.create", u)
+	}
+	join := func(name, user string, tags ...string) {
+		l.must(t, "node.register", fsm.Node{ID: name, Name: name, UserID: user, Tags: tags, NodeKey: "nodekey:" + name})
+	}
+	join("a1", "u-a")
+	join("b1", "u-b")
+	join("srv", "u-root", "tag:server")
+	s := &Server{Backend: l}
+	store := l.f.Store()
+	peers := func(res []*tailcfg.Node) string {
+		var names []string
+		for _, p := range res {
+			names = append(names, p.Hostinfo.Hostname())
+		}
+		sort.Strings(names)
+		return strings.Join(names, ",")
+	}
+	streams := map[string]*streamState{}
+	full := func(name string) *tailcfg.MapResponse {
+		streams[name] = &streamState{}
+		return s.mapResponse(store, "nodekey:"+name, streams[name])
+	}
+	if got := peers(full("a1").Peers); got != "b1,srv" {
+		t.Errorf("no policy: a1's peers %q; want everyone", got)
+	}
+
+	l.must(t, "policy.set", fsm.Policy{Text: `{"acls": [{"action": "accept", "src": ["alice"], "dst": ["tag:server:*"]}]}`})
+	for name, want := range map[string]string{"a1": "srv", "b1": "", "srv": "a1"} {
+		res := full(name)
+		if got := peers(res.Peers); got != want {
+			t.Errorf("alice → tag:server: %s's peers %q; want %q", name, got, want)
+		}
+		if name != "b1" {
+			for _, u := range res.UserProfiles {
+				if u.LoginName == "bob" {
+					t.Errorf("%s learns of bob, whose machines it may not reach", name)
+				}
+			}
+		}
+	}
+	// bob's new machine is news to no one.
+	join("b2", "u-b")
+	for _, name := range []string{"a1", "srv"} {
+		if res, _ := s.delta(store, name, streams[name]); res != nil && (len(res.PeersChanged) > 0 || len(res.PeersRemoved) > 0) {
+			t.Errorf("%s is told of bob's new machine: %+v", name, res)
+		}
+	}
+	// The policy lets bob in and alice out: the next deltas say so.
+	l.must(t, "policy.set", fsm.Policy{Text: `{"acls": [{"action": "accept", "src": ["bob"], "dst": ["tag:server:*"]}]}`})
+	for name, want := range map[string][2]string{"a1": {"", "srv"}, "b1": {"srv", ""}, "srv": {"b1,b2", "a1"}} {
+		res, _ := s.delta(store, name, streams[name])
+		var removed []string
+		for _, id := range res.PeersRemoved {
+			for _, n := range store.Nodes("") {
+				if nodeID(n.ID) == id {
+					removed = append(removed, n.Name)
+				}
+			}
+		}
+		if got := [2]string{peers(res.PeersChanged), strings.Join(removed, ",")}; got != want {
+			t.Errorf("after the change %s got (added, removed) %q; want %q", name, got, want)
+		}
 	}
 }

@@ -53,12 +53,11 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 		defer s.streamClosed(self)
 	}
 	compress := req.Compress == "zstd"
-	st := streamState{index: tablesIndex(store), workspaces: store.TableIndex(fsm.TableWorkspaces)}
-	res := s.mapResponse(store, req.NodeKey.String())
+	var st streamState
+	res := s.mapResponse(store, req.NodeKey.String(), &st)
 	if res == nil {
 		return
 	}
-	st.policy, st.derp = store.Policy().Version, res.DERPMap
 	if err := send(w, compress, res); err != nil || !req.Stream {
 		return
 	}
@@ -88,6 +87,8 @@ type streamState struct {
 	policy     uint64 // the policy version the filter came from
 	workspaces uint64 // the workspaces table index the DNS records came from
 	derp       *tailcfg.DERPMap
+	vis        *visibility     // what the node may see, as of index
+	peers      map[string]bool // the IDs of the peers it was told of
 }
 
 // watched are the tables whose changes a map stream follows.
@@ -102,10 +103,13 @@ func tablesIndex(store *fsm.Store) uint64 {
 }
 
 // dnsConfig is the mesh's DNS: the domain, answered by every node (MagicDNS: node names
-// come from the map), plus a record for each workspace's mesh addresses.
-func (s *Server) dnsConfig(store *fsm.Store) *tailcfg.DNSConfig {
+// come from the map), plus a record for each workspace's mesh addresses that vis sees.
+func (s *Server) dnsConfig(store *fsm.Store, vis *visibility) *tailcfg.DNSConfig {
 	c := &tailcfg.DNSConfig{Domains: []string{s.domain()}, Proxied: true}
 	for _, w := range store.Workspaces("") {
+		if vis.limited && !vis.sees(hostPrefixes(w.IPv4, w.IPv6)) {
+			continue
+		}
 		for _, a := range []string{w.IPv4, w.IPv6} {
 			if a != "" {
 				c.ExtraRecords = append(c.ExtraRecords, tailcfg.DNSRecord{Name: w.Name + "." + s.domain() + ".", Value: a})
@@ -117,7 +121,9 @@ func (s *Server) dnsConfig(store *fsm.Store) *tailcfg.DNSConfig {
 
 // delta is what changed for node self since the stream last sent: the nodes changed and
 // removed (O(changes), not O(nodes)), and the filter and DERP map when they changed. nil
-// when nothing the node sees changed; ok is false when self itself was deleted.
+// when nothing the node sees changed; ok is false when self itself was deleted. Under a
+// policy the node hears only of the peers it may reach or be reached from; a new policy,
+// or a change of the node itself, looks at every node again.
 func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *tailcfg.MapResponse, ok bool) {
 	now := tablesIndex(store)
 	changed, gone := store.NodesChangedSince(st.index), store.NodesGoneSince(st.index)
@@ -126,32 +132,62 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 		if id == selfID {
 			return nil, false
 		}
-		res.PeersRemoved = append(res.PeersRemoved, nodeID(id))
+		if st.peers[id] {
+			res.PeersRemoved = append(res.PeersRemoved, nodeID(id))
+			delete(st.peers, id)
+		}
+	}
+	var self *fsm.Node
+	for _, n := range changed {
+		if n.ID == selfID {
+			self, res.Node = n, s.tailNode(store, n)
+		}
+	}
+	pol := store.Policy()
+	newPolicy := pol.Version != st.policy
+	if newPolicy || pol.Version != 0 && (len(changed) > 0 || len(gone) > 0) {
+		// A policy names hosts, so its filter follows the nodes it resolves to.
+		res.PacketFilter = s.filter(store, nil)
+		st.policy = pol.Version
+		if self == nil {
+			self = store.NodeByID(selfID)
+		}
+		if self == nil {
+			return nil, false
+		}
+		st.vis = s.visibilityFor(store, self, nil)
+	}
+	look := changed
+	if newPolicy || st.vis.limited && res.Node != nil {
+		look = store.Nodes("") // whom the node may see may have changed for anyone
+	}
+	changedIDs := make(map[string]bool, len(changed))
+	for _, n := range changed {
+		changedIDs[n.ID] = true
 	}
 	users := map[string]bool{}
-	for _, n := range changed {
-		switch {
-		case n.ID == selfID:
-			res.Node = s.tailNode(store, n)
-		case n.NodeKey != "":
+	for _, n := range look {
+		if n.ID == selfID || n.NodeKey == "" {
+			continue
+		}
+		switch sees := !st.vis.limited || st.vis.sees(nodeAddrs(store, n)); {
+		case sees && (changedIDs[n.ID] || !st.peers[n.ID]):
 			res.PeersChanged = append(res.PeersChanged, s.tailNode(store, n))
+			st.peers[n.ID] = true
 			users[n.UserID] = true
+		case !sees && st.peers[n.ID]:
+			res.PeersRemoved = append(res.PeersRemoved, nodeID(n.ID))
+			delete(st.peers, n.ID)
 		}
 	}
 	// A peer of a user this node has not heard of needs the user's profile too: without it
 	// the node cannot say who is calling from that peer (WhoIs fails).
 	res.UserProfiles = userProfiles(store, users)
-	pol := store.Policy()
-	if pol.Version != st.policy || pol.Version != 0 && (len(changed) > 0 || len(gone) > 0) {
-		// A policy names hosts, so its filter follows the nodes it resolves to.
-		res.PacketFilter = s.filter(store, nil)
-		st.policy = pol.Version
-	}
 	if d := s.derpMap(); d != st.derp {
 		res.DERPMap, st.derp = d, d
 	}
-	if w := store.TableIndex(fsm.TableWorkspaces); w != st.workspaces {
-		res.DNSConfig, st.workspaces = s.dnsConfig(store), w
+	if w := store.TableIndex(fsm.TableWorkspaces); w != st.workspaces || newPolicy {
+		res.DNSConfig, st.workspaces = s.dnsConfig(store, st.vis), w
 	}
 	st.index = now
 	if res.Node == nil && res.PeersChanged == nil && res.PeersRemoved == nil && res.UserProfiles == nil && res.PacketFilter == nil && res.DERPMap == nil && res.DNSConfig == nil {
@@ -240,8 +276,9 @@ func send(w http.ResponseWriter, compress bool, v any) error {
 	return nil
 }
 
-// mapResponse is the whole network map as node nodeKey sees it.
-func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapResponse {
+// mapResponse is the whole network map as node nodeKey sees it; st becomes what the node
+// was told, for the deltas that follow.
+func (s *Server) mapResponse(store *fsm.Store, nodeKey string, st *streamState) *tailcfg.MapResponse {
 	var self *fsm.Node
 	nodes := store.Nodes("")
 	for _, n := range nodes {
@@ -252,21 +289,25 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string) *tailcfg.MapRespo
 	if self == nil {
 		return nil
 	}
+	*st = streamState{index: tablesIndex(store), workspaces: store.TableIndex(fsm.TableWorkspaces),
+		policy: store.Policy().Version, derp: s.derpMap(), peers: map[string]bool{}}
+	st.vis = s.visibilityFor(store, self, nodes)
 	now := time.Now()
 	res := &tailcfg.MapResponse{
 		Node:         s.tailNode(store, self),
-		DERPMap:      s.derpMap(),
+		DERPMap:      st.derp,
 		Domain:       s.domain(),
 		PacketFilter: s.filter(store, nodes),
-		DNSConfig:    s.dnsConfig(store),
+		DNSConfig:    s.dnsConfig(store, st.vis),
 		ControlTime:  &now,
 	}
 	users := map[string]bool{self.UserID: true}
 	for _, n := range nodes {
-		if n.ID == self.ID || n.NodeKey == "" {
+		if n.ID == self.ID || n.NodeKey == "" || st.vis.limited && !st.vis.sees(nodeAddrs(store, n)) {
 			continue
 		}
 		res.Peers = append(res.Peers, s.tailNode(store, n))
+		st.peers[n.ID] = true
 		users[n.UserID] = true
 	}
 	res.UserProfiles = userProfiles(store, users)

@@ -312,6 +312,9 @@ func (s *Store) Nodes(userID string) []*Node { return listBy[Node](s, tNodes, "u
 // Node finds a node by name.
 func (s *Store) Node(name string) *Node { return first[Node](s.read(), tNodes, "name", name) }
 
+// NodeByID finds a node by its ID.
+func (s *Store) NodeByID(id string) *Node { return first[Node](s.read(), tNodes, "id", id) }
+
 // NodeByKey finds a node by its node key (nodekey:…).
 func (s *Store) NodeByKey(k string) *Node { return first[Node](s.read(), tNodes, "nodekey", k) }
 
