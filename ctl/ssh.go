@@ -79,8 +79,8 @@ func runSSH(ctx context.Context, e *env, args []string) error {
 	}
 	sshArgs = append(sshArgs, host)
 	if len(rest) > 0 {
-		// One argument each, as typed: ssh would join them into one shell line.
-		sshArgs = append(sshArgs, "--", shellJoin(rest))
+		// As OpenSSH does: the words joined by spaces, one command line for the login shell.
+		sshArgs = append(sshArgs, "--", strings.Join(rest, " "))
 	}
 	cmd := exec.CommandContext(ctx, bin, sshArgs...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdin, e.stdout, e.stderr
@@ -129,15 +129,6 @@ func defaultKnownHosts() string {
 		dir = os.TempDir()
 	}
 	return filepath.Join(dir, "meshwork", "known_hosts")
-}
-
-// shellJoin quotes args for the remote shell, which ssh hands one command line.
-func shellJoin(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(q, " ")
 }
 
 // meshDomain is the mesh's DNS domain as ssh-config writes names.

@@ -66,18 +66,19 @@ func TestSSH(t *testing.T) {
 	ml.mustCtl(ml.coord, "ws", "create", "api", "--machine", "wm1", "--image", echoImage)
 	admin := []string{"--coord", ml.coord.url(), "--token", ml.token}
 
-	// A command: its exit status and stderr come back as they were.
+	// A command line, given to the login shell as OpenSSH gives it: its exit status and
+	// stderr come back as they were.
 	var out, errOut string
 	var code int
 	eventually(t, 30*time.Second, "meshctl ssh api", func() error {
-		out, errOut, code = sshRun(lp, nil, ml.meshctl, append(admin, "ssh", "api", "--", "sh", "-c", "echo out; echo err >&2; exit 3")...)
+		out, errOut, code = sshRun(lp, nil, ml.meshctl, append(admin, "ssh", "api", "--", "echo out; echo err >&2; exit 3")...)
 		if code == 255 {
 			return fmt.Errorf("ssh failed: %s", errOut)
 		}
 		return nil
 	})
 	if out != "out\n" || !strings.Contains(errOut, "err") || strings.Contains(out, "err") || code != 3 {
-		t.Errorf("ssh api -- sh -c '...; exit 3': stdout %q, stderr %q, exit %d", out, errOut, code)
+		t.Errorf("ssh api -- 'echo out; echo err >&2; exit 3': stdout %q, stderr %q, exit %d", out, errOut, code)
 	}
 
 	// Plain ssh with the config meshctl writes.
