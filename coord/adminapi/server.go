@@ -64,7 +64,9 @@ func (j *joinSlots) release() { <-j.ch }
 type caller struct {
 	user  *fsm.User
 	keyID string
-	addr  string // source address, for the audit log
+	addr  string      // source address, for the audit log
+	idem  string      // the scope of the request's Idempotency-Key; "": none
+	body  *bodyDigest // the request's body, hashed as it is read, when idem is set
 }
 
 func (c *caller) admin() bool { return c.user.Role == fsm.RoleAdmin }
@@ -140,6 +142,9 @@ func (s *Server) authed(route string, h handlerFunc) http.Handler {
 		start := time.Now()
 		c, err := s.authenticate(r)
 		if err == nil {
+			err = idempotent(r, c)
+		}
+		if err == nil {
 			err = h(w, r, c)
 		}
 		if err != nil {
@@ -208,10 +213,12 @@ func (s *Server) apiError(err error) error {
 	status := map[string]int{
 		fsm.CodeNotFound: http.StatusNotFound, fsm.CodeConflict: http.StatusConflict,
 		fsm.CodeInvalid: http.StatusBadRequest, fsm.CodeUnsupported: http.StatusServiceUnavailable,
+		fsm.CodeKeyReused: http.StatusUnprocessableEntity,
 	}[fe.Code]
 	code := map[string]string{
 		fsm.CodeNotFound: api.CodeNotFound, fsm.CodeConflict: api.CodeConflict,
 		fsm.CodeInvalid: api.CodeInvalid, fsm.CodeUnsupported: api.CodeUnavailable,
+		fsm.CodeKeyReused: api.CodeKeyReused,
 	}[fe.Code]
 	if status == 0 {
 		status, code = http.StatusInternalServerError, api.CodeInternal
@@ -225,7 +232,7 @@ func (s *Server) apply(r *http.Request, c *caller, op string, data, out any) err
 	if err != nil {
 		return err
 	}
-	cmd.IdemKey = r.Header.Get("Idempotency-Key")
+	cmd.IdemKey = c.idemKey()
 	start := time.Now()
 	res, err := s.Backend.Apply(r.Context(), cmd)
 	s.metrics.observeApply(time.Since(start), err)
