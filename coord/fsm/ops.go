@@ -36,6 +36,7 @@ var ops = map[string]op{
 	"node.join":          {1, nodeJoin},
 	"node.update":        {1, nodeUpdate},
 	"restore":            {1, restore},
+	"login.fail":         {1, loginFail},
 }
 
 // ByName names the object of a delete or a change.
