@@ -129,7 +129,7 @@ func (s *Server) backOff(w http.ResponseWriter, r *http.Request) error {
 	secs := int((d + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	return apiErr(http.StatusTooManyRequests, api.CodeTooMany,
-		"too many failed logins from %s: retry in %d s with a valid API key", r.RemoteAddr, secs)
+		"too many failed logins from %s: retry in %d s with a valid API key", hostOf(r.RemoteAddr), secs)
 }
 
 // loginFailed counts a failed login and audits it when the guard says so.
@@ -145,10 +145,7 @@ func (s *Server) loginFailed(r *http.Request, keyID string, err error) {
 	if len(f.KeyID) > fsm.MaxKeyName {
 		f.KeyID = f.KeyID[:fsm.MaxKeyName]
 	}
-	host := r.RemoteAddr
-	if ap, err := netip.ParseAddrPort(host); err == nil {
-		host = ap.Addr().String()
-	}
+	host := hostOf(r.RemoteAddr)
 	cmd, cerr := fsm.NewCommand("login.fail", "anonymous", host, f)
 	if cerr != nil {
 		return
@@ -163,4 +160,12 @@ func (s *Server) loginFailed(r *http.Request, keyID string, err error) {
 	if aerr != nil && s.Logf != nil {
 		s.Logf("adminapi: auditing failed logins from %s: %v", host, aerr)
 	}
+}
+
+// hostOf is the address of ip:port, or the whole string if it is not one.
+func hostOf(remoteAddr string) string {
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		return ap.Addr().String()
+	}
+	return remoteAddr
 }

@@ -42,7 +42,8 @@ func TestLoginBackOff(t *testing.T) {
 	}
 	w := e.from(attacker, e.alice, "GET", "/v1/workspaces")
 	retry, _ := strconv.Atoi(w.Header().Get("Retry-After"))
-	if w.Code != http.StatusTooManyRequests || retry < 1 || retry > 60 || !strings.Contains(w.Body.String(), api.CodeTooMany) {
+	if w.Code != http.StatusTooManyRequests || retry < 1 || retry > 60 || !strings.Contains(w.Body.String(), api.CodeTooMany) ||
+		!strings.Contains(w.Body.String(), "too many failed logins from 198.51.100.7: retry in") {
 		t.Errorf("a good key from the blocked address: %d (Retry-After %q) %s; want 429, unchecked", w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
 	if w := e.from("198.51.100.8:40000", e.alice, "GET", "/v1/workspaces"); w.Code != http.StatusOK {
