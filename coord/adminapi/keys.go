@@ -57,7 +57,10 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, c *caller)
 	if err != nil {
 		return err
 	}
-	k := keys.New(keys.APIKey)
+	k, err := s.newKey(c, keys.APIKey)
+	if err != nil {
+		return err
+	}
 	var rec fsm.APIKey
 	if err := s.apply(r, c, "apikey.create", fsm.APIKey{ID: k.ID, UserID: u.ID, Name: req.Name, Hash: k.Hash(), ExpiresAt: exp}, &rec); err != nil {
 		return err
@@ -123,7 +126,10 @@ func (s *Server) createAuthKey(w http.ResponseWriter, r *http.Request, c *caller
 	if err != nil {
 		return err
 	}
-	k := keys.New(keys.AuthKey)
+	k, err := s.newKey(c, keys.AuthKey)
+	if err != nil {
+		return err
+	}
 	rec := fsm.AuthKey{ID: k.ID, UserID: c.user.ID, Hash: k.Hash(), Reusable: req.Reusable,
 		Ephemeral: req.Ephemeral, Tags: req.Tags, ExpiresAt: exp}
 	if err := s.apply(r, c, "authkey.create", rec, &rec); err != nil {

@@ -37,8 +37,12 @@ type Server struct {
 	// Secrets seals what must be encrypted at rest (environments' compose files) before it
 	// enters the Raft log. Without it, such writes are refused.
 	Secrets *secret.Key
-	metrics metrics
-	joins   joinSlots
+	// LoginLimit is how many failed logins one address (an IPv6 /64) may make in a minute
+	// before it is refused, unchecked, for the rest of that minute; default 10.
+	LoginLimit int
+	metrics    metrics
+	joins      joinSlots
+	logins     loginGuard
 }
 
 // joinSlots bounds the join requests handled at once: they are the only route served before
@@ -64,7 +68,9 @@ func (j *joinSlots) release() { <-j.ch }
 type caller struct {
 	user  *fsm.User
 	keyID string
-	addr  string // source address, for the audit log
+	addr  string      // source address, for the audit log
+	idem  string      // the scope of the request's Idempotency-Key; "": none
+	body  *bodyDigest // the request's body, hashed as it is read, when idem is set
 }
 
 func (c *caller) admin() bool { return c.user.Role == fsm.RoleAdmin }
@@ -139,7 +145,10 @@ func (s *Server) routes() map[string]handlerFunc {
 func (s *Server) authed(route string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		c, err := s.authenticate(r)
+		c, err := s.login(w, r)
+		if err == nil {
+			err = idempotent(r, c)
+		}
 		if err == nil {
 			err = h(w, r, c)
 		}
@@ -152,6 +161,22 @@ func (s *Server) authed(route string, h handlerFunc) http.Handler {
 
 var errUnauthorized = apiErr(http.StatusUnauthorized, api.CodeUnauthorized,
 	"missing or malformed API key: send Authorization: Bearer mk_... (a new cluster's admin key is in its STATE/admin.key)")
+
+// login authenticates r unless its address is backing off; a failure with a key is counted
+// (and audited, rate-limited) against the address.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) (*caller, error) {
+	if err := s.backOff(w, r); err != nil {
+		return nil, err
+	}
+	c, err := s.authenticate(r)
+	if e, ok := err.(*api.Error); ok && e.Status == http.StatusUnauthorized {
+		if tok, ok := bearer(r); ok {
+			k, _ := keys.Parse(tok, keys.APIKey)
+			s.loginFailed(r, k.ID, err)
+		}
+	}
+	return c, err
+}
 
 func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	tok, ok := bearer(r)
@@ -210,11 +235,13 @@ func (s *Server) apiError(err error) error {
 		fsm.CodeNotFound: http.StatusNotFound, fsm.CodeConflict: http.StatusConflict,
 		fsm.CodeInvalid: http.StatusBadRequest, fsm.CodeUnsupported: http.StatusServiceUnavailable,
 		fsm.CodeForbidden: http.StatusForbidden,
+		fsm.CodeKeyReused: http.StatusUnprocessableEntity,
 	}[fe.Code]
 	code := map[string]string{
 		fsm.CodeNotFound: api.CodeNotFound, fsm.CodeConflict: api.CodeConflict,
 		fsm.CodeInvalid: api.CodeInvalid, fsm.CodeUnsupported: api.CodeUnavailable,
 		fsm.CodeForbidden: api.CodeForbidden,
+		fsm.CodeKeyReused: api.CodeKeyReused,
 	}[fe.Code]
 	if status == 0 {
 		status, code = http.StatusInternalServerError, api.CodeInternal
@@ -228,7 +255,7 @@ func (s *Server) apply(r *http.Request, c *caller, op string, data, out any) err
 	if err != nil {
 		return err
 	}
-	cmd.IdemKey = r.Header.Get("Idempotency-Key")
+	cmd.IdemKey = c.idemKey()
 	start := time.Now()
 	res, err := s.Backend.Apply(r.Context(), cmd)
 	s.metrics.observeApply(time.Since(start), err)

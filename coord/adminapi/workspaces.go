@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,21 +17,31 @@ func apiWorkspace(w *fsm.Workspace, owner string) api.Workspace {
 		IPv4: w.IPv4, IPv6: w.IPv6, State: w.State, Reason: w.Reason, HostKey: w.HostKey, CreatedAt: w.CreatedAt}
 }
 
-// parseMemory reads "512m", "2g", "1.5G" or a number of bytes.
+// parseMemory reads "512m", "2g", "1.5G" or a number of bytes, up to fsm.MaxMemory.
 func parseMemory(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
 	mult := map[byte]float64{'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30, 't': 1 << 40}
-	num, m := strings.ToLower(strings.TrimSuffix(strings.ToLower(s), "b")), 1.0
-	if f, ok := mult[num[len(num)-1]]; ok {
+	num, m := strings.TrimSuffix(strings.ToLower(s), "b"), 1.0
+	if f, ok := mult[lastByte(num)]; ok {
 		num, m = num[:len(num)-1], f
 	}
 	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v <= 0 {
+	if err != nil || !(v > 0) || math.IsInf(v, 0) {
 		return 0, invalid("memory %q: write a size such as 512m or 2g", s)
 	}
+	if v*m > fsm.MaxMemory {
+		return 0, invalid("memory %q: over the limit of 16t", s)
+	}
 	return int64(v * m), nil
+}
+
+func lastByte(s string) byte {
+	if s == "" {
+		return 0
+	}
+	return s[len(s)-1]
 }
 
 func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, c *caller) error {

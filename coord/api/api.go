@@ -21,6 +21,8 @@ const (
 	CodeNotFound     = "not_found"    // 404
 	CodeConflict     = "conflict"     // 409: a name already taken
 	CodeTooLarge     = "too_large"    // 413
+	CodeKeyReused    = "key_reused"   // 422: an Idempotency-Key sent again with another body
+	CodeTooMany      = "too_many"     // 429: too many failed logins from one address; see Retry-After
 	CodeUnavailable  = "unavailable"  // 503: no leader, or the cluster is not ready
 	CodeInternal     = "internal"     // 500
 )

@@ -234,11 +234,13 @@ func (s *Server) waitChange(ctx context.Context, w http.ResponseWriter, compress
 func (s *Server) update(ctx context.Context, self *fsm.Node, req *tailcfg.MapRequest) error {
 	u := fsm.NodeUpdate{NodeKey: self.NodeKey, DiscoKey: req.DiscoKey.String(), OS: self.OS, HomeDERP: self.HomeDERP}
 	for _, ep := range req.Endpoints {
-		u.Endpoints = append(u.Endpoints, ep.String())
+		if s := ep.String(); len(s) <= fsm.MaxEndpoint && len(u.Endpoints) < fsm.MaxEndpoints {
+			u.Endpoints = append(u.Endpoints, s) // the first ones: clients list the best first
+		}
 	}
 	if req.Hostinfo != nil {
 		if req.Hostinfo.OS != "" {
-			u.OS = req.Hostinfo.OS
+			u.OS = truncate(req.Hostinfo.OS, fsm.MaxOS)
 		}
 		if req.Hostinfo.NetInfo != nil && req.Hostinfo.NetInfo.PreferredDERP != 0 {
 			u.HomeDERP = req.Hostinfo.NetInfo.PreferredDERP

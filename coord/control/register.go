@@ -43,7 +43,7 @@ func (s *Server) register(r *http.Request, mk key.MachinePublic, req *tailcfg.Re
 	}
 	j := fsm.Join{ID: keys.New("n").ID, MachineKey: mk.String(), NodeKey: req.NodeKey.String()}
 	if req.Hostinfo != nil {
-		j.Hostname, j.OS = req.Hostinfo.Hostname, req.Hostinfo.OS
+		j.Hostname, j.OS = truncate(req.Hostinfo.Hostname, fsm.MaxHostname), truncate(req.Hostinfo.OS, fsm.MaxOS)
 	}
 	if req.Auth != nil && req.Auth.AuthKey != "" {
 		j.AuthKeyID, err = checkAuthKey(store, req.Auth.AuthKey)
@@ -117,4 +117,13 @@ func hash63(s string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte(s))
 	return int64(h.Sum64() >> 1)
+}
+
+// truncate cuts s to at most n bytes: what a machine reports of itself is kept within the
+// state's caps rather than refused (it has no way to show the refusal to its user).
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

@@ -15,7 +15,7 @@ type Command struct {
 	Actor   string          `json:"actor"`
 	Source  string          `json:"source,omitempty"`
 	Time    time.Time       `json:"time"`
-	IdemKey string          `json:"idem,omitempty"` // Idempotency-Key of the request
+	IdemKey string          `json:"idem,omitempty"` // the request's idempotency key: see IdemKey
 	Data    json.RawMessage `json:"data"`
 }
 

@@ -31,7 +31,7 @@ func environmentCreate(t *tx) (any, string, error) {
 	if err := t.decode(&e); err != nil {
 		return nil, "", err
 	}
-	if err := ValidName("environment", e.Name); err != nil {
+	if err := firstErr(ValidName("environment", e.Name), e.checkSizes()); err != nil {
 		return nil, "", err
 	}
 	if get[Environment](t, tEnvs, "name", e.Name) != nil {

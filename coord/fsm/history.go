@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // history is the state that grows only at its end and is dropped only from its front, both
@@ -37,20 +38,44 @@ func newHistory(audit []*AuditEvent, idem []*idemEntry) history {
 	return history{audit: audit, idem: idem}
 }
 
-// idemKeys indexes the idempotency entries by key, for the FSM alone.
+// IdemKey makes a command's idempotency key of a scope (who sent which request with which
+// client key: the API hashes them together, so two callers' keys never meet) and a digest of
+// the request's body. A retry finds the answer remembered under the scope; the same scope
+// with another body is refused with CodeKeyReused instead of answered with another
+// request's result.
+func IdemKey(scope, body string) string { return scope + "#" + body }
+
+// splitIdem returns the scope and the body digest of an idempotency key ("": none, as keys
+// made by the replica itself and by older builds have).
+func splitIdem(key string) (scope, body string) {
+	scope, body, _ = strings.Cut(key, "#")
+	return scope, body
+}
+
+// CodeKeyReused refuses an idempotency key sent again with another request body.
+const CodeKeyReused = "key_reused"
+
+// idemKeys indexes the idempotency entries by scope, for the FSM alone.
 func idemKeys(idem []*idemEntry) map[string]*idemEntry {
 	keys := make(map[string]*idemEntry, len(idem))
 	for _, e := range idem {
-		keys[e.Key] = e
+		scope, _ := splitIdem(e.Key)
+		keys[scope] = e
 	}
 	return keys
 }
 
-// seen returns the result recorded for an idempotency key within the window before index.
+// seen returns the result recorded for an idempotency key's scope within the window before
+// index, or a refusal when it was recorded for another request body.
 func (f *FSM) seen(key string, index uint64) *Result {
-	e := f.keys[key]
+	scope, body := splitIdem(key)
+	e := f.keys[scope]
 	if e == nil || e.Index+idemWindow < index {
 		return nil
+	}
+	if _, was := splitIdem(e.Key); was != body {
+		return &Result{Index: index, Err: errorf(CodeKeyReused,
+			"this Idempotency-Key was used (at log index %d) for a request with another body: send a new key for a new request", e.Index)}
 	}
 	return &e.Result
 }
@@ -58,7 +83,8 @@ func (f *FSM) seen(key string, index uint64) *Result {
 func (f *FSM) remember(key string, index uint64, res *Result) {
 	e := &idemEntry{Key: key, Index: index, Result: *res}
 	f.hist.idem = append(f.hist.idem, e)
-	f.keys[key] = e
+	scope, _ := splitIdem(key)
+	f.keys[scope] = e
 }
 
 // idemWindow is how many log entries an idempotency key is remembered for: a command at
@@ -80,8 +106,8 @@ func (f *FSM) prune(audited, remembered uint64) {
 	f.hist.audit = a
 	d := f.hist.idem
 	for remembered > 0 && len(d) > 0 && d[0].Index+idemWindow <= remembered {
-		if f.keys[d[0].Key] == d[0] {
-			delete(f.keys, d[0].Key)
+		if scope, _ := splitIdem(d[0].Key); f.keys[scope] == d[0] {
+			delete(f.keys, scope)
 		}
 		d = d[1:]
 	}

@@ -22,6 +22,9 @@ func nodeJoin(t *tx) (any, string, error) {
 	if err := t.decode(&j); err != nil {
 		return nil, "", err
 	}
+	if err := j.checkSizes(); err != nil {
+		return nil, "", err
+	}
 	if j.MachineKey == "" || j.NodeKey == "" {
 		return nil, "", errorf(CodeInvalid, "join: machine and node keys are required")
 	}
@@ -136,6 +139,9 @@ type NodeUpdate struct {
 func nodeUpdate(t *tx) (any, string, error) {
 	var u NodeUpdate
 	if err := t.decode(&u); err != nil {
+		return nil, "", err
+	}
+	if err := u.checkSizes(); err != nil {
 		return nil, "", err
 	}
 	old := get[Node](t, tNodes, "nodekey", u.NodeKey)

@@ -37,6 +37,7 @@ var ops = map[string]op{
 	"node.join":          {1, nodeJoin},
 	"node.update":        {1, nodeUpdate},
 	"restore":            {1, restore},
+	"login.fail":         {1, loginFail},
 }
 
 // ByName names the object of a delete or a change.
@@ -131,6 +132,9 @@ func apikeyCreate(t *tx) (any, string, error) {
 	if get[User](t, tUsers, "id", k.UserID) == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", k.UserID)
 	}
+	if err := checkLen("an API key's name", k.Name, MaxKeyName); err != nil {
+		return nil, "", err
+	}
 	if k.ID == "" || k.Hash == "" || get[APIKey](t, tAPIKeys, "id", k.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "API key: missing or duplicate ID, or no hash")
 	}
@@ -164,6 +168,9 @@ func authkeyCreate(t *tx) (any, string, error) {
 	u := get[User](t, tUsers, "id", k.UserID)
 	if u == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", k.UserID)
+	}
+	if err := checkTags(k.Tags); err != nil {
+		return nil, "", err
 	}
 	if k.ID == "" || k.Hash == "" || get[AuthKey](t, tAuthKeys, "id", k.ID) != nil {
 		return nil, "", errorf(CodeInvalid, "auth key: missing or duplicate ID, or no hash")
@@ -218,7 +225,7 @@ func nodeRegister(t *tx) (any, string, error) {
 	if err := t.decode(&n); err != nil {
 		return nil, "", err
 	}
-	if err := ValidName("node", n.Name); err != nil {
+	if err := firstErr(ValidName("node", n.Name), n.checkSizes()); err != nil {
 		return nil, "", err
 	}
 	if err := nameFree(t, n.Name); err != nil {
@@ -284,7 +291,7 @@ func workspaceCreate(t *tx) (any, string, error) {
 	if err := t.decode(&w); err != nil {
 		return nil, "", err
 	}
-	if err := ValidName("workspace", w.Name); err != nil {
+	if err := firstErr(ValidName("workspace", w.Name), w.checkSizes()); err != nil {
 		return nil, "", err
 	}
 	if err := nameFree(t, w.Name); err != nil {
