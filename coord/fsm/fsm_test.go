@@ -120,6 +120,7 @@ func TestRefusals(t *testing.T) {
 		{"session reported by another machine", "ssh.start", Session{ID: "s1", Workspace: "dev", Machine: "wm2"}, ErrConflict},
 		{"session into a missing workspace", "ssh.start", Session{ID: "s1", Workspace: "nope", Machine: "wm1"}, ErrNotFound},
 		{"session without an ID", "ssh.end", SessionEnd{Session: Session{Workspace: "dev", Machine: "wm1"}}, ErrInvalid},
+		{"session with an oversized ID", "ssh.start", Session{ID: strings.Repeat("s", 200), Workspace: "dev", Machine: "wm1"}, ErrInvalid},
 		{"oversized recording", "ssh.end", SessionEnd{Session: Session{ID: "s1", Workspace: "dev", Machine: "wm1"}, Cast: make([]byte, MaxCast+1)}, ErrInvalid},
 	}
 	for _, tt := range tests {
@@ -767,6 +768,12 @@ func TestSessionsAndRecordings(t *testing.T) {
 	}
 	if d := events[len(events)-1].Detail; strings.Contains(d, "root") || !strings.Contains(d, "no machine") {
 		t.Errorf("session from an unknown address audited as %q", d)
+	}
+
+	// What a machine reports is cut to size, and still audited.
+	h.ok("ssh.end", SessionEnd{Session: Session{ID: "long", Workspace: "dev", Machine: "wm1", Command: strings.Repeat("x", 10*MaxCommand), Login: strings.Repeat("l", 1000)}, Cast: []byte("gz")})
+	if r := h.f.Store().Recording("long"); r == nil || len(r.Command) != MaxCommand || len(r.Login) != MaxHostname {
+		t.Errorf("a session's long command and login kept whole: %v", r != nil)
 	}
 
 	// Caps are per workspace: a flood into one pushes out only its own.

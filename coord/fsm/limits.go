@@ -18,6 +18,7 @@ const (
 	MaxPorts     = 64      // ports of one service
 	MaxKeyName   = 64      // bytes of an API key's name
 	MaxEndpoint  = 80      // bytes of one endpoint: "[IPv6%zone]:port"
+	MaxCommand   = 4096    // bytes of an SSH session's command line kept in the audit log
 	maxKeyText   = 128     // bytes of a node, machine or disco key ("nodekey:" and 64 hex digits)
 )
 

@@ -108,6 +108,11 @@ func checkSession(t *tx, s *Session) error {
 	if s.ID == "" || s.Workspace == "" {
 		return errorf(CodeInvalid, "a session needs an ID and a workspace")
 	}
+	if err := checkLen("a session ID", s.ID, maxKeyText); err != nil {
+		return err
+	}
+	// Cut, not refused: the session happened, and its audit line must stay.
+	s.From, s.Login, s.Command = cut(s.From, MaxEndpoint), cut(s.Login, MaxHostname), cut(s.Command, MaxCommand)
 	w := get[Workspace](t, tWorkspaces, "name", s.Workspace)
 	if w == nil {
 		return errorf(CodeNotFound, "no workspace %q", s.Workspace)
@@ -159,6 +164,14 @@ func nodeAt(t *tx, from string) *Node {
 		return nil
 	}
 	return get[Node](t, tNodes, "name", name)
+}
+
+// cut shortens s to at most limit bytes.
+func cut(s string, limit int) string {
+	if len(s) > limit {
+		return s[:limit]
+	}
+	return s
 }
 
 // caller names who called in a session, for the audit log.

@@ -60,6 +60,9 @@ func nodeTag(t *tx) (any, string, error) {
 	if u == nil {
 		return nil, "", errorf(CodeNotFound, "no user with ID %q", req.UserID)
 	}
+	if err := checkTags(req.Tags); err != nil {
+		return nil, "", err
+	}
 	for _, tag := range req.Tags {
 		if err := validTag(tag); err != nil {
 			return nil, "", err
