@@ -63,7 +63,8 @@ func (w Wall) Validate() error {
 }
 
 // EnableWall makes the wall's table anew, in one transaction, in the calling thread's
-// namespace. Packets from a workspace veth (HostIfPrefix) addressed to the machine itself (any
+// namespace. Packets from a workspace veth whose source address does not route back through
+// it (spoofed) are dropped. Packets from a workspace veth (HostIfPrefix) addressed to the machine itself (any
 // of its addresses, the workspace's gateways included) are refused, but for answers to
 // connections the machine opened and IPv6 neighbour discovery. Forwarded ones are refused when
 // bound for a Walled range, unless they answer a connection made to the workspace, go into the
@@ -119,6 +120,7 @@ func applyTable(name string, fill func(*nftables.Conn, *nftables.Table)) error {
 // chain (in), which see only packets coming from workspace veths.
 func wallRules(w Wall) (out, in [][]expr.Any) {
 	out = [][]expr.Any{
+		append(spoofed(), drop()),
 		append(ctReply(), accept()),
 		append(ifName(expr.MetaKeyOIFNAME, w.MeshIf), accept()),
 		append(ifPrefix(expr.MetaKeyOIFNAME, HostIfPrefix), accept()),
@@ -130,11 +132,21 @@ func wallRules(w Wall) (out, in [][]expr.Any) {
 		out = append(out, append(daddrIn(p), refuse()))
 	}
 	in = [][]expr.Any{
+		append(spoofed(), drop()),
 		append(ctReply(), accept()),
 		append(neighbourDiscovery(), accept()),
 		{refuse()},
 	}
 	return out, in
+}
+
+// spoofed: fib saddr . iif oif missing (the source address does not route back through the
+// veth it came in by: a workspace sending as another one, or as anything else).
+func spoofed() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
 }
 
 // daddrIn: meta nfproto P; daddr in p.
@@ -185,6 +197,8 @@ func ifPrefix(key expr.MetaKey, prefix string) []expr.Any {
 }
 
 func accept() expr.Any { return &expr.Verdict{Kind: expr.VerdictAccept} }
+
+func drop() expr.Any { return &expr.Verdict{Kind: expr.VerdictDrop} }
 
 // refuse answers with an ICMP(v6) administratively-prohibited (a TCP client sees "connection
 // refused" or "no route", not a hang).

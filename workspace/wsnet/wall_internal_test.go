@@ -14,6 +14,7 @@ type packet struct {
 	iif, oif string
 	dst      netip.Addr
 	reply    bool // ct direction reply
+	spoofed  bool // the source address does not route back through iif
 	l4       byte // IPPROTO_*; TCP when zero
 	icmpType byte
 }
@@ -37,6 +38,11 @@ func runRule(t *testing.T, r []expr.Any, p packet) (string, bool) {
 		switch e := e.(type) {
 		case *expr.Meta:
 			reg = metaValue(t, e.Key, p)
+		case *expr.Fib:
+			reg = []byte{0, 0, 0, 7} // an interface index
+			if p.spoofed {
+				reg = []byte{0, 0, 0, 0}
+			}
 		case *expr.Ct:
 			reg = []byte{0}
 			if p.reply {
@@ -57,10 +63,13 @@ func runRule(t *testing.T, r []expr.Any, p packet) (string, bool) {
 				return "", false
 			}
 		case *expr.Verdict:
-			if e.Kind != expr.VerdictAccept {
-				t.Fatalf("verdict %v in a workspace chain", e.Kind)
+			switch e.Kind {
+			case expr.VerdictAccept:
+				return "accept", true
+			case expr.VerdictDrop:
+				return "drop", true
 			}
-			return "accept", true
+			t.Fatalf("verdict %v in a workspace chain", e.Kind)
 		case *expr.Reject:
 			return "reject", true
 		default:
@@ -127,6 +136,9 @@ func TestWallRules(t *testing.T) {
 		{"another workspace here", packet{oif: "mwv0123abcd", dst: a("100.64.0.8")}, "accept"},
 		{"answer to a private-range client", packet{oif: "eth0", dst: a("10.1.2.3"), reply: true}, "accept"},
 		{"a name like the mesh's", packet{oif: "meshwork01", dst: a("100.64.0.5")}, "reject"},
+		{"spoofed source into the mesh", packet{oif: "meshwork0", dst: a("100.64.0.5"), spoofed: true}, "drop"},
+		{"spoofed source to the internet", packet{oif: "eth0", dst: a("1.1.1.1"), spoofed: true}, "drop"},
+		{"spoofed answer", packet{oif: "eth0", dst: a("10.1.2.3"), reply: true, spoofed: true}, "drop"},
 	} {
 		if got := verdict(t, out, tt.p); got != tt.want {
 			t.Errorf("forward, %s (%+v): %q, want %q", tt.name, tt.p, got, tt.want)
@@ -144,6 +156,7 @@ func TestWallRules(t *testing.T) {
 		{"neighbour advertisement", packet{dst: a("fe80::1"), l4: unix.IPPROTO_ICMPV6, icmpType: 136}, "accept"},
 		{"router solicitation", packet{dst: a("ff02::2"), l4: unix.IPPROTO_ICMPV6, icmpType: 133}, "reject"},
 		{"answer to the machine", packet{dst: a("100.64.0.1"), reply: true}, "accept"},
+		{"spoofed neighbour advertisement", packet{dst: a("fe80::1"), l4: unix.IPPROTO_ICMPV6, icmpType: 136, spoofed: true}, "drop"},
 	} {
 		if got := verdict(t, in, tt.p); got != tt.want {
 			t.Errorf("input, %s (%+v): %q, want %q", tt.name, tt.p, got, tt.want)

@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"meshwork.dev/overlay/lab"
 	"meshwork.dev/workspace/wsnet"
@@ -90,6 +92,23 @@ func TestWall(t *testing.T) {
 	// The private-range host opens a connection to the workspace: the answer gets back.
 	if got, err := dialFrom(db, "10.77.0.5", addrPort(c.IPv4, 22)); err != nil || got != "workspace" {
 		t.Errorf("10.77.0.5 → the workspace's port 22: %q, %v", got, err)
+	}
+
+	// The workspace's root takes another mesh address (another workspace's, say): what it
+	// sends as that never leaves the machine; as itself it does.
+	pc, err := peer.ListenPacket("udp", ":5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	addAddrsIn(t, c, "100.64.0.8/32")
+	for src, want := range map[string]bool{"100.64.0.8": false, "100.64.0.7": true} {
+		if err := udpFrom(c, src, "100.64.0.9:5353", src); err != nil {
+			t.Fatal(err)
+		}
+		if got := received(pc, src); got != want {
+			t.Errorf("a datagram from the workspace as %s reached the mesh peer: %v, want %v", src, got, want)
+		}
 	}
 
 	// An admin opens 10.77.0.0/16: that range only.
@@ -210,4 +229,69 @@ func firstLine(conn net.Conn) (string, error) {
 	conn.SetDeadline(time.Now().Add(2 * time.Second))
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return strings.TrimSuffix(line, "\n"), err
+}
+
+// addAddrsIn adds addresses inside the workspace, as its root can.
+func addAddrsIn(t *testing.T, c wsnet.Config, addrs ...string) {
+	t.Helper()
+	ns, err := netns.GetFromName(c.Netns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(wsnet.InsideIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		addr, _ := netlink.ParseAddr(a)
+		addr.Flags = 0x02 // IFA_F_NODAD
+		if err := nl.AddrAdd(link, addr); err != nil {
+			t.Fatalf("address %s in the workspace: %v", a, err)
+		}
+	}
+}
+
+// udpFrom sends msg from inside the workspace, from its address src, to dst.
+func udpFrom(c wsnet.Config, src, dst, msg string) error {
+	ns, err := netns.GetFromName(c.Netns)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the runtime discards the thread
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
+		if err == nil {
+			_, err = conn.Write([]byte(msg))
+			conn.Close()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// received reports whether msg arrives on pc within a second.
+func received(pc net.PacketConn, msg string) bool {
+	buf := make([]byte, 64)
+	pc.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			return false
+		}
+		if string(buf[:n]) == msg {
+			return true
+		}
+	}
 }
