@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,7 @@ import (
 )
 
 // workmachineUsage is `meshctl node` with flags and no verb: the workmachine agent.
-const workmachineUsage = "--coord URL --auth-key KEY --state DIR [--hostname H] [--containerd SOCK] [--tun NAME]"
+const workmachineUsage = "--coord URL --auth-key KEY --state DIR [--hostname H] [--containerd SOCK] [--tun NAME] [--allow-lan CIDR[,CIDR]]"
 
 // nodeOrAgent runs the workmachine agent when `meshctl node` is given flags, else a verb.
 func nodeOrAgent(verbs func(ctx context.Context, e *env, args []string) error) func(ctx context.Context, e *env, args []string) error {
@@ -40,15 +41,25 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&shield.MaxFailures, "shield-failures", 5, "failed SSH logins from one address (within --shield-window) that get it blocked; -1: never")
 	fs.DurationVar(&shield.Window, "shield-window", time.Minute, "the window failed SSH logins are counted in")
 	fs.DurationVar(&shield.BlockFor, "shield-block", 10*time.Minute, "how long a blocked address stays blocked")
+	allowLAN := fs.String("allow-lan", "", "`CIDR`s (comma-separated) that workspaces may reach through this machine although they are walled off (link-local, RFC 1918, CGNAT, ULA); the machine itself stays walled")
 	tools := fs.String("tools", "", "`dir`ectory mounted read-only at /.meshwork in workspaces, with a static meshctl for their sftp subsystem (default: this binary, copied to STATE/tools)")
-	if err := e.args(fs, args, 0); err != nil {
+	err := e.args(fs, args, 0)
+	if err != nil {
 		return err
 	}
 	if e.global.coord == "" {
 		return usageErrorf("node: no coord address; pass --coord URL (several, comma-separated, for a cluster)")
 	}
+	wall := wsnet.Wall{MeshIf: *tunName}
+	if wall.Allow, err = parseCIDRs(*allowLAN); err != nil {
+		return usageErrorf("node: --allow-lan: %v", err)
+	}
 	logf := func(f string, a ...any) {
 		fmt.Fprintf(e.stderr, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(f, a...))
+	}
+	// Before anything else: workspaces an earlier agent left running are walled at once.
+	if err := wsnet.EnableWall(wall); err != nil {
+		return fmt.Errorf("node: walling workspaces off this machine and private ranges: %w", err)
 	}
 	n := &node.Node{ControlURL: e.global.coord, AuthKey: *authKey, Hostname: *hostname,
 		Dir: filepath.Join(*state, "mesh"), TUN: *tunName, Logf: quiet(logf)}
@@ -74,6 +85,25 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 		return &ctrd.Runtime{Address: *sock, Machine: machine, Dir: filepath.Join(*state, "workspaces"), Tools: *tools, Logf: logf}, nil
 	}}
 	return a.Run(ctx)
+}
+
+// parseCIDRs parses a comma-separated list of network prefixes (empty: none).
+func parseCIDRs(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR: give a network and its length, e.g. 10.1.0.0/16", s)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("%q has host bits set: did you mean %v?", s, p.Masked())
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // quiet passes on the mesh node's log lines that matter to an operator, not tailscale's

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -88,11 +89,11 @@ func agentSocket(rt Runtime, ws string) (net.Listener, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("agent forwarding: %w", err)
 	}
-	if err := os.Chown(path, ctrd.UserUID, ctrd.UserUID); err != nil {
+	// The directory is the workspace's to write: its root may swap the socket for a link.
+	if err := ctrd.GiveToUser(path, fs.ModeSocket, 0o600); err != nil {
 		ln.Close()
 		return nil, "", fmt.Errorf("agent forwarding: %w", err)
 	}
-	os.Chmod(path, 0o600)
 	return ln, ctrd.SocketsPath + "/" + name, nil
 }
 

@@ -23,13 +23,8 @@ func (r *Runtime) prepareHost(s Spec) error {
 			return fmt.Errorf("prepare: %w", err)
 		}
 	}
-	// The user's: the home, the workspace dir and its mount point in the home (which runc
-	// would otherwise make root's).
-	home := r.homeDir(s.User)
-	for _, d := range []string{home, filepath.Join(home, "workspaces"), filepath.Join(home, "workspaces", s.Name), r.wsDir(s.Name)} {
-		if err := mkdirOwned(d); err != nil {
-			return fmt.Errorf("prepare: %w", err)
-		}
+	if err := r.userDirs(s); err != nil {
+		return fmt.Errorf("prepare: %w", err)
 	}
 	if r.Tools != "" {
 		if fi, err := os.Stat(r.Tools); err != nil || !fi.IsDir() {
@@ -51,6 +46,19 @@ func (r *Runtime) prepareHost(s Spec) error {
 	}
 	if _, err := wsnet.Setup(nc); err != nil {
 		return fmt.Errorf("prepare: %w", err)
+	}
+	return nil
+}
+
+// userDirs makes the user's home, the workspace dir and its mount point in the home (which
+// runc would otherwise make root's), the user's, beneath Dir: a workspace's root can plant
+// symbolic links in the shared home, and none is ever followed.
+func (r *Runtime) userDirs(s Spec) error {
+	home := filepath.Join("home", s.User)
+	for _, d := range []string{home, filepath.Join(home, "workspaces"), filepath.Join(home, "workspaces", s.Name), filepath.Join("workspaces", s.Name)} {
+		if err := mkdirOwned(r.Dir, d); err != nil {
+			return fmt.Errorf("%w (remove it, and see what else the workspace's root did)", err)
+		}
 	}
 	return nil
 }

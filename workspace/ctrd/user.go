@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -187,19 +189,118 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// mkdirOwned makes dir (and missing parents) with the user's uid owning dir itself. A dir that
-// exists keeps its owner, unless root owns it: workspaces made before the user existed left
-// their homes root-owned, and the user could not write there.
-func mkdirOwned(dir string) error {
-	fi, err := os.Stat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	} else if err != nil {
+// ErrSymlink is what the agent refuses: a symbolic link where it makes or hands over a
+// directory or file of a workspace user's (one planted from inside a workspace, whose root
+// can write the shared home).
+var ErrSymlink = errors.New("is a symbolic link (planted from inside a workspace?); refusing to follow it")
+
+// mkdirOwned makes base/rel, one directory at a time, never following a symbolic link nor
+// leaving base, with the user's uid owning the last one. A dir that exists keeps its owner,
+// unless root owns it: workspaces made before the user existed left their homes root-owned,
+// and the user could not write there.
+func mkdirOwned(base, rel string) error {
+	f, err := mkdirBeneath(base, rel)
+	if err != nil {
 		return err
-	} else if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != 0 {
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != 0 {
 		return nil
 	}
-	return os.Chown(dir, UserUID, UserUID)
+	return f.Chown(UserUID, UserUID) // fchown: the directory opened, whatever its name now is
+}
+
+// mkdirBeneath makes and opens base/rel component by component: each is opened with
+// O_NOFOLLOW relative to its parent's descriptor, so no symbolic link is followed, and ".."
+// is refused, so nothing outside base is made or opened.
+func mkdirBeneath(base, rel string) (*os.File, error) {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: base, Err: err}
+	}
+	done := ""
+	for _, name := range strings.Split(rel, "/") {
+		done = filepath.Join(done, name)
+		fd, err := openSubdir(dir, name)
+		unix.Close(dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(base, done), err)
+		}
+		dir = fd
+	}
+	return os.NewFile(uintptr(dir), filepath.Join(base, rel)), nil
+}
+
+// openSubdir makes the directory name in dir when absent and opens it, refusing a symbolic
+// link, a non-directory and names that are not one plain component.
+func openSubdir(dir int, name string) (int, error) {
+	if name == "" || name == "." || name == ".." {
+		return -1, fmt.Errorf("path component %q: want a plain name", name)
+	}
+	if err := unix.Mkdirat(dir, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, err
+	}
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return -1, ErrSymlink
+	case errors.Is(err, unix.ENOTDIR):
+		var st unix.Stat_t
+		if unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return -1, ErrSymlink
+		}
+		return -1, errors.New("is not a directory")
+	}
+	return fd, err
+}
+
+// GiveToUser makes the file at path (a socket the agent just made in a directory a workspace
+// can write) the workspace user's, with mode. A symbolic link or a file of another kind put
+// there in the meantime is refused: only the inode found, never what a link names, is changed.
+func GiveToUser(path string, kind fs.FileMode, mode fs.FileMode) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if got := fileKind(st.Mode); got != kind {
+		if got == fs.ModeSymlink {
+			return fmt.Errorf("%s: %w", path, ErrSymlink)
+		}
+		return fmt.Errorf("%s is a %v, not the %v made there; refusing to hand it over", path, got, kind)
+	}
+	if err := unix.Fchownat(fd, "", UserUID, UserUID, unix.AT_EMPTY_PATH); err != nil {
+		return &fs.PathError{Op: "chown", Path: path, Err: err}
+	}
+	// chmod through the descriptor's /proc link: the inode opened, not a name resolved again.
+	if err := os.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode); err != nil {
+		return &fs.PathError{Op: "chmod", Path: path, Err: err}
+	}
+	return nil
+}
+
+// fileKind is the type bits of a stat mode as an fs.FileMode (0 for a regular file).
+func fileKind(m uint32) fs.FileMode {
+	switch m & unix.S_IFMT {
+	case unix.S_IFLNK:
+		return fs.ModeSymlink
+	case unix.S_IFSOCK:
+		return fs.ModeSocket
+	case unix.S_IFDIR:
+		return fs.ModeDir
+	case unix.S_IFREG:
+		return 0
+	}
+	return fs.ModeIrregular
 }

@@ -51,16 +51,7 @@ func DisableNAT() error { return applyNAT(nil) }
 // applyNAT deletes the table and, with fill, makes it anew, in one transaction, in the
 // calling thread's namespace.
 func applyNAT(fill func(*nftables.Conn, *nftables.Table)) error {
-	err := withNft(func(c *nftables.Conn) error {
-		t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
-		c.AddTable(t) // makes the delete below valid when the table is absent
-		c.DelTable(t)
-		if fill != nil {
-			fill(c, c.AddTable(t))
-		}
-		return nil
-	})
-	if err != nil {
+	if err := applyTable(NATTable, fill); err != nil {
 		return fmt.Errorf("wsnet nat: table %s: %w", NATTable, err)
 	}
 	return nil

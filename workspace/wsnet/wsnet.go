@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -32,7 +33,7 @@ var (
 // Config names a workspace's namespace and veth and gives its addresses.
 type Config struct {
 	Netns  string     // named netns (NetnsDir/<Netns>), unique on the machine, e.g. "mw-" + short id
-	HostIf string     // host-side veth name, at most 15 bytes, unique in the host namespace
+	HostIf string     // host-side veth name: HostIfPrefix and at most 15 bytes, unique in the host namespace
 	IPv4   netip.Addr // the workspace's mesh IPv4 (required)
 	IPv6   netip.Addr // optional
 }
@@ -42,8 +43,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Netns == "" || filepath.Base(c.Netns) != c.Netns || c.Netns == "." || c.Netns == "..":
 		return fmt.Errorf("wsnet: netns name %q: give a plain file name such as mw-1a2b3c", c.Netns)
-	case c.HostIf == "" || len(c.HostIf) > unix.IFNAMSIZ-1 || c.HostIf == InsideIf:
-		return fmt.Errorf("wsnet: host interface %q: give a name of 1 to 15 bytes", c.HostIf)
+	case !strings.HasPrefix(c.HostIf, HostIfPrefix) || len(c.HostIf) > unix.IFNAMSIZ-1:
+		return fmt.Errorf("wsnet: host interface %q: give a name of at most 15 bytes starting with %q (the wall knows workspaces by it)", c.HostIf, HostIfPrefix)
 	case !c.IPv4.Is4():
 		return fmt.Errorf("wsnet: IPv4 %v: the workspace needs an IPv4 address", c.IPv4)
 	case c.IPv6.IsValid() && !c.IPv6.Is6():

@@ -44,7 +44,7 @@ func testConfig(t *testing.T) wsnet.Config {
 	id := hex.EncodeToString(b)
 	return wsnet.Config{
 		Netns:  "mwt-" + id,
-		HostIf: "mwt" + id,
+		HostIf: wsnet.HostIfPrefix + id,
 		IPv4:   netip.MustParseAddr("100.64.0.7"),
 		IPv6:   netip.MustParseAddr("fd7a:115c:a1e0::7"),
 	}
@@ -152,11 +152,12 @@ func TestSetupRepairsMissingVeth(t *testing.T) {
 
 func TestSetupRejectsBadConfig(t *testing.T) {
 	for _, c := range []wsnet.Config{
-		{Netns: "", HostIf: "mwx", IPv4: netip.MustParseAddr("100.64.0.9")},
-		{Netns: "../etc", HostIf: "mwx", IPv4: netip.MustParseAddr("100.64.0.9")},
-		{Netns: "mw-x", HostIf: "a-name-too-long-for-linux", IPv4: netip.MustParseAddr("100.64.0.9")},
-		{Netns: "mw-x", HostIf: "mwx"},
-		{Netns: "mw-x", HostIf: "mwx", IPv4: netip.MustParseAddr("fd00::1")},
+		{Netns: "", HostIf: "mwvx", IPv4: netip.MustParseAddr("100.64.0.9")},
+		{Netns: "../etc", HostIf: "mwvx", IPv4: netip.MustParseAddr("100.64.0.9")},
+		{Netns: "mw-x", HostIf: "mwv-too-long-for-linux", IPv4: netip.MustParseAddr("100.64.0.9")},
+		{Netns: "mw-x", HostIf: "veth0", IPv4: netip.MustParseAddr("100.64.0.9")}, // outside the wall
+		{Netns: "mw-x", HostIf: "mwvx"},
+		{Netns: "mw-x", HostIf: "mwvx", IPv4: netip.MustParseAddr("fd00::1")},
 	} {
 		if _, err := wsnet.Setup(c); err == nil {
 			t.Errorf("Setup(%+v) = nil error", c)
