@@ -109,6 +109,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer mesh.close()
 	ctrl.Store(mesh.control.Handler())
+	streamsCtx, streamsStop := context.WithCancel(ctx)
+	streamsDone := make(chan struct{})
+	go func() {
+		defer close(streamsDone)
+		b.endStreams(streamsCtx, rep.ID(), mesh.control.Stream)
+	}()
+	defer func() {
+		streamsStop()
+		<-streamsDone
+	}()
 	cfg.Logf("coord %s: admin API on %s, cluster port %s, state in %s", rep.ID(), ln.Addr(), cfg.ClusterAddr, cfg.StateDir)
 
 	initCtx, initStop := context.WithCancel(ctx)
@@ -165,7 +175,7 @@ func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config
 		followMembers(ctx, rep, derp, &derpMap)
 	}()
 	m.control = &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: derpMap.Load,
-		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf, Secrets: sk}
+		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf, Secrets: sk, Stream: rep.ID() + "/" + randomKey()[:8]}
 	return m, nil
 }
 

@@ -65,6 +65,28 @@ func startCoordB(t testing.TB) (string, string) {
 	}
 }
 
+// waitOnline waits until the API says each named node is online or not, as want says.
+func waitOnline(t *testing.T, c *api.Client, want map[string]bool) {
+	t.Helper()
+	var nodes []api.Node
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		nodes = nil
+		if err := c.Do(context.Background(), "GET", "/v1/nodes", nil, &nodes); err != nil {
+			t.Fatal(err)
+		}
+		ok := true
+		for _, n := range nodes {
+			if on, named := want[n.Name]; named && n.Online != on {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+	}
+	t.Fatalf("nodes %+v; want online: %v", nodes, want)
+}
+
 func authKey(t *testing.T, c *api.Client, req api.CreateAuthKey) string {
 	t.Helper()
 	var k api.NewAuthKey
@@ -135,6 +157,8 @@ func TestTwoNodesTalk(t *testing.T) {
 	if err := c.Do(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil || len(nodes) != 2 {
 		t.Errorf("nodes: %v %v", nodes, err)
 	}
+	// Both hold map streams: both online, as the API says.
+	waitOnline(t, c, map[string]bool{"alpha": true, "beta": true})
 
 	// A workspace's name resolves on every node, as soon as it is created (on a workmachine).
 	if err := c.Do(ctx, "PUT", "/v1/nodes/alpha/tags", api.SetTags{Tags: []string{fsm.WorkmachineTag}}, nil); err != nil {
@@ -151,12 +175,28 @@ func TestTwoNodesTalk(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A deleted node is cut off: its peer drops it from the map within seconds.
-	if err := c.Do(ctx, "DELETE", "/v1/nodes/beta", nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	// beta leaves: offline in the API, and in alpha's map.
 	lc, err := a.LocalClient()
 	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	waitOnline(t, c, map[string]bool{"alpha": true, "beta": false})
+	waitUntil(t, 10*time.Second, "alpha sees beta offline", func() error {
+		st, err := lc.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Peer {
+			if p.HostName == "beta" && p.Online {
+				return fmt.Errorf("beta online in alpha's status")
+			}
+		}
+		return nil
+	})
+
+	// A deleted node is cut off: its peer drops it from the map within seconds.
+	if err := c.Do(ctx, "DELETE", "/v1/nodes/beta", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	took := waitUntil(t, 10*time.Second, "alpha drops the deleted beta", func() error { return peersAre(ctx, lc, 0) })

@@ -104,7 +104,11 @@ func nodeList(ctx context.Context, e *env, args []string) error {
 	}
 	var rows [][]string
 	for _, n := range nodes {
-		rows = append(rows, []string{n.Name, n.IPv4, n.IPv6, n.User, strings.Join(n.Tags, ","), when(&n.LastSeen)})
+		seen := when(&n.LastSeen)
+		if n.Online {
+			seen = "online"
+		}
+		rows = append(rows, []string{n.Name, n.IPv4, n.IPv6, n.User, strings.Join(n.Tags, ","), seen})
 	}
 	return e.table("NAME\tIPV4\tIPV6\tUSER\tTAGS\tLAST SEEN", rows)
 }

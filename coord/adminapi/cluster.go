@@ -27,7 +27,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, c *caller) er
 
 func apiNode(store *fsm.Store, n *fsm.Node) api.Node {
 	return api.Node{ID: n.ID, Name: n.Name, User: userName(store, n.UserID), Tags: n.Tags,
-		IPv4: n.IPv4, IPv6: n.IPv6, LastSeen: n.LastSeen, CreatedAt: n.CreatedAt}
+		IPv4: n.IPv4, IPv6: n.IPv6, Online: n.Online, LastSeen: n.LastSeen, CreatedAt: n.CreatedAt}
 }
 
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, c *caller) error {

@@ -35,7 +35,7 @@ func (s *Server) listRecordings(w http.ResponseWriter, r *http.Request, c *calle
 	for _, rec := range store.Recordings(wsID) {
 		if mayWatch(c, rec) {
 			out = append(out, api.Recording{ID: rec.ID, Workspace: rec.Workspace, User: rec.User, Node: rec.Node,
-				From: rec.From, Login: rec.Login, Start: rec.Start, Duration: rec.Duration, Size: rec.CastSize,
+				From: rec.From, Login: rec.Login, Start: rec.Start, Duration: rec.Duration.Seconds(), Size: rec.CastSize,
 				Truncated: rec.Truncated})
 		}
 	}

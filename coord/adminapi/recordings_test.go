@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/secret"
@@ -30,12 +31,15 @@ func TestRecordingsFollowIDs(t *testing.T) {
 	zw := gzip.NewWriter(&gz)
 	zw.Write([]byte(`{"version": 2}` + "\n" + `[0.1, "o", "export TOKEN=hunter2\r\n"]` + "\n"))
 	zw.Close()
-	apply("ssh.end", fsm.SessionEnd{Session: fsm.Session{ID: "s1", Workspace: "alice-ws", Machine: "wm1", From: laptop.IPv4 + ":5000", PTY: true},
+	apply("ssh.end", fsm.SessionEnd{Session: fsm.Session{ID: "s1", Workspace: "alice-ws", Machine: "wm1", From: laptop.IPv4 + ":5000", PTY: true, Duration: 2500 * time.Millisecond},
 		Cast: e.key.Seal(gz.Bytes(), []byte(secret.RecordingAAD("s1"))), CastSize: int64(gz.Len())})
 	for who, want := range map[string]int{e.alice: 200, e.admin: 200, e.bob: 404} {
 		if status, body := e.do(who, "GET", "/v1/recordings/s1", ""); status != want || want == 200 && !strings.Contains(body, "hunter2") {
 			t.Errorf("GET the recording as %s: %d %s; want %d", keyID(who), status, body, want)
 		}
+	}
+	if _, body := e.do(e.alice, "GET", "/v1/recordings", ""); !strings.Contains(body, `"duration": 2.5,`) {
+		t.Errorf("a recording's duration in the listing is not in seconds: %s", body)
 	}
 	// alice's workspace goes; bob takes its name.
 	if status, body := e.do(e.alice, "DELETE", "/v1/workspaces/alice-ws", ""); status != http.StatusNoContent {

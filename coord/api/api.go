@@ -325,14 +325,14 @@ type ShieldBlock struct {
 // Recording is a recorded SSH session (GET /v1/recordings; the cast itself is at
 // /v1/recordings/{id}, as application/x-asciicast).
 type Recording struct {
-	ID        string        `json:"id"`
-	Workspace string        `json:"workspace"`
-	User      string        `json:"user"`
-	Node      string        `json:"node"`
-	From      string        `json:"from"`
-	Login     string        `json:"login"`
-	Start     time.Time     `json:"start"`
-	Duration  time.Duration `json:"duration"`
-	Size      int64         `json:"size"` // of the cast, uncompressed
-	Truncated bool          `json:"truncated,omitempty"`
+	ID        string    `json:"id"`
+	Workspace string    `json:"workspace"`
+	User      string    `json:"user"`
+	Node      string    `json:"node"`
+	From      string    `json:"from"`
+	Login     string    `json:"login"`
+	Start     time.Time `json:"start"`
+	Duration  float64   `json:"duration"` // seconds
+	Size      int64     `json:"size"`     // of the cast, uncompressed
+	Truncated bool      `json:"truncated,omitempty"`
 }

@@ -51,8 +51,16 @@ type Server struct {
 	// sessions are audited but their recordings are not kept.
 	Secrets *secret.Key
 
-	mu      sync.Mutex     // guards streams and removals
-	streams map[string]int // open map streams by node ID
+	// Stream names this replica and its boot ("c1/3f9a…"); nodes streaming here are marked
+	// online under it. "" keeps no online state (tests of maps alone).
+	Stream string
+
+	mu      sync.Mutex              // guards streams, removals, online and ctx
+	streams map[string]int          // open map streams by node ID
+	online  map[string]*onlineState // online flags being written, by node ID
+	ctx     context.Context         // for the online writers; good until Close
+	cancel  context.CancelFunc
+	writers sync.WaitGroup // online writers
 
 	filterMu sync.Mutex             // guards the compiled filter
 	filterAt filterKey              // the state it was compiled from

@@ -15,6 +15,9 @@ func (s *Server) streamOpened(id string) {
 		s.streams, s.removal = map[string]int{}, map[string]*time.Timer{}
 	}
 	s.streams[id]++
+	if s.streams[id] == 1 {
+		s.setOnline(id, true)
+	}
 	if t := s.removal[id]; t != nil {
 		t.Stop()
 		delete(s.removal, id)
@@ -27,10 +30,14 @@ func (s *Server) streamClosed(n *fsm.Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.streams[n.ID]--
-	if s.streams[n.ID] > 0 || !n.Ephemeral {
+	if s.streams[n.ID] > 0 {
 		return
 	}
 	delete(s.streams, n.ID)
+	s.setOnline(n.ID, false)
+	if !n.Ephemeral {
+		return
+	}
 	grace := s.EphemeralGrace
 	if grace == 0 {
 		grace = 30 * time.Second
@@ -59,12 +66,16 @@ func (s *Server) removeEphemeral(n *fsm.Node) {
 	s.logf("control: removed ephemeral node %s, away for %v", n.Name, s.EphemeralGrace)
 }
 
-// Close stops pending removals.
+// Close stops pending removals and online writes, and waits for the writers.
 func (s *Server) Close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for id, t := range s.removal {
 		t.Stop()
 		delete(s.removal, id)
 	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	s.writers.Wait()
 }

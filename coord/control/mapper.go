@@ -416,8 +416,11 @@ func (s *Server) tailNode(store *fsm.Store, n *fsm.Node) *tailcfg.Node {
 			t.Endpoints = append(t.Endpoints, ap)
 		}
 	}
-	online := !n.LastSeen.IsZero()
+	online := n.Online
 	t.Online = &online
+	if !n.LastSeen.IsZero() {
+		t.LastSeen = &n.LastSeen
+	}
 	return t
 }
 

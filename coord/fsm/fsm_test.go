@@ -928,3 +928,35 @@ func TestUserDeleteTakesMachines(t *testing.T) {
 		t.Errorf("no address for the next machine")
 	}
 }
+
+// TestOnline: a node is online while a replica says it streams there; a close from a
+// replica it has left changes nothing; a replica's new boot ends its old boot's streams.
+func TestOnline(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.ok("node.register", Node{ID: "n2", Name: "laptop", UserID: "u2"})
+	online := func(name string) bool { return h.f.Store().Node(name).Online }
+	h.ok("node.online", Online{ID: "n2", Stream: "c1/a", Online: true})
+	if !online("laptop") {
+		t.Fatalf("a node streaming on c1 is not online")
+	}
+	h.ok("node.online", Online{ID: "n2", Stream: "c2/b", Online: true}) // it moved to c2
+	h.ok("node.online", Online{ID: "n2", Stream: "c1/a", Online: false})
+	if !online("laptop") {
+		t.Errorf("c1's late close took a node streaming on c2 offline")
+	}
+	h.ok("node.online", Online{ID: "n2", Stream: "c2/b", Online: false})
+	if online("laptop") || h.f.Store().Node("laptop").LastSeen.IsZero() {
+		t.Errorf("after its last stream closed: online %v, last seen %v", online("laptop"), h.f.Store().Node("laptop").LastSeen)
+	}
+	// c1 restarts: what its old boot marked online is offline; c2's and c1's new boot's stay.
+	h.ok("node.online", Online{ID: "n2", Stream: "c1/old", Online: true})
+	h.ok("node.online", Online{ID: "n1", Stream: "c2/b", Online: true})
+	h.ok("node.streams-ended", StreamsEnded{Replica: "c1", Stream: "c1/new"})
+	if online("laptop") || !online("wm1") {
+		t.Errorf("after c1's restart: laptop online %v (want false), wm1 %v (want true)", online("laptop"), online("wm1"))
+	}
+	if r := h.apply("node.online", Online{ID: "nope", Stream: "c1/new", Online: true}); !errors.Is(r.Decode(nil), ErrNotFound) {
+		t.Errorf("online for an unknown node: %v", r.Err)
+	}
+}

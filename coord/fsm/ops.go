@@ -19,6 +19,8 @@ var ops = map[string]op{
 	"node.register":      {1, nodeRegister},
 	"node.delete":        {1, nodeDelete},
 	"node.tag":           {1, nodeTag},
+	"node.online":        {1, nodeOnline},
+	"node.streams-ended": {1, nodeStreamsEnded},
 	"workspace.create":   {1, workspaceCreate},
 	"workspace.set":      {1, workspaceSet},
 	"workspace.delete":   {1, workspaceDelete},

@@ -60,6 +60,9 @@ type Node struct {
 	Ephemeral  bool      `json:"ephemeral,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	LastSeen   time.Time `json:"last_seen,omitzero"`
+	// Online: the node holds a map stream, on the replica and boot Stream names.
+	Online bool   `json:"online,omitempty"`
+	Stream string `json:"stream,omitempty"`
 	// ModifyIndex is the log index of the node's last change: map streams send only the
 	// nodes changed since they last looked.
 	ModifyIndex uint64 `json:"modify_index"`
