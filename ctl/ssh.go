@@ -212,7 +212,7 @@ func sshRecordings(ctx context.Context, e *env, args []string) error {
 	}
 	var rows [][]string
 	for _, r := range recs {
-		rows = append(rows, []string{r.ID, r.Workspace, r.User, r.Node, r.Login, when(&r.Start), time.Duration(r.Duration*float64(time.Second)).Round(time.Second).String(), strconv.FormatInt(r.Size, 10)})
+		rows = append(rows, []string{r.ID, r.Workspace, r.User, r.Node, r.Login, when(&r.Start), time.Duration(r.Duration * float64(time.Second)).Round(time.Second).String(), strconv.FormatInt(r.Size, 10)})
 	}
 	return e.table("ID\tWORKSPACE\tUSER\tFROM\tLOGIN\tSTART\tDURATION\tBYTES", rows)
 }
