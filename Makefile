@@ -29,9 +29,11 @@ unit:
 bench:
 	$(GO) test -run '^$$' -bench . -timeout 60m ./...
 
-# run: a whole Meshwork on this machine, a workspace "dev" to ssh into (scripts/demo).
-run: build
-	$(GO) build -o bin/demo ./scripts/demo
+# run: a whole Meshwork on this machine, a workspace "dev" to ssh into (scripts/demo). One
+# go build makes both binaries, sharing its work.
+run:
+	@echo "make run: building bin/meshctl and bin/demo (a few minutes the first time on a new machine, seconds after)"
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./ctl/meshctl ./scripts/demo
 	scripts/run.sh
 
 # stop: end a make run from another terminal.

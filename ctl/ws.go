@@ -116,7 +116,7 @@ func (e *env) waitWorkspace(ctx context.Context, name, want string, timeout time
 			if want == api.Running {
 				return e.printf("workspace %s is running at %s; reach it as %s on the mesh\n", name, ws.IPv4, name)
 			}
-			return nil
+			return e.printf("workspace %s is stopped; its files are kept (meshctl ws start %s brings it back)\n", name, name)
 		case "failed":
 			return fmt.Errorf("workspace %s failed: %s", name, ws.Reason)
 		}
@@ -200,9 +200,12 @@ func wsLogs(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("ws logs: %w", err)
 	}
 	defer res.Body.Close()
-	_, err = io.Copy(e.stdout, res.Body)
+	n, err := io.Copy(e.stdout, res.Body)
 	if ctx.Err() != nil {
 		return nil // Ctrl-C ends --follow
+	}
+	if err == nil && n == 0 && !*follow {
+		fmt.Fprintf(e.stderr, "workspace %s has written nothing yet: its log is what its main process prints (meshctl ws logs %s --follow waits for more)\n", ws.Name, ws.Name)
 	}
 	return err
 }

@@ -168,7 +168,11 @@ func (r *run) image() error {
 	}
 	files = append(files, image.File{Path: "/etc/profile", Data: []byte("export PS1='\\u@\\h:\\w\\$ '\ncd ~\n")})
 	var tar bytes.Buffer
-	if err := image.Build(&tar, devImage, files, image.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}}); err != nil {
+	// A tiny init: PID 1 ignores SIGTERM unless it handles it, and ws stop would wait out
+	// its grace period; this one ends at once, and reaps what the shells leave.
+	cfg := image.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"},
+		Cmd: []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"}}
+	if err := image.Build(&tar, devImage, files, cfg); err != nil {
 		return err
 	}
 	rt := &ctrd.Runtime{Machine: "demo-import", Dir: filepath.Join(r.state, "import")}
