@@ -382,7 +382,8 @@ func TestBlockingQuery(t *testing.T) {
 	if !strings.Contains(a.body, "new-one") || a.elapsed < 200*time.Millisecond || a.elapsed > 5*time.Second {
 		t.Errorf("blocking query answered after %v with %s; want the new workspace, after the change", a.elapsed, a.body)
 	}
-	if _, m := e.do(e.admin, "GET", "/metrics", ""); !strings.Contains(m, `meshwork_api_requests_total{route="POST /v1/workspaces"} 1`) || !strings.Contains(m, "meshwork_apply_total 1") {
+	if _, m := e.do(e.admin, "GET", "/metrics", ""); !strings.Contains(m, `meshwork_api_requests_total{route="POST /v1/workspaces"} 1`) || !strings.Contains(m, "meshwork_apply_seconds_count 1") ||
+		!strings.Contains(m, "meshwork_raft_leader 1") {
 		t.Errorf("metrics do not count the write:\n%s", m)
 	}
 	if status, _ := e.do(e.alice, "GET", "/v1/workspaces?index=x", ""); status != 400 {

@@ -1,86 +1,90 @@
 package adminapi
 
 import (
-	"fmt"
 	"net/http"
-	"sort"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// metrics counts API requests per route: how many, how many failed, total seconds.
+// metrics are the API's Prometheus metrics, in a registry of the server's own.
 type metrics struct {
-	mu     sync.Mutex // guards routes and apply
-	routes map[string]*routeStats
-	apply  routeStats // commits through Raft, as the API waits for them
+	once     sync.Once
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec   // by route
+	errors   *prometheus.CounterVec   // by route
+	seconds  *prometheus.HistogramVec // by route
+	apply    prometheus.Histogram     // commits through Raft, as the API waits for them
+	applyErr prometheus.Counter
 }
 
-func (m *metrics) observeApply(d time.Duration, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.apply.count++
-	m.apply.seconds += d.Seconds()
+// initMetrics makes the metrics once.
+func (s *Server) initMetrics() *metrics {
+	m := &s.metrics
+	m.once.Do(func() {
+		m.reg = prometheus.NewRegistry()
+		m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshwork_api_requests_total", Help: "API requests, by route."}, []string{"route"})
+		m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshwork_api_errors_total", Help: "API requests that failed, by route."}, []string{"route"})
+		m.seconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meshwork_api_seconds", Help: "API request time, by route."}, []string{"route"})
+		m.apply = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meshwork_apply_seconds", Help: "Time to commit a write through Raft."})
+		m.applyErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "meshwork_apply_errors_total", Help: "Writes that failed to commit."})
+		m.reg.MustRegister(m.requests, m.errors, m.seconds, m.apply, m.applyErr)
+		m.reg.MustRegister(raftCollector{s})
+	})
+	return m
+}
+
+func (s *Server) observe(route string, d time.Duration, err error) {
+	m := s.initMetrics()
+	m.requests.WithLabelValues(route).Inc()
+	m.seconds.WithLabelValues(route).Observe(d.Seconds())
 	if err != nil {
-		m.apply.errors++
+		m.errors.WithLabelValues(route).Inc()
 	}
 }
 
-type routeStats struct {
-	count, errors int64
-	seconds       float64
-}
-
-func (m *metrics) observe(route string, d time.Duration, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.routes == nil {
-		m.routes = map[string]*routeStats{}
-	}
-	st := m.routes[route]
-	if st == nil {
-		st = &routeStats{}
-		m.routes[route] = st
-	}
-	st.count++
-	st.seconds += d.Seconds()
+func (s *Server) observeApply(d time.Duration, err error) {
+	m := s.initMetrics()
+	m.apply.Observe(d.Seconds())
 	if err != nil {
-		st.errors++
+		m.applyErr.Inc()
 	}
 }
 
-// serveMetrics writes Prometheus text: Raft state and indexes, and per-route API counters.
+// serveMetrics writes the metrics in Prometheus's text format.
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	var b strings.Builder
-	if st, err := s.Backend.Status(); err == nil {
-		leader := 0
-		if st.State == "Leader" {
-			leader = 1
-		}
-		fmt.Fprintf(&b, "# TYPE meshwork_raft_leader gauge\nmeshwork_raft_leader %d\n", leader)
-		fmt.Fprintf(&b, "# TYPE meshwork_raft_term gauge\nmeshwork_raft_term %d\n", st.Term)
-		fmt.Fprintf(&b, "# TYPE meshwork_raft_commit_index gauge\nmeshwork_raft_commit_index %d\n", st.CommitIndex)
-		fmt.Fprintf(&b, "# TYPE meshwork_raft_applied_index gauge\nmeshwork_raft_applied_index %d\n", st.AppliedIndex)
-		fmt.Fprintf(&b, "# TYPE meshwork_raft_members gauge\nmeshwork_raft_members %d\n", len(st.Members))
+	promhttp.HandlerFor(s.initMetrics().reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}
+
+// raftCollector reports the replica's Raft state, read once per scrape.
+type raftCollector struct{ s *Server }
+
+var raftDescs = []*prometheus.Desc{
+	prometheus.NewDesc("meshwork_raft_leader", "1 on the leader, else 0.", nil, nil),
+	prometheus.NewDesc("meshwork_raft_term", "The replica's Raft term.", nil, nil),
+	prometheus.NewDesc("meshwork_raft_commit_index", "The replica's commit index.", nil, nil),
+	prometheus.NewDesc("meshwork_raft_applied_index", "The replica's applied index.", nil, nil),
+	prometheus.NewDesc("meshwork_raft_members", "Members of the cluster.", nil, nil),
+}
+
+func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range raftDescs {
+		ch <- d
 	}
-	s.metrics.mu.Lock()
-	routes := make([]string, 0, len(s.metrics.routes))
-	for k := range s.metrics.routes {
-		routes = append(routes, k)
+}
+
+func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.s.Backend.Status()
+	if err != nil {
+		return
 	}
-	sort.Strings(routes)
-	b.WriteString("# TYPE meshwork_api_requests_total counter\n# TYPE meshwork_api_errors_total counter\n# TYPE meshwork_api_seconds_total counter\n")
-	for _, k := range routes {
-		st := s.metrics.routes[k]
-		fmt.Fprintf(&b, "meshwork_api_requests_total{route=%q} %d\n", k, st.count)
-		fmt.Fprintf(&b, "meshwork_api_errors_total{route=%q} %d\n", k, st.errors)
-		fmt.Fprintf(&b, "meshwork_api_seconds_total{route=%q} %g\n", k, st.seconds)
+	leader := 0.0
+	if st.State == "Leader" {
+		leader = 1
 	}
-	a := s.metrics.apply
-	fmt.Fprintf(&b, "# TYPE meshwork_apply_total counter\nmeshwork_apply_total %d\n", a.count)
-	fmt.Fprintf(&b, "# TYPE meshwork_apply_errors_total counter\nmeshwork_apply_errors_total %d\n", a.errors)
-	fmt.Fprintf(&b, "# TYPE meshwork_apply_seconds_total counter\nmeshwork_apply_seconds_total %g\n", a.seconds)
-	s.metrics.mu.Unlock()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	w.Write([]byte(b.String()))
+	for i, v := range []float64{leader, float64(st.Term), float64(st.CommitIndex), float64(st.AppliedIndex), float64(len(st.Members))} {
+		ch <- prometheus.MustNewConstMetric(raftDescs[i], prometheus.GaugeValue, v)
+	}
 }

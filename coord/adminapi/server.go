@@ -155,7 +155,7 @@ func (s *Server) authed(route string, h handlerFunc) http.Handler {
 		if err != nil {
 			writeError(w, s.apiError(err))
 		}
-		s.metrics.observe(route, time.Since(start), err)
+		s.observe(route, time.Since(start), err)
 	})
 }
 
@@ -258,7 +258,7 @@ func (s *Server) apply(r *http.Request, c *caller, op string, data, out any) err
 	cmd.IdemKey = c.idemKey()
 	start := time.Now()
 	res, err := s.Backend.Apply(r.Context(), cmd)
-	s.metrics.observeApply(time.Since(start), err)
+	s.observeApply(time.Since(start), err)
 	if err != nil {
 		return err
 	}
