@@ -49,6 +49,7 @@ type Config struct {
 	EphemeralGrace  time.Duration // how long an ephemeral node may be away before removal
 	SecretKeyFile   string        // key that encrypts secrets at rest (later: environments, exits)
 	TLSCert, TLSKey string        // serve the admin API over TLS
+	RaftHeartbeat   time.Duration // see replica.Config.HeartbeatTimeout; 0: its default
 	Logf            func(format string, args ...any)
 }
 
@@ -96,7 +97,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	rep, err := replica.Open(ctx, replica.Config{
 		ID: cfg.ID, StateDir: cfg.StateDir, ClusterAddr: cfg.ClusterAddr, HTTPAddr: cfg.HTTPAddr,
-		Join: cfg.Join, JoinToken: cfg.JoinToken, Logf: cfg.Logf,
+		Join: cfg.Join, JoinToken: cfg.JoinToken, HeartbeatTimeout: cfg.RaftHeartbeat, Logf: cfg.Logf,
 	}, f)
 	if err != nil {
 		return err

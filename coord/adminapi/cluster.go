@@ -2,7 +2,7 @@ package adminapi
 
 import (
 	"bytes"
-	"encoding/base64"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -162,6 +162,13 @@ func (s *Server) backupSave(w http.ResponseWriter, r *http.Request, c *caller) e
 // maxBackup bounds a restored backup.
 const maxBackup = 256 << 20
 
+// restorer is a Backend that replaces the whole state with a backup's: checked as the ops
+// check what they create, then installed on every replica at once (the replica's does it
+// through Raft's snapshot install: no log entry could carry a large state).
+type restorer interface {
+	Restore(ctx context.Context, actor, source string, backup []byte) error
+}
+
 func (s *Server) backupRestore(w http.ResponseWriter, r *http.Request, c *caller) error {
 	if err := adminOnly(c, "restoring backups"); err != nil {
 		return err
@@ -177,7 +184,11 @@ func (s *Server) backupRestore(w http.ResponseWriter, r *http.Request, c *caller
 	if !bytes.HasPrefix(b, []byte("{")) {
 		return invalid("not a Meshwork backup: make one with meshctl backup save")
 	}
-	if err := s.apply(r, c, "restore", fsm.Restore{Snapshot: base64.StdEncoding.EncodeToString(b)}, nil); err != nil {
+	rs, ok := s.Backend.(restorer)
+	if !ok {
+		return apiErr(http.StatusNotImplemented, api.CodeUnavailable, "this coord cannot restore backups")
+	}
+	if err := rs.Restore(r.Context(), c.user.Name, c.addr, b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "restored"})
