@@ -125,10 +125,14 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	if err := r.openStores(ctx); err != nil {
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(r.cfg.StateDir, "raft"), 2, r.hclog("snapshots"))
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(r.cfg.StateDir, "raft"), 2, r.hclog("snapshots"))
 	if err != nil {
 		return fmt.Errorf("replica: snapshots: %w", err)
 	}
+	if err := private(filepath.Join(r.cfg.StateDir, "raft")); err != nil {
+		return fmt.Errorf("replica: state directory: %w", err)
+	}
+	snaps := privateSnapshots{FileSnapshotStore: fileSnaps, dir: filepath.Join(r.cfg.StateDir, "raft", "snapshots")}
 	hasState, err := raft.HasExistingState(r.wal, r.stable, snaps)
 	if err != nil {
 		return err
