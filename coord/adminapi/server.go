@@ -96,6 +96,7 @@ func (s *Server) routes() map[string]handlerFunc {
 		"POST /v1/apikeys":                  s.createAPIKey,
 		"GET /v1/apikeys":                   s.listAPIKeys,
 		"DELETE /v1/apikeys/{id}":           s.revokeAPIKey,
+		"POST /v1/apikeys/{id}/rotate":      s.rotateAPIKey,
 		"POST /v1/authkeys":                 s.createAuthKey,
 		"GET /v1/authkeys":                  s.listAuthKeys,
 		"DELETE /v1/authkeys/{id}":          s.revokeAuthKey,
