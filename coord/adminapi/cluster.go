@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
@@ -134,6 +136,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.joins.release()
+	if r.TLS == nil && !s.InsecureJoin && !loopback(r.RemoteAddr) {
+		writeError(w, forbidden("a join over plain HTTP from %s is refused: the answer carries the cluster's CA key. "+
+			"Serve this admin API over TLS (--tls-cert/--tls-key) and join with https://, or start the replicas with --insecure-join on a lab", r.RemoteAddr))
+		return
+	}
 	var req api.JoinRequest
 	if err := decode(w, r, &req); err != nil {
 		writeError(w, err)
@@ -145,6 +152,13 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// loopback reports whether a request's remote address is this machine's loopback.
+func loopback(remoteAddr string) bool {
+	host, _, _ := net.SplitHostPort(remoteAddr)
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func (s *Server) backupSave(w http.ResponseWriter, r *http.Request, c *caller) error {

@@ -37,6 +37,9 @@ type Server struct {
 	// Secrets seals what must be encrypted at rest (environments' compose files) before it
 	// enters the Raft log. Without it, such writes are refused.
 	Secrets *secret.Key
+
+	InsecureJoin bool // admit replicas over plain HTTP from other machines (labs only): see join
+
 	metrics metrics
 	joins   joinSlots
 }

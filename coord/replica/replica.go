@@ -42,6 +42,9 @@ type Config struct {
 	// Ignored once the replica has state.
 	Join      string
 	JoinToken string
+	// InsecureJoin allows joining over plain HTTP to another machine (labs only): the
+	// member's answer carries the cluster's CA key.
+	InsecureJoin bool
 	// HeartbeatTimeout is how long a follower waits to hear from the leader before it calls
 	// an election (and the election's own timeout); default 400 ms, so writes resume about a
 	// second after a leader dies. Raise it where replicas share too few cores to answer in time.
@@ -103,6 +106,11 @@ func raftConfig(id string, heartbeat time.Duration, logger hclog.Logger) *raft.C
 func Open(ctx context.Context, cfg Config, fsm FSM) (*Replica, error) {
 	if cfg.StateDir == "" || cfg.ClusterAddr == "" {
 		return nil, errors.New("replica: StateDir and ClusterAddr are required")
+	}
+	if cfg.Join != "" {
+		if err := CheckJoinURL(cfg.Join, cfg.InsecureJoin); err != nil {
+			return nil, fmt.Errorf("replica: %w", err)
+		}
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
