@@ -30,10 +30,14 @@ type backend struct {
 	expect int // voters needed before writes are accepted
 	logf   func(string, ...any)
 	rep    atomic.Pointer[replica.Replica] // nil until the replica is open
+	// uploads are backups other replicas are sending this one to restore, when it leads.
+	uploads uploads
 }
 
 func (b *backend) start(rep *replica.Replica) {
 	rep.Transport().Handle(methodApply, b.handleApply)
+	rep.Transport().Handle(methodRestoreChunk, b.handleRestoreChunk)
+	rep.Transport().Handle(methodRestore, b.handleRestore)
 	b.rep.Store(rep)
 }
 

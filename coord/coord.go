@@ -49,7 +49,12 @@ type Config struct {
 	EphemeralGrace  time.Duration // how long an ephemeral node may be away before removal
 	SecretKeyFile   string        // key that encrypts secrets at rest (later: environments, exits)
 	TLSCert, TLSKey string        // serve the admin API over TLS
-	Logf            func(format string, args ...any)
+	RaftHeartbeat   time.Duration // see replica.Config.HeartbeatTimeout; 0: its default
+	// InsecureJoin lets replicas join over plain HTTP between machines, both ways: this one
+	// through an http:// URL, and others through this one's admin API without TLS. Labs
+	// only: the answer to a join carries the cluster's CA key.
+	InsecureJoin bool
+	Logf         func(format string, args ...any)
 }
 
 // Run runs the replica until ctx ends.
@@ -79,7 +84,7 @@ func Run(ctx context.Context, cfg Config) error {
 	b := &backend{fsm: f, expect: max(cfg.BootstrapExpect, 1), logf: cfg.Logf}
 	var ctrl atomic.Value // http.Handler of the control server, set once the replica is open
 	mux := http.NewServeMux()
-	mux.Handle("/", (&adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk}).Handler())
+	mux.Handle("/", (&adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk, InsecureJoin: cfg.InsecureJoin}).Handler())
 	controlRoutes := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h, ok := ctrl.Load().(http.Handler); ok {
 			h.ServeHTTP(w, r)
@@ -96,7 +101,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	rep, err := replica.Open(ctx, replica.Config{
 		ID: cfg.ID, StateDir: cfg.StateDir, ClusterAddr: cfg.ClusterAddr, HTTPAddr: cfg.HTTPAddr,
-		Join: cfg.Join, JoinToken: cfg.JoinToken, Logf: cfg.Logf,
+		Join: cfg.Join, JoinToken: cfg.JoinToken, HeartbeatTimeout: cfg.RaftHeartbeat,
+		InsecureJoin: cfg.InsecureJoin, Logf: cfg.Logf,
 	}, f)
 	if err != nil {
 		return err

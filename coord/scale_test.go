@@ -108,7 +108,7 @@ func cpuTime() time.Duration {
 }
 
 // freeAddrs picks a loopback TCP address for an admin API and a UDP one for a cluster port.
-func freeAddrs(b *testing.B) (httpAddr, clusterAddr string) {
+func freeAddrs(b testing.TB) (httpAddr, clusterAddr string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -127,7 +127,10 @@ func freeAddrs(b *testing.B) (httpAddr, clusterAddr string) {
 // startReplicas runs n coord replicas in this process, real Raft over QUIC on loopback: c1
 // bootstraps, the others join it. It returns their URLs, once all are voters, and the
 // admin key.
-func startReplicas(b *testing.B, n int) ([]string, string) {
+func startReplicas(b testing.TB, n int) ([]string, string) { return startReplicasWith(b, n, nil) }
+
+// startReplicasWith is startReplicas with tweak applied to each replica's configuration.
+func startReplicasWith(b testing.TB, n int, tweak func(*Config)) ([]string, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	b.Cleanup(func() {
@@ -139,6 +142,9 @@ func startReplicas(b *testing.B, n int) ([]string, string) {
 		httpAddr, clusterAddr := freeAddrs(b)
 		cfg := Config{ID: id, StateDir: filepath.Join(dir, id), HTTPAddr: httpAddr, ClusterAddr: clusterAddr,
 			Join: join, JoinToken: token, Logf: func(string, ...any) {}} // three replicas' logs drown the figures
+		if tweak != nil {
+			tweak(&cfg)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -3,9 +3,14 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 )
+
+// bulkHTTP carries whole backups (hundreds of MiB): the API client's 30 s is for requests.
+var bulkHTTP = &http.Client{Timeout: 15 * time.Minute}
 
 var backupCmd = group("backup", "Save or restore the whole cluster state",
 	&command{name: "save", summary: "Write a consistent snapshot of the state to FILE", usage: "FILE",
@@ -23,6 +28,7 @@ func backupSave(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	c.HTTP = bulkHTTP
 	path := fs.Arg(0)
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".backup-*")
 	if err != nil {
@@ -59,6 +65,7 @@ func backupRestore(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	c.HTTP = bulkHTTP
 	if err := c.Stream(ctx, "PUT", "/v1/backup", f, nil); err != nil {
 		return fmt.Errorf("backup restore %s: %w (the state is unchanged)", fs.Arg(0), err)
 	}

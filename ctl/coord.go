@@ -6,15 +6,16 @@ import (
 	"time"
 
 	"meshwork.dev/coord"
+	"meshwork.dev/coord/replica"
 )
 
 var coordCmd = &command{
 	name:    "coord",
 	summary: "Run a coord replica (control plane: Raft state + admin API)",
-	usage:   "--state DIR --http ADDR --cluster ADDR [--join URL --join-token TOKEN] [--bootstrap-expect N]",
+	usage:   "--state DIR --http ADDR --cluster ADDR [--join URL --join-token TOKEN] [--bootstrap-expect N] [--tls-cert FILE --tls-key FILE]",
 	examples: []string{
 		"meshctl coord --state /var/lib/meshwork/c1 --http 10.0.0.1:8080 --cluster 10.0.0.1:7000",
-		"meshctl coord --state /var/lib/meshwork/c2 --http 10.0.0.2:8080 --cluster 10.0.0.2:7000 --join http://10.0.0.1:8080 --join-token mj_...",
+		"meshctl coord --state /var/lib/meshwork/c2 --http 10.0.0.2:8080 --cluster 10.0.0.2:7000 --join https://10.0.0.1:8080 --join-token mj_...",
 	},
 	run: runCoord,
 }
@@ -34,6 +35,7 @@ func runCoord(ctx context.Context, e *env, args []string) error {
 	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 30*time.Second, "how long an ephemeral node may be away before it is removed")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve the admin API over TLS with this certificate `file`")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "the TLS certificate's key `file`")
+	fs.BoolVar(&cfg.InsecureJoin, "insecure-join", false, "labs only: join, and admit replicas, over plain HTTP between machines (the cluster's CA key then crosses the network in clear text)")
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
@@ -42,6 +44,11 @@ func runCoord(ctx context.Context, e *env, args []string) error {
 	}
 	if cfg.Join != "" && cfg.JoinToken == "" {
 		return usageErrorf("coord: --join needs --join-token (print it on a member with 'meshctl cluster token')")
+	}
+	if cfg.Join != "" {
+		if err := replica.CheckJoinURL(cfg.Join, cfg.InsecureJoin); err != nil {
+			return usageErrorf("coord: %v", err)
+		}
 	}
 	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(e.stderr, format+"\n", args...) }
 	return coord.Run(ctx, cfg)

@@ -58,7 +58,8 @@ func (cl *coordLab) start(name, join, joinToken string) *replicaHost {
 		h := cl.l.Host(name)
 		r = &replicaHost{name: name, host: h, addr: h.Attach(cl.lan), state: filepath.Join(cl.t.TempDir(), name)}
 		cl.replicas[name] = r
-		r.args = []string{"coord", "--id", name, "--state", r.state,
+		// Plain HTTP between lab hosts: --insecure-join, as the lab has no certificates.
+		r.args = []string{"coord", "--id", name, "--state", r.state, "--insecure-join",
 			"--http", r.addr.String() + ":8080", "--cluster", r.addr.String() + ":7000"}
 		if join != "" {
 			r.args = append(r.args, "--join", join, "--join-token", joinToken)

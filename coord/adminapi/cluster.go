@@ -2,10 +2,12 @@ package adminapi
 
 import (
 	"bytes"
-	"encoding/base64"
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
@@ -138,6 +140,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.joins.release()
+	if r.TLS == nil && !s.InsecureJoin && !loopback(r.RemoteAddr) {
+		writeError(w, forbidden("a join over plain HTTP from %s is refused: the answer carries the cluster's CA key. "+
+			"Serve this admin API over TLS (--tls-cert/--tls-key) and join with https://, or start the replicas with --insecure-join on a lab", r.RemoteAddr))
+		return
+	}
 	var req api.JoinRequest
 	if err := decode(w, r, &req); err != nil {
 		writeError(w, err)
@@ -149,6 +156,13 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// loopback reports whether a request's remote address is this machine's loopback.
+func loopback(remoteAddr string) bool {
+	host, _, _ := net.SplitHostPort(remoteAddr)
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func (s *Server) backupSave(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -166,6 +180,13 @@ func (s *Server) backupSave(w http.ResponseWriter, r *http.Request, c *caller) e
 // maxBackup bounds a restored backup.
 const maxBackup = 256 << 20
 
+// restorer is a Backend that replaces the whole state with a backup's: checked as the ops
+// check what they create, then installed on every replica at once (the replica's does it
+// through Raft's snapshot install: no log entry could carry a large state).
+type restorer interface {
+	Restore(ctx context.Context, actor, source string, backup []byte) error
+}
+
 func (s *Server) backupRestore(w http.ResponseWriter, r *http.Request, c *caller) error {
 	if err := adminOnly(c, "restoring backups"); err != nil {
 		return err
@@ -181,7 +202,11 @@ func (s *Server) backupRestore(w http.ResponseWriter, r *http.Request, c *caller
 	if !bytes.HasPrefix(b, []byte("{")) {
 		return invalid("not a Meshwork backup: make one with meshctl backup save")
 	}
-	if err := s.apply(r, c, "restore", fsm.Restore{Snapshot: base64.StdEncoding.EncodeToString(b)}, nil); err != nil {
+	rs, ok := s.Backend.(restorer)
+	if !ok {
+		return apiErr(http.StatusNotImplemented, api.CodeUnavailable, "this coord cannot restore backups")
+	}
+	if err := rs.Restore(r.Context(), c.user.Name, c.addr, b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "restored"})

@@ -40,9 +40,12 @@ type Server struct {
 	// LoginLimit is how many failed logins one address (an IPv6 /64) may make in a minute
 	// before it is refused, unchecked, for the rest of that minute; default 10.
 	LoginLimit int
-	metrics    metrics
-	joins      joinSlots
-	logins     loginGuard
+	// InsecureJoin admits replicas over plain HTTP from other machines (labs only): see join.
+	InsecureJoin bool
+
+	metrics metrics
+	joins   joinSlots
+	logins  loginGuard
 }
 
 // joinSlots bounds the join requests handled at once: they are the only route served before
@@ -102,6 +105,7 @@ func (s *Server) routes() map[string]handlerFunc {
 		"POST /v1/apikeys":                  s.createAPIKey,
 		"GET /v1/apikeys":                   s.listAPIKeys,
 		"DELETE /v1/apikeys/{id}":           s.revokeAPIKey,
+		"POST /v1/apikeys/{id}/rotate":      s.rotateAPIKey,
 		"POST /v1/authkeys":                 s.createAuthKey,
 		"GET /v1/authkeys":                  s.listAuthKeys,
 		"DELETE /v1/authkeys/{id}":          s.revokeAuthKey,

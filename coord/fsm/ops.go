@@ -440,6 +440,9 @@ func policySet(t *tx) (any, string, error) {
 }
 
 // Restore is the payload of the restore command: a snapshot, as WriteSnapshot makes it.
+// The admin API no longer writes it (a restore goes in as a Raft snapshot, unbounded by an
+// entry's size: see ParseBackup and Store.RestoreSnapshot); it stays so that logs holding
+// one replay as they did.
 type Restore struct {
 	Snapshot string `json:"snapshot"` // base64
 }

@@ -16,6 +16,10 @@ type proposer struct {
 	raft  *raft.Raft
 	depth int
 
+	// gate is held shared by every apply until its command is committed, and exclusively by
+	// a restore: while the state is replaced whole, writes wait.
+	gate sync.RWMutex
+
 	mu       sync.Mutex // guards queue and inflight
 	queue    []*proposal
 	inflight int // groups being committed
@@ -32,6 +36,8 @@ type proposal struct {
 // apply commits data through Raft on this replica, the leader, and returns the FSM's
 // response.
 func (p *proposer) apply(data []byte, timeout time.Duration) (any, error) {
+	p.gate.RLock()
+	defer p.gate.RUnlock()
 	pr := &proposal{data: data, timeout: timeout, done: make(chan struct{})}
 	p.mu.Lock()
 	p.queue = append(p.queue, pr)

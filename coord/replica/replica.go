@@ -42,6 +42,13 @@ type Config struct {
 	// Ignored once the replica has state.
 	Join      string
 	JoinToken string
+	// InsecureJoin allows joining over plain HTTP to another machine (labs only): the
+	// member's answer carries the cluster's CA key.
+	InsecureJoin bool
+	// HeartbeatTimeout is how long a follower waits to hear from the leader before it calls
+	// an election (and the election's own timeout); default 400 ms, so writes resume about a
+	// second after a leader dies. Raise it where replicas share too few cores to answer in time.
+	HeartbeatTimeout time.Duration
 	// Logf logs; nil means log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -76,12 +83,15 @@ type Replica struct {
 
 // Timing: a dead leader is noticed in about HeartbeatTimeout and replaced within about
 // twice that (the target is writes again within 1.5 s).
-func raftConfig(id string, logger hclog.Logger) *raft.Config {
+func raftConfig(id string, heartbeat time.Duration, logger hclog.Logger) *raft.Config {
+	if heartbeat <= 0 {
+		heartbeat = 400 * time.Millisecond
+	}
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(id)
-	c.HeartbeatTimeout = 400 * time.Millisecond
-	c.ElectionTimeout = 400 * time.Millisecond
-	c.LeaderLeaseTimeout = 300 * time.Millisecond
+	c.HeartbeatTimeout = heartbeat
+	c.ElectionTimeout = heartbeat
+	c.LeaderLeaseTimeout = heartbeat * 3 / 4
 	c.CommitTimeout = 5 * time.Millisecond
 	c.MaxAppendEntries = 512
 	c.BatchApplyCh = true
@@ -96,6 +106,11 @@ func raftConfig(id string, logger hclog.Logger) *raft.Config {
 func Open(ctx context.Context, cfg Config, fsm FSM) (*Replica, error) {
 	if cfg.StateDir == "" || cfg.ClusterAddr == "" {
 		return nil, errors.New("replica: StateDir and ClusterAddr are required")
+	}
+	if cfg.Join != "" {
+		if err := CheckJoinURL(cfg.Join, cfg.InsecureJoin); err != nil {
+			return nil, fmt.Errorf("replica: %w", err)
+		}
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
@@ -118,10 +133,14 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	if err := r.openStores(ctx); err != nil {
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(r.cfg.StateDir, "raft"), 2, r.hclog("snapshots"))
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(r.cfg.StateDir, "raft"), 2, r.hclog("snapshots"))
 	if err != nil {
 		return fmt.Errorf("replica: snapshots: %w", err)
 	}
+	if err := private(filepath.Join(r.cfg.StateDir, "raft")); err != nil {
+		return fmt.Errorf("replica: state directory: %w", err)
+	}
+	snaps := privateSnapshots{FileSnapshotStore: fileSnaps, dir: filepath.Join(r.cfg.StateDir, "raft", "snapshots")}
 	hasState, err := raft.HasExistingState(r.wal, r.stable, snaps)
 	if err != nil {
 		return err
@@ -143,7 +162,7 @@ func (r *Replica) start(ctx context.Context, fsm FSM) error {
 	if err != nil {
 		return err
 	}
-	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.hclog("raft")), fsm, cache, r.stable, snaps, nt); err != nil {
+	if r.raft, err = raft.NewRaft(raftConfig(r.cfg.ID, r.cfg.HeartbeatTimeout, r.hclog("raft")), fsm, cache, r.stable, snaps, nt); err != nil {
 		return fmt.Errorf("replica: raft: %w", err)
 	}
 	r.prop = &proposer{raft: r.raft, depth: 2}

@@ -24,11 +24,14 @@ func (d datasyncFS) OpenWriter(dir, name string) (types.WritableFile, error) {
 	return datasync(f, false), err
 }
 
+// datasync wraps a segment file, which it also makes its owner's alone (raft-wal creates
+// segments 0644).
 func datasync(f types.WritableFile, fresh bool) types.WritableFile {
 	fd, ok := f.(interface{ Fd() uintptr })
 	if f == nil || !ok {
 		return f
 	}
+	unix.Fchmod(int(fd.Fd()), fileMode)
 	return &datasyncFile{WritableFile: f, fd: int(fd.Fd()), fresh: fresh}
 }
 
