@@ -2,11 +2,13 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-memdb"
@@ -87,6 +89,8 @@ type FSM struct {
 	hist        history               // as the FSM has written it; the store has it as of the last batch
 	keys        map[string]*idemEntry // hist.idem by key
 	applied     atomic.Uint64         // index of the last log entry applied to the store
+	notifyMu    sync.Mutex            // guards notify
+	notify      chan struct{}         // closed when applied moves; nil until someone waits
 	unsupported atomic.Bool
 	logf        func(string, ...any)
 }
@@ -132,8 +136,39 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		must(b.txn.Insert(tIndex, &tableIndex{Table: table, Index: index}))
 	}
 	f.store.commit(b.txn, f.hist)
-	f.applied.Store(logs[len(logs)-1].Index)
+	f.setApplied(logs[len(logs)-1].Index)
 	return out
+}
+
+// setApplied records that the store reflects index, and wakes WaitApplied.
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.notifyMu.Lock()
+	if f.notify != nil {
+		close(f.notify)
+		f.notify = nil
+	}
+	f.notifyMu.Unlock()
+}
+
+// WaitApplied blocks until the store reflects log index idx, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, idx uint64) error {
+	for {
+		f.notifyMu.Lock()
+		if f.notify == nil {
+			f.notify = make(chan struct{})
+		}
+		ch := f.notify
+		f.notifyMu.Unlock()
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // AppliedIndex is the index of the last log entry the store reflects. (Raft's own
@@ -227,8 +262,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.hist, f.keys = hist, idemKeys(hist.idem)
 	f.store.mu.Lock()
 	f.store.swap(db, hist)
-	f.applied.Store(index)
 	f.store.mu.Unlock()
+	f.setApplied(index)
 	f.unsupported.Store(false)
 	return nil
 }

@@ -960,3 +960,32 @@ func TestOnline(t *testing.T) {
 		t.Errorf("online for an unknown node: %v", r.Err)
 	}
 }
+
+// TestWaitApplied: WaitApplied returns once the store reflects the index, not before, and
+// gives up when its context ends.
+func TestWaitApplied(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	next := h.index + 1
+	done := make(chan error, 1)
+	go func() { done <- h.f.WaitApplied(context.Background(), next) }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v before index %d was applied", err, next)
+	case <-time.After(20 * time.Millisecond):
+	}
+	h.ok("user.create", User{ID: "u9", Name: "carol", Role: RoleMember})
+	select {
+	case err := <-done:
+		if err != nil || h.f.Store().UserByName("carol") == nil {
+			t.Errorf("after the apply: %v, carol %v", err, h.f.Store().UserByName("carol"))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("still waiting after index %d was applied", next)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := h.f.WaitApplied(ctx, h.index+5); err == nil {
+		t.Errorf("waiting for an index never applied returned nil")
+	}
+}

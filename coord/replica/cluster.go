@@ -110,12 +110,8 @@ func (r *Replica) leaderBarrier() (uint64, error) {
 
 // WaitApplied waits until the local state machine has applied the command at index idx.
 func (r *Replica) WaitApplied(ctx context.Context, idx uint64) error {
-	for r.fsm.AppliedIndex() < idx {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting to apply index %d: %w", idx, ctx.Err())
-		case <-time.After(time.Millisecond):
-		}
+	if err := r.fsm.WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("waiting to apply index %d: %w", idx, err)
 	}
 	return nil
 }

@@ -21,6 +21,16 @@ func (f *countFSM) Apply(l *raft.Log) any               { f.applied.Store(l.Inde
 func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) { return emptySnap{}, nil }
 func (f *countFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
 func (f *countFSM) AppliedIndex() uint64                { return f.applied.Load() }
+func (f *countFSM) WaitApplied(ctx context.Context, idx uint64) error {
+	for f.applied.Load() < idx {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
 
 type emptySnap struct{}
 

@@ -59,6 +59,8 @@ type FSM interface {
 	raft.FSM
 	// AppliedIndex is the index of the last command or configuration entry applied.
 	AppliedIndex() uint64
+	// WaitApplied blocks until the entry at idx is applied, or ctx ends.
+	WaitApplied(ctx context.Context, idx uint64) error
 }
 
 // Replica is a running Raft node. Make it with Open.
