@@ -7,6 +7,7 @@ import (
 
 	"meshwork.dev/coord"
 	"meshwork.dev/coord/replica"
+	"meshwork.dev/overlay/meshdns"
 )
 
 var coordCmd = &command{
@@ -31,7 +32,7 @@ func runCoord(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&cfg.JoinToken, "join-token", "", "the cluster's join `token` (meshctl cluster token)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 1, "refuse writes until this many `replicas` are members")
 	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", "", "`file` with the 32-byte key that encrypts secrets at rest (or env MESHWORK_SECRET_KEY)")
-	fs.StringVar(&cfg.Domain, "domain", "mesh.internal", "the mesh's DNS `domain`")
+	fs.StringVar(&cfg.Domain, "domain", meshdns.DefaultDomain, "the mesh's DNS `domain`")
 	fs.DurationVar(&cfg.EphemeralGrace, "ephemeral-grace", 30*time.Second, "how long an ephemeral node may be away before it is removed")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve the admin API over TLS with this certificate `file`")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "the TLS certificate's key `file`")

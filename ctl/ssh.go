@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -17,7 +18,9 @@ import (
 	"time"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/node"
 	"meshwork.dev/node/sshd"
+	"meshwork.dev/overlay/meshdns"
 )
 
 var sshCmd = &command{name: "ssh", summary: "SSH into a workspace by name, as your mesh identity; list and replay recorded sessions",
@@ -57,24 +60,17 @@ func runSSH(ctx context.Context, e *env, args []string) error {
 	if len(rest) > 0 && rest[0] == "--" {
 		rest = rest[1:]
 	}
-	var login string
-	if e.global.coord != "" && e.global.token != "" {
-		list, err := writeKnownHosts(ctx, e, *knownHosts)
-		if err != nil {
-			fmt.Fprintf(e.stderr, "meshctl: host keys not refreshed: %v\n", err)
-		}
-		for _, w := range list {
-			if w.Name == strings.TrimSuffix(host, "."+meshDomain) {
-				login = w.Owner // by default, the workspace's own user
-			}
-		}
+	sock := socketPath(*state, *socket)
+	login, err := e.sshLogin(ctx, sock, host, *knownHosts)
+	if err != nil {
+		return err
 	}
 	bin, err := exec.LookPath("ssh")
 	if err != nil {
 		return fmt.Errorf("ssh: OpenSSH's ssh client is not installed (apt-get install openssh-client)")
 	}
-	sshArgs := sshOptions(socketPath(*state, *socket), *knownHosts)
-	if login != "" && !strings.Contains(host, "@") {
+	sshArgs := sshOptions(sock, *knownHosts)
+	if login != "" {
 		sshArgs = append(sshArgs, "-l", login)
 	}
 	sshArgs = append(sshArgs, host)
@@ -90,6 +86,54 @@ func runSSH(ctx context.Context, e *env, args []string) error {
 		return &exitError{code: ee.ExitCode()}
 	}
 	return err
+}
+
+// sshLogin refreshes the workspaces' host keys and returns the login to use for host: the
+// workspace's owner, unless host names one (USER@HOST). With coord to ask, a name that is
+// neither a workspace nor a machine on the mesh is an error here, before ssh adds its own.
+func (e *env) sshLogin(ctx context.Context, sock, host, knownHosts string) (string, error) {
+	if e.global.coord == "" || e.global.token == "" {
+		return "", nil
+	}
+	list, err := writeKnownHosts(ctx, e, knownHosts, meshDomain(ctx, sock))
+	if err != nil {
+		fmt.Fprintf(e.stderr, "meshctl: host keys not refreshed: %v\n", err)
+		return "", nil
+	}
+	_, name, named := strings.Cut(host, "@")
+	if !named {
+		name = host
+	}
+	for _, w := range list {
+		if w.Name == meshdns.Label(name) && !named {
+			return w.Owner, nil // by default, the workspace's own user
+		}
+		if w.Name == meshdns.Label(name) {
+			return "", nil // USER@HOST says whom
+		}
+	}
+	if !isPeer(ctx, sock, name) {
+		return "", fmt.Errorf("ssh: no workspace or machine called %q on the mesh (meshctl ws list shows yours)", name)
+	}
+	return "", nil
+}
+
+// isPeer reports whether the local daemon knows a machine called name (or at address name);
+// it says yes when it cannot tell, and lets ssh find out.
+func isPeer(ctx context.Context, socket, name string) bool {
+	if _, err := netip.ParseAddr(name); err == nil {
+		return true
+	}
+	var s node.Summary
+	if call(ctx, socket, "GET", "/status", nil, &s) != nil {
+		return true
+	}
+	for _, p := range append(s.Peers, s.Self) {
+		if p.Name == meshdns.Label(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // exitError passes a child's exit code on as meshctl's, silently.
@@ -131,12 +175,21 @@ func defaultKnownHosts() string {
 	return filepath.Join(dir, "meshwork", "known_hosts")
 }
 
-// meshDomain is the mesh's DNS domain as ssh-config writes names.
-const meshDomain = "mesh.internal"
+// meshDomain is the mesh's DNS domain as the local daemon knows it (from its own name), or
+// the default when no daemon answers.
+func meshDomain(ctx context.Context, socket string) string {
+	var s node.Summary
+	if call(ctx, socket, "GET", "/status", nil, &s) == nil {
+		if d := meshdns.DomainOf(s.Self.DNSName); d != "" {
+			return d
+		}
+	}
+	return meshdns.DefaultDomain
+}
 
 // writeKnownHosts writes every workspace's host key the caller may see, under its bare and
-// full names, and returns the workspaces.
-func writeKnownHosts(ctx context.Context, e *env, path string) ([]api.Workspace, error) {
+// full names (in domain), and returns the workspaces.
+func writeKnownHosts(ctx context.Context, e *env, path, domain string) ([]api.Workspace, error) {
 	var list []api.Workspace
 	if err := e.call(ctx, "GET", "/v1/workspaces", nil, &list); err != nil {
 		return nil, err
@@ -144,7 +197,7 @@ func writeKnownHosts(ctx context.Context, e *env, path string) ([]api.Workspace,
 	var b bytes.Buffer
 	for _, w := range list {
 		if w.HostKey != "" {
-			fmt.Fprintf(&b, "%s,%s.%s %s\n", w.Name, w.Name, meshDomain, strings.TrimSpace(w.HostKey))
+			fmt.Fprintf(&b, "%s,%s.%s %s\n", w.Name, w.Name, domain, strings.TrimSpace(w.HostKey))
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -160,14 +213,16 @@ func runSSHConfig(ctx context.Context, e *env, args []string) error {
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
-	list, err := writeKnownHosts(ctx, e, *knownHosts)
+	sock := socketPath(*state, *socket)
+	domain := meshDomain(ctx, sock)
+	list, err := writeKnownHosts(ctx, e, *knownHosts, domain)
 	if err != nil {
 		return err
 	}
-	opts := sshOptions(socketPath(*state, *socket), *knownHosts)
+	opts := sshOptions(sock, *knownHosts)
 	e.printf("# Meshwork workspaces, from meshctl ssh-config (host keys in %s)\n", *knownHosts)
 	for _, w := range list {
-		e.printf("Host %s %s.%s\n    HostKeyAlias %s\n    User %s\n", w.Name, w.Name, meshDomain, w.Name, w.Owner)
+		e.printf("Host %s %s.%s\n    HostKeyAlias %s\n    User %s\n", w.Name, w.Name, domain, w.Name, w.Owner)
 		for i := 1; i < len(opts); i += 2 {
 			k, v, _ := strings.Cut(opts[i], "=")
 			if k == "StrictHostKeyChecking" {

@@ -81,6 +81,12 @@ func TestSSH(t *testing.T) {
 		t.Errorf("ssh api -- 'echo out; echo err >&2; exit 3': stdout %q, stderr %q, exit %d", out, errOut, code)
 	}
 
+	// A name that is nothing on the mesh: one clear line, none of OpenSSH's noise after it.
+	_, errOut, code = sshRun(lp, nil, ml.meshctl, append(admin, "ssh", "nosuchws", "--", "true")...)
+	if code == 0 || !strings.Contains(errOut, `no workspace or machine called "nosuchws"`) || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+		t.Errorf("ssh nosuchws: exit %d, stderr %q; want one line naming it", code, errOut)
+	}
+
 	// Plain ssh with the config meshctl writes.
 	cfg, _, code := sshRun(lp, nil, ml.meshctl, append(admin, "ssh-config")...)
 	if code != 0 || !strings.Contains(cfg, "Host api api.mesh.internal") {

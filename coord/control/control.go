@@ -23,6 +23,7 @@ import (
 
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/secret"
+	"meshwork.dev/overlay/meshdns"
 )
 
 // Backend is the replica as the control server uses it.
@@ -37,7 +38,7 @@ type Server struct {
 	// Key is the control server's Noise key. Clients pin it, and may reach any replica, so
 	// every replica must use the same one (DeriveKey).
 	Key key.MachinePrivate
-	// Domain is the MagicDNS domain; default "mesh.internal".
+	// Domain is the MagicDNS domain; default meshdns.DefaultDomain.
 	Domain string
 	// DERPMap returns the DERP map sent to nodes; nil (or a nil map) sends an empty one
 	// (direct paths only).
@@ -102,7 +103,7 @@ func (s *Server) logf(format string, args ...any) {
 
 func (s *Server) domain() string {
 	if s.Domain == "" {
-		return "mesh.internal"
+		return meshdns.DefaultDomain
 	}
 	return s.Domain
 }

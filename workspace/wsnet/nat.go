@@ -7,6 +7,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"meshwork.dev/overlay/ipam"
 )
 
 // NATTable is the nftables table (family inet) EnableNAT owns in the host namespace.
@@ -14,7 +16,7 @@ const NATTable = "meshwork_wsnat"
 
 // Mesh ranges: traffic from a workspace address to a mesh address is never NATed.
 var (
-	MeshIPv4 = netip.MustParsePrefix("100.64.0.0/10")
+	MeshIPv4 = ipam.CGNAT
 	MeshIPv6 = netip.MustParsePrefix("fc00::/7") // the cluster's ULA /48 lies inside
 )
 
