@@ -32,14 +32,23 @@ func apiNode(store *fsm.Store, n *fsm.Node) api.Node {
 		IPv4: n.IPv4, IPv6: n.IPv6, Online: n.Online, LastSeen: n.LastSeen, CreatedAt: n.CreatedAt}
 }
 
-func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, c *caller) error {
+// ownNode finds the named node if the caller may change it: admins any, members their own.
+func (s *Server) ownNode(r *http.Request, c *caller) (*fsm.Store, *fsm.Node, error) {
 	store, err := s.read(r)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	n := store.Node(r.PathValue("name"))
 	if n == nil || (!c.admin() && n.UserID != c.user.ID) {
-		return notFound("no node %q", r.PathValue("name"))
+		return nil, nil, notFound("no node %q", r.PathValue("name"))
+	}
+	return store, n, nil
+}
+
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, c *caller) error {
+	_, n, err := s.ownNode(r, c)
+	if err != nil {
+		return err
 	}
 	if err := s.apply(r, c, "node.delete", fsm.ByName{Name: n.Name}, nil); err != nil {
 		return err

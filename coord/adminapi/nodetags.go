@@ -14,13 +14,9 @@ func (s *Server) tagNode(w http.ResponseWriter, r *http.Request, c *caller) erro
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	store, err := s.read(r)
+	store, n, err := s.ownNode(r, c)
 	if err != nil {
 		return err
-	}
-	n := store.Node(r.PathValue("name"))
-	if n == nil || (!c.admin() && n.UserID != c.user.ID) {
-		return notFound("no node %q", r.PathValue("name"))
 	}
 	var out fsm.Node
 	if err := s.apply(r, c, "node.tag", fsm.NodeTags{Name: n.Name, UserID: c.user.ID, Tags: req.Tags}, &out); err != nil {
