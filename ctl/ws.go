@@ -14,6 +14,7 @@ import (
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/node"
+	"meshwork.dev/node/agent"
 )
 
 var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev containers)",
@@ -211,7 +212,7 @@ func wsLogs(ctx context.Context, e *env, args []string) error {
 // daemon (the machine knows the caller by its mesh identity), and fails on a non-2xx answer.
 func machineDo(ctx context.Context, sock, machine, method, path string) (*http.Response, error) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return node.DialVia(sock, net.JoinHostPort(machine, strconv.Itoa(node.MachinePort)))
+		return node.DialVia(sock, net.JoinHostPort(machine, strconv.Itoa(agent.MachinePort)))
 	}}}
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+machine+path, nil)
 	if err != nil {

@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"bytes"
@@ -37,14 +37,14 @@ type wsSSH struct {
 }
 
 // newSSH makes the SSH server, keeping host keys and recordings under dir.
-func (a *Agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
+func (a *agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
 	s := &wsSSH{lns: map[string]net.Listener{}, sessions: make(chan api.SessionReport, 256)}
 	srv, err := sshd.New(sshd.Config{
 		HostKeyDir: filepath.Join(dir, "hostkeys"),
 		Recordings: filepath.Join(dir, "recordings"),
 		WhoIs:      a.sshWhoIs,
 		Allow:      a.sshAllow,
-		Exec:       executor{rt},
+		Exec:       rt,
 		Dial: func(ctx context.Context, ws, network, addr string) (net.Conn, error) {
 			c, err := a.netConfig(ws)
 			if err != nil {
@@ -98,7 +98,7 @@ func agentSocket(rt Runtime, ws string) (net.Listener, string, error) {
 }
 
 // shield is the agent's shield settings with nftables doing the dropping.
-func (a *Agent) shield() sshd.ShieldConfig {
+func (a *agent) shield() sshd.ShieldConfig {
 	c := a.Shield
 	c.Block, c.Unblock = wsnet.Block, wsnet.Unblock
 	return c
@@ -111,21 +111,14 @@ func (s *wsSSH) queueBlock(f sshd.AuthFailure) {
 		Command: f.Reason, Start: time.Now()})
 }
 
-// executor runs SSH sessions through the runtime: the two ExecSpecs are the same shape.
-type executor struct{ rt Runtime }
-
-func (e executor) Exec(ctx context.Context, ws string, s sshd.ExecSpec) (sshd.Process, error) {
-	return e.rt.Exec(ctx, ws, ctrd.ExecSpec(s))
-}
-
-func (a *Agent) sshWhoIs(ctx context.Context, remote netip.AddrPort) (sshd.Identity, error) {
-	user, node, err := a.Node.WhoIs(ctx, remote.String())
+func (a *agent) sshWhoIs(ctx context.Context, remote netip.AddrPort) (sshd.Identity, error) {
+	user, node, err := a.node.WhoIs(ctx, remote.String())
 	return sshd.Identity{User: user, Node: node, Addr: remote}, err
 }
 
 // sshAllow lets a workspace's owner and admins in (as the workspace user, or as root), and
 // whoever the policy's ssh rules grant the login.
-func (a *Agent) sshAllow(id sshd.Identity, ws, login string) error {
+func (a *agent) sshAllow(id sshd.Identity, ws, login string) error {
 	st := a.current()
 	spec := findWorkspace(st, ws)
 	if spec == nil {
@@ -145,7 +138,7 @@ func (a *Agent) sshAllow(id sshd.Identity, ws, login string) error {
 }
 
 // netConfig is a workspace's network namespace, from what coord says of it.
-func (a *Agent) netConfig(ws string) (wsnet.Config, error) {
+func (a *agent) netConfig(ws string) (wsnet.Config, error) {
 	spec := findWorkspace(a.current(), ws)
 	if spec == nil {
 		return wsnet.Config{}, fmt.Errorf("no workspace %q on this machine", ws)
@@ -155,7 +148,7 @@ func (a *Agent) netConfig(ws string) (wsnet.Config, error) {
 }
 
 // up serves SSH for a running workspace (if not yet) and returns its host key.
-func (s *wsSSH) up(a *Agent, spec ctrd.Spec) (string, error) {
+func (s *wsSSH) up(a *agent, spec ctrd.Spec) (string, error) {
 	key, err := s.srv.HostKey(spec.Name)
 	if err != nil {
 		return "", err
@@ -232,7 +225,7 @@ func compressCast(path string) (cast []byte, size int64, truncated bool) {
 }
 
 // uploadSessions sends session reports to coord, in order, each retried until it lands.
-func (s *wsSSH) uploadSessions(ctx context.Context, a *Agent, src source) {
+func (s *wsSSH) uploadSessions(ctx context.Context, a *agent, src source) {
 	defer a.wg.Done()
 	for {
 		select {
