@@ -121,8 +121,9 @@ func TestExec(t *testing.T) {
 		if err := p.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if code, err := e.wait(p); code != 128+int(syscall.SIGTERM) || err != nil {
-			t.Errorf("sleep after SIGTERM: %d, %v; want 143", code, err)
+		var se *wsexec.SignalError
+		if code, err := e.wait(p); code != 128+int(syscall.SIGTERM) || !errors.As(err, &se) || se.Signal != syscall.SIGTERM {
+			t.Errorf("sleep after SIGTERM: %d, %v; want 143 and killed by signal terminated", code, err)
 		}
 		if err := p.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
 			t.Errorf("Signal after exit: %v, want os.ErrProcessDone", err)
