@@ -32,13 +32,20 @@ type wsSSH struct {
 	srv      *sshd.Server
 	sessions chan api.SessionReport // to coord, in order
 
-	mu  sync.Mutex              // guards lns
-	lns map[string]net.Listener // by workspace name
+	mu  sync.Mutex            // guards lns
+	lns map[string]nsListener // by workspace name
+}
+
+// nsListener is a workspace's SSH listener and the network namespace it is bound in: a
+// workspace whose namespace was made anew (its container recreated) needs a new one.
+type nsListener struct {
+	ln net.Listener
+	ns nsID
 }
 
 // newSSH makes the SSH server, keeping host keys and recordings under dir.
 func (a *agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
-	s := &wsSSH{lns: map[string]net.Listener{}, sessions: make(chan api.SessionReport, 256)}
+	s := &wsSSH{lns: map[string]nsListener{}, sessions: make(chan api.SessionReport, 256)}
 	srv, err := sshd.New(sshd.Config{
 		HostKeyDir: filepath.Join(dir, "hostkeys"),
 		Recordings: filepath.Join(dir, "recordings"),
@@ -147,35 +154,57 @@ func (a *agent) netConfig(ws string) (wsnet.Config, error) {
 	return ctrd.NetConfig(s), err
 }
 
-// up serves SSH for a running workspace (if not yet) and returns its host key.
+// up serves SSH for a running workspace (if not yet in its current network namespace) and
+// returns its host key.
 func (s *wsSSH) up(a *agent, spec ctrd.Spec) (string, error) {
 	key, err := s.srv.HostKey(spec.Name)
 	if err != nil {
 		return "", err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lns[spec.Name] == nil {
-		ln, err := wsnet.Listen(ctrd.NetConfig(spec), "tcp", ":22")
-		if err != nil {
-			return "", err
-		}
-		s.lns[spec.Name] = ln
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			s.srv.Serve(ln, spec.Name)
-		}()
+	if err := s.listen(a, spec); err != nil {
+		return "", err
 	}
 	return string(bytes.TrimSpace(gossh.MarshalAuthorizedKey(key))), nil
+}
+
+// listen binds port 22 in the workspace's namespace unless a listener is bound there already;
+// one left in a namespace that is gone is closed.
+func (s *wsSSH) listen(a *agent, spec ctrd.Spec) error {
+	c := ctrd.NetConfig(spec)
+	ns, err := netnsID(c)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.lns[spec.Name]
+	if ok && old.ns == ns {
+		return nil
+	}
+	if ok {
+		a.logf("agent: %s: its network namespace was made anew; serving ssh in the new one", spec.Name)
+		old.ln.Close()
+		delete(s.lns, spec.Name)
+	}
+	ln, err := wsnet.Listen(c, "tcp", ":22")
+	if err != nil {
+		return err
+	}
+	s.lns[spec.Name] = nsListener{ln: ln, ns: ns}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		s.srv.Serve(ln, spec.Name)
+	}()
+	return nil
 }
 
 // down stops serving SSH for a workspace that stopped or went.
 func (s *wsSSH) down(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ln := s.lns[name]; ln != nil {
-		ln.Close()
+	if l, ok := s.lns[name]; ok {
+		l.ln.Close()
 		delete(s.lns, name)
 	}
 }
@@ -252,8 +281,8 @@ func (s *wsSSH) close() {
 	s.srv.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for n, ln := range s.lns {
-		ln.Close()
+	for n, l := range s.lns {
+		l.ln.Close()
 		delete(s.lns, n)
 	}
 }
