@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,4 +71,33 @@ func removeBehindAgent(t *testing.T, machine, name string) string {
 		t.Fatalf("ip netns del %s: %v: %s", netns, err, out)
 	}
 	return netns
+}
+
+// TestWorkspaceImageUnavailable: an image on a registry host that does not resolve in the lab
+// fails its workspace within the agent's --pull-timeout (not after the resolver's minute of
+// timeouts), `meshctl ws create` says so once, and `ws list` shows the failed workspace with
+// the reason and the way out.
+func TestWorkspaceImageUnavailable(t *testing.T) {
+	importEchoImage(t)
+	ml := newMeshLab(t)
+	ml.workmachine(t, "hag-wm2", "--pull-timeout", "4s")
+	img := "registry.hag-nosuch.example/hag/none:1"
+	start := time.Now()
+	out, err := ml.ctl(ml.coord, "ws", "create", "hagbad", "--machine", "hag-wm2", "--image", img)
+	took := time.Since(start)
+	all := out + fmt.Sprint(err)
+	t.Logf("ws create took %v:\n%s", took, all)
+	if err == nil || took > 20*time.Second {
+		t.Errorf("ws create with %s: err %v after %v, want a failure within about the 4 s pull timeout", img, err, took)
+	}
+	if n := strings.Count(all, "could not be pulled"); n != 1 {
+		t.Errorf("ws create printed the pull's failure %d times, want once:\n%s", n, all)
+	}
+	list := ml.mustCtl(ml.coord, "ws", "list")
+	for _, want := range []string{"failed", "could not be pulled", "import it", "meshctl ws delete hagbad"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("ws list lacks %q:\n%s", want, list)
+		}
+	}
+	ml.mustCtl(ml.coord, "ws", "delete", "hagbad")
 }

@@ -202,7 +202,7 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		say(ctrd.Status{Name: name, State: ctrd.StateFailed, Reason: err.Error()})
+		say(ctrd.Status{Name: name, State: ctrd.StateFailed, Reason: cmp.Or(st.Reason, err.Error())})
 		return err
 	}
 	rep := api.WorkspaceReport{Name: name, State: string(st.State), Reason: st.Reason}
