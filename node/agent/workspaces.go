@@ -148,7 +148,7 @@ func (a *agent) work(ctx context.Context, rt Runtime, w *worker, reports chan<- 
 		if err != nil {
 			fails++
 			next = backoff(fails)
-			a.logf("agent: %s: %v (again in %v)", w.name, err, next)
+			a.logf("agent: %s: %v (again in %v)", w.name, err, next.Round(10*time.Millisecond))
 		}
 		timer.Reset(next)
 	}
