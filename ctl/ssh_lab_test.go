@@ -102,6 +102,11 @@ func TestSSH(t *testing.T) {
 	if out, errOut, code := ssh(nil, "api", "id -un; hostname; pwd"); code != 0 || out != "admin\napi\n/home/admin\n" {
 		t.Errorf("plain ssh api: %q %q exit %d", out, errOut, code)
 	}
+	// A shell a signal ends: the workspace sends exit-signal and no exit status, as OpenSSH's
+	// sshd does, so OpenSSH's client exits 255 (an exit status of 143 would say it exited).
+	if out, errOut, code := ssh(nil, "api", "kill -TERM $$"); code != 255 {
+		t.Errorf("ssh api 'kill -TERM $$': %q %q exit %d, want 255 as against OpenSSH's sshd", out, errOut, code)
+	}
 
 	// An interactive session on a PTY, typed in; then its recording replays what was typed.
 	out, errOut, code = ssh(strings.NewReader("echo $((6 * 7))\nexit 0\n"), "-tt", "api")

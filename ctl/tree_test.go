@@ -32,7 +32,28 @@ var forbidden = map[string][]string{
 const module = "meshwork.dev/"
 
 // contracts are packages anyone may import across a forbidden line: wire types, not internals.
+// node may import coord/api (the wire contract, as tailcfg is tailscale's) and nothing else of
+// coord: TestNodeImportsOnlyCoordAPI pins that.
 var contracts = []string{module + "coord/api"}
+
+// TestNodeImportsOnlyCoordAPI: of coord, node (the tsnet node, the laptop daemon, the
+// workmachine agent, the SSH server) imports the wire contract coord/api and nothing else.
+func TestNodeImportsOnlyCoordAPI(t *testing.T) {
+	for dir, files := range goPackages(t) {
+		rel, _ := filepath.Rel("..", dir)
+		if rel != "node" && !strings.HasPrefix(filepath.ToSlash(rel), "node/") {
+			continue
+		}
+		for _, f := range files {
+			_, imports := parseFile(t, f)
+			for _, im := range imports {
+				if strings.HasPrefix(im, module+"coord/") && im != module+"coord/api" || im == module+"coord" {
+					t.Errorf("%s imports %s: node may import coord/api and nothing else of coord", f, im)
+				}
+			}
+		}
+	}
+}
 
 func TestTopLevelLayout(t *testing.T) {
 	entries, err := os.ReadDir("..")

@@ -4,19 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"meshwork.dev/node"
-	"meshwork.dev/node/sshd"
-	"meshwork.dev/workspace/ctrd"
-	"meshwork.dev/workspace/wsnet"
+	"meshwork.dev/node/agent"
 )
 
 // workmachineUsage is `meshctl node` with flags and no verb: the workmachine agent.
-const workmachineUsage = "--coord URL --auth-key KEY --state DIR [--hostname H] [--containerd SOCK] [--tun NAME] [--allow-lan CIDR[,CIDR]]"
+const workmachineUsage = "--coord URL --auth-key KEY --state DIR [--hostname H] [--containerd SOCK] [--tun NAME] [--allow-lan CIDR[,CIDR]] [--pull-timeout DUR]"
 
 // nodeOrAgent runs the workmachine agent when `meshctl node` is given flags, else a verb.
 func nodeOrAgent(verbs func(ctx context.Context, e *env, args []string) error) func(ctx context.Context, e *env, args []string) error {
@@ -28,63 +23,40 @@ func nodeOrAgent(verbs func(ctx context.Context, e *env, args []string) error) f
 	}
 }
 
-// runWorkmachine joins the mesh on a kernel TUN and runs the workspaces coord wants here.
-// The workspaces outlive it: a restarted agent adopts them.
+// runWorkmachine parses `meshctl node`'s flags into an agent.Config and runs the agent: it
+// joins the mesh on a kernel TUN and runs the workspaces coord wants here. The workspaces
+// outlive it: a restarted agent adopts them.
 func runWorkmachine(ctx context.Context, e *env, args []string) error {
+	c := agent.DefaultConfig()
 	fs := e.flags()
-	authKey := fs.String("auth-key", "", "auth `key` for the first join (meshctl authkey create); later starts reuse the identity in --state")
-	state := fs.String("state", "/var/lib/meshwork/node", "state `dir`ectory: the machine's mesh identity, homes and workspace files")
-	hostname := fs.String("hostname", "", "the machine's `name` on the mesh (default: its host name)")
-	sock := fs.String("containerd", ctrd.DefaultAddress, "containerd's `socket`")
-	tunName := fs.String("tun", "meshwork0", "`name` of the kernel TUN that carries the mesh")
-	var shield sshd.ShieldConfig
-	fs.IntVar(&shield.MaxFailures, "shield-failures", 5, "failed SSH logins from one address (within --shield-window) that get it blocked; -1: never")
-	fs.DurationVar(&shield.Window, "shield-window", time.Minute, "the window failed SSH logins are counted in")
-	fs.DurationVar(&shield.BlockFor, "shield-block", 10*time.Minute, "how long a blocked address stays blocked")
+	fs.StringVar(&c.AuthKey, "auth-key", "", "auth `key` for the first join (meshctl authkey create); later starts reuse the identity in --state")
+	fs.StringVar(&c.State, "state", c.State, "state `dir`ectory: the machine's mesh identity, homes and workspace files")
+	fs.StringVar(&c.Hostname, "hostname", "", "the machine's `name` on the mesh (default: its host name)")
+	fs.StringVar(&c.Containerd, "containerd", c.Containerd, "containerd's `socket`")
+	fs.StringVar(&c.TUN, "tun", c.TUN, "`name` of the kernel TUN that carries the mesh")
+	fs.IntVar(&c.Shield.MaxFailures, "shield-failures", c.Shield.MaxFailures, "failed SSH logins from one address (within --shield-window) that get it blocked; -1: never")
+	fs.DurationVar(&c.Shield.Window, "shield-window", c.Shield.Window, "the window failed SSH logins are counted in")
+	fs.DurationVar(&c.Shield.BlockFor, "shield-block", c.Shield.BlockFor, "how long a blocked address stays blocked")
+	fs.DurationVar(&c.PullTimeout, "pull-timeout", c.PullTimeout, "how long an image pull may wait on a registry that does not answer before its workspace fails")
 	allowLAN := fs.String("allow-lan", "", "`CIDR`s (comma-separated) that workspaces may reach through this machine although they are walled off (link-local, RFC 1918, CGNAT, ULA); the machine itself stays walled")
-	tools := fs.String("tools", "", "`dir`ectory mounted read-only at /.meshwork in workspaces, with a static meshctl for their sftp subsystem (default: this binary, copied to STATE/tools)")
+	fs.StringVar(&c.Tools, "tools", "", "`dir`ectory mounted read-only at /.meshwork in workspaces, with a static meshctl for their sftp subsystem (default: this binary, copied to STATE/tools)")
 	err := e.args(fs, args, 0)
 	if err != nil {
 		return err
 	}
-	if e.global.coord == "" {
+	if c.Coord = e.global.coord; c.Coord == "" {
 		return usageErrorf("node: no coord address; pass --coord URL (several, comma-separated, for a cluster)")
 	}
-	wall := wsnet.Wall{MeshIf: *tunName}
-	if wall.Allow, err = parseCIDRs(*allowLAN); err != nil {
+	if c.AllowLAN, err = parseCIDRs(*allowLAN); err != nil {
 		return usageErrorf("node: --allow-lan: %v", err)
 	}
-	logf := func(f string, a ...any) {
+	if c.PullTimeout <= 0 {
+		return usageErrorf("node: --pull-timeout %v: give a positive duration, e.g. 15s", c.PullTimeout)
+	}
+	c.Logf = func(f string, a ...any) {
 		fmt.Fprintf(e.stderr, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(f, a...))
 	}
-	// Before anything else: workspaces an earlier agent left running are walled at once.
-	if err := wsnet.EnableWall(wall); err != nil {
-		return fmt.Errorf("node: walling workspaces off this machine and private ranges: %w", err)
-	}
-	n := &node.Node{ControlURL: e.global.coord, AuthKey: *authKey, Hostname: *hostname,
-		Dir: filepath.Join(*state, "mesh"), TUN: *tunName, Logf: quiet(logf)}
-	defer n.Close()
-	st, err := n.Up(ctx)
-	if err != nil {
-		return err
-	}
-	logf("node: on the mesh as %s %v", st.Self.DNSName, st.Self.TailscaleIPs)
-	if err := wsnet.EnableNAT(*tunName); err != nil {
-		return fmt.Errorf("node: workspace egress: %w", err)
-	}
-	if err := wsnet.EnableShield(); err != nil {
-		return fmt.Errorf("node: ssh shield: %w", err)
-	}
-	if *tools == "" {
-		if *tools, err = copySelf(filepath.Join(*state, "tools")); err != nil {
-			return fmt.Errorf("node: %w", err)
-		}
-	}
-	a := &node.Agent{Node: n, Logf: logf, SSHDir: filepath.Join(*state, "ssh"), Shield: shield, NewRuntime: func(machine string) (node.Runtime, error) {
-		logf("node: running the workspaces coord wants on %s (containerd at %s)", machine, *sock)
-		return &ctrd.Runtime{Address: *sock, Machine: machine, Dir: filepath.Join(*state, "workspaces"), Tools: *tools, Logf: logf}, nil
-	}}
-	return a.Run(ctx)
+	return agent.Run(ctx, c)
 }
 
 // parseCIDRs parses a comma-separated list of network prefixes (empty: none).
@@ -104,45 +76,4 @@ func parseCIDRs(list string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// quiet passes on the mesh node's log lines that matter to an operator, not tailscale's
-// chatter.
-func quiet(logf func(string, ...any)) func(string, ...any) {
-	return func(f string, a ...any) {
-		s := fmt.Sprintf(f, a...)
-		if !strings.Contains(s, "[v") && (strings.Contains(s, "error") || strings.Contains(s, "health")) {
-			logf("mesh: %s", s)
-		}
-	}
-}
-
-// copySelf puts a copy of this executable in dir as meshctl (workspaces run it for sftp) and
-// returns dir. A copy, not a link: the binary may be replaced while workspaces mount it. An
-// existing copy of the same size and no older is kept, so a restart costs a stat, not 60 MB.
-func copySelf(dir string) (string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	dst := filepath.Join(dir, "meshctl")
-	src, err := os.Stat(self)
-	if err != nil {
-		return "", err
-	}
-	if have, err := os.Stat(dst); err == nil && have.Size() == src.Size() && !have.ModTime().Before(src.ModTime()) {
-		return dir, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		return "", err
-	}
-	tmp := dst + ".new"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		return "", err
-	}
-	return dir, os.Rename(tmp, dst)
 }

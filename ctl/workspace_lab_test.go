@@ -93,9 +93,9 @@ type workmachine struct {
 
 // workmachine starts the agent on a new host of the lab's internet and waits until coord
 // lists it.
-func (ml *meshLab) workmachine(t testing.TB, name string) *workmachine {
+func (ml *meshLab) workmachine(t testing.TB, name string, agentArgs ...string) *workmachine {
 	wm := &workmachine{name: name, host: ml.in.PublicHost(name), state: filepath.Join(t.TempDir(), name)}
-	wm.start(ml)
+	wm.start(ml, agentArgs...)
 	t.Cleanup(func() { wm.removeAll(t) })
 	eventually(t, 60*time.Second, name+" on the mesh", func() error {
 		out, err := ml.ctl(ml.coord, "node", "list")
@@ -107,9 +107,9 @@ func (ml *meshLab) workmachine(t testing.TB, name string) *workmachine {
 	return wm
 }
 
-func (wm *workmachine) start(ml *meshLab) {
-	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.wmKey,
-		"--state", wm.state, "--hostname", wm.name)
+func (wm *workmachine) start(ml *meshLab, agentArgs ...string) {
+	wm.proc = wm.host.StartShared(nil, ml.meshctl, append([]string{"node", "--coord", ml.coord.url(), "--auth-key", ml.wmKey,
+		"--state", wm.state, "--hostname", wm.name}, agentArgs...)...)
 }
 
 // removeAll stops the agent and removes every workspace it left: they outlive agents.

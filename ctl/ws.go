@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/node"
+	"meshwork.dev/node/agent"
 )
 
 var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev containers)",
@@ -104,7 +106,7 @@ func (e *env) waitWorkspace(ctx context.Context, name, want string, timeout time
 			}
 			return err
 		}
-		if now := ws.State + " " + ws.Reason; now != last && !e.global.json {
+		if now := ws.State + " " + ws.Reason; now != last && !e.global.json && ws.State != "failed" {
 			e.printf("  %s%s\n", ws.State, reasonSuffix(ws.Reason))
 			last = now
 		}
@@ -118,7 +120,7 @@ func (e *env) waitWorkspace(ctx context.Context, name, want string, timeout time
 			}
 			return e.printf("workspace %s is stopped; its files are kept (meshctl ws start %s brings it back)\n", name, name)
 		case "failed":
-			return fmt.Errorf("workspace %s failed: %s", name, ws.Reason)
+			return fmt.Errorf("workspace %s failed: %s", name, failedReason(ws))
 		}
 		select {
 		case <-ctx.Done():
@@ -126,6 +128,12 @@ func (e *env) waitWorkspace(ctx context.Context, name, want string, timeout time
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// failedReason is why a failed workspace failed and how to be rid of it: it keeps its name and
+// address until deleted.
+func failedReason(w api.Workspace) string {
+	return fmt.Sprintf("%s; or meshctl ws delete %s", cmp.Or(w.Reason, "its machine gave no reason"), w.Name)
 }
 
 func reasonSuffix(r string) string {
@@ -155,7 +163,11 @@ func wsList(ctx context.Context, e *env, args []string) error {
 		if w.Desired == api.Stopped && state != api.Stopped {
 			state += " (stopping)"
 		}
-		rows = append(rows, []string{w.Name, w.Machine, state, w.IPv4, w.Owner, w.Image, limits(w), w.Reason})
+		reason := w.Reason
+		if w.State == "failed" {
+			reason = failedReason(w)
+		}
+		rows = append(rows, []string{w.Name, w.Machine, state, w.IPv4, w.Owner, w.Image, limits(w), reason})
 	}
 	return e.table("NAME\tMACHINE\tSTATE\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
 }
@@ -214,7 +226,7 @@ func wsLogs(ctx context.Context, e *env, args []string) error {
 // daemon (the machine knows the caller by its mesh identity), and fails on a non-2xx answer.
 func machineDo(ctx context.Context, sock, machine, method, path string) (*http.Response, error) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return node.DialVia(sock, net.JoinHostPort(machine, strconv.Itoa(node.MachinePort)))
+		return node.DialVia(sock, net.JoinHostPort(machine, strconv.Itoa(agent.MachinePort)))
 	}}}
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+machine+path, nil)
 	if err != nil {

@@ -11,18 +11,20 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"meshwork.dev/workspace/wsexec"
 )
 
 // localExec is an Executor that runs real local processes, with a real pty for TTY sessions, and
 // runs the sftp subsystem's server (SFTPServer) in-process through ServeSFTP.
 type localExec struct {
 	mu    sync.Mutex
-	specs []ExecSpec // every spec asked for; guarded by mu
+	specs []wsexec.Spec // every spec asked for; guarded by mu
 }
 
 var _ Executor = (*localExec)(nil)
 
-func (e *localExec) Exec(ctx context.Context, workspace string, sp ExecSpec) (Process, error) {
+func (e *localExec) Exec(ctx context.Context, workspace string, sp wsexec.Spec) (wsexec.Process, error) {
 	e.mu.Lock()
 	e.specs = append(e.specs, sp)
 	e.mu.Unlock()
@@ -38,7 +40,7 @@ func (e *localExec) Exec(ctx context.Context, workspace string, sp ExecSpec) (Pr
 	return startPiped(cmd, sp)
 }
 
-func (e *localExec) last() ExecSpec {
+func (e *localExec) last() wsexec.Spec {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.specs[len(e.specs)-1]
@@ -52,7 +54,7 @@ type localProc struct {
 	outDone chan struct{}  // TTY only: the pty's output is copied
 }
 
-func startPiped(cmd *exec.Cmd, sp ExecSpec) (*localProc, error) {
+func startPiped(cmd *exec.Cmd, sp wsexec.Spec) (*localProc, error) {
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -65,7 +67,7 @@ func startPiped(cmd *exec.Cmd, sp ExecSpec) (*localProc, error) {
 	return &localProc{cmd: cmd, stdin: stdin}, nil
 }
 
-func startTTY(cmd *exec.Cmd, sp ExecSpec) (*localProc, error) {
+func startTTY(cmd *exec.Cmd, sp wsexec.Spec) (*localProc, error) {
 	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: sp.Width, Rows: sp.Height})
 	if err != nil {
 		return nil, err
@@ -107,7 +109,7 @@ func (p *localProc) Wait() (int, error) {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal()), &SignalError{Signal: ws.Signal(), CoreDumped: ws.CoreDump()}
+			return 128 + int(ws.Signal()), &wsexec.SignalError{Signal: ws.Signal(), CoreDumped: ws.CoreDump()}
 		}
 		return ee.ExitCode(), nil
 	}
@@ -128,7 +130,7 @@ type pipeRW struct {
 
 func (pipeRW) Close() error { return nil }
 
-func startSFTP(sp ExecSpec) *sftpProc {
+func startSFTP(sp wsexec.Spec) *sftpProc {
 	p := &sftpProc{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+
+	"meshwork.dev/workspace/wsexec"
 )
 
 // SFTPServer is what the sftp subsystem runs inside the workspace; the agent puts meshctl there.
@@ -40,10 +43,10 @@ type session struct {
 	started   bool
 
 	procMu sync.Mutex
-	proc   Process       // guarded by procMu; nil until started
-	size   [2]uint16     // guarded by procMu: the latest terminal size
-	rec    *recorder     // nil unless recording; its own lock
-	exited chan struct{} // closed when the process has exited (or never started)
+	proc   wsexec.Process // guarded by procMu; nil until started
+	size   [2]uint16      // guarded by procMu: the latest terminal size
+	rec    *recorder      // nil unless recording; its own lock
+	exited chan struct{}  // closed when the process has exited (or never started)
 	// replied is closed once the request that started the process has its reply: a process
 	// that exits at once must not close the channel first (the client's exec would fail
 	// with EOF instead of giving the exit status).
@@ -140,9 +143,9 @@ func (ss *session) request(ctx context.Context, req *gossh.Request) bool {
 	}
 }
 
-// spec builds the ExecSpec for a shell, exec or subsystem request.
-func (ss *session) spec(kind, value string) (ExecSpec, bool) {
-	sp := ExecSpec{Root: ss.conn.User() == "root", Env: ss.baseEnv()}
+// spec builds the wsexec.Spec for a shell, exec or subsystem request.
+func (ss *session) spec(kind, value string) (wsexec.Spec, bool) {
+	sp := wsexec.Spec{Root: ss.conn.User() == "root", Env: ss.baseEnv()}
 	switch kind {
 	case "shell":
 		sp.Args = []string{ss.s.c.Shell, "-l"}
@@ -219,7 +222,7 @@ func (ss *session) start(ctx context.Context, kind, value string) bool {
 // copyStdin copies the client's input to the process until the client's EOF or the process's
 // exit. After the client's EOF, once the executor has read that EOF (so it has passed on all
 // the input before it), it closes the process's stdin.
-func (ss *session) copyStdin(w *io.PipeWriter, executorEOF <-chan struct{}, proc Process) {
+func (ss *session) copyStdin(w *io.PipeWriter, executorEOF <-chan struct{}, proc wsexec.Process) {
 	defer ss.wg.Done()
 	in := &countingReader{r: ss.ch, n: &ss.bytesIn, rec: ss.rec}
 	_, err := io.Copy(w, in)
@@ -252,7 +255,7 @@ func (e *eofReader) Read(p []byte) (int, error) {
 }
 
 // wait waits for the process, then reports its exit to the client and closes the channel.
-func (ss *session) wait(proc Process, stdin *io.PipeWriter) {
+func (ss *session) wait(proc wsexec.Process, stdin *io.PipeWriter) {
 	defer ss.wg.Done()
 	code, err := proc.Wait()
 	ss.code = code
@@ -260,11 +263,10 @@ func (ss *session) wait(proc Process, stdin *io.PipeWriter) {
 	stdin.Close()
 	<-ss.replied
 	ss.ch.CloseWrite()
-	if code < 0 {
-		code = 255
-	}
-	ss.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(code)}))
-	if se, ok := err.(*SignalError); ok {
+	var se *wsexec.SignalError
+	if errors.As(err, &se) {
+		// As OpenSSH's sshd: a process a signal ended has no exit status, only its signal
+		// (OpenSSH's client then says so and exits 255; Go's reports 128+signal).
 		msg := struct {
 			Signal     string
 			CoreDumped bool
@@ -272,9 +274,16 @@ func (ss *session) wait(proc Process, stdin *io.PipeWriter) {
 			Lang       string
 		}{signalName(se.Signal), se.CoreDumped, se.Error(), ""}
 		ss.ch.SendRequest("exit-signal", false, gossh.Marshal(msg))
-	} else if err != nil {
+		ss.ch.Close()
+		return
+	}
+	if err != nil {
 		ss.s.c.Logf("sshd: %s: session %s: wait: %v", ss.workspace, ss.ev.ID, err)
 	}
+	if code < 0 {
+		code = 255
+	}
+	ss.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{uint32(code)}))
 	ss.ch.Close()
 }
 
@@ -370,7 +379,7 @@ func (ss *session) resize(w, h uint16) {
 	ss.rec.resize(w, h)
 }
 
-func (ss *session) openRecording(sp ExecSpec) {
+func (ss *session) openRecording(sp wsexec.Spec) {
 	path := filepath.Join(ss.s.c.Recordings, ss.ev.ID+".cast")
 	title := ss.conn.User() + "@" + ss.workspace
 	rec, err := newRecorder(path, ss.s.c.MaxRecording, sp.Width, sp.Height, ss.pty.Term, title, ss.ev.Start)

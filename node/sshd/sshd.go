@@ -8,16 +8,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+
+	"meshwork.dev/workspace/wsexec"
 )
 
 // Identity is who is calling, from the mesh: the agent looks the source address up (WhoIs).
@@ -27,51 +27,11 @@ type Identity struct {
 	Addr netip.AddrPort // the source address of the connection
 }
 
-// Executor runs processes inside a workspace. workspace/ctrd.Runtime implements it through an
-// adapter in the agent; tests use a fake.
+// Executor runs processes inside a workspace: workspace/ctrd.Runtime in the agent, a fake in
+// tests.
 type Executor interface {
-	Exec(ctx context.Context, workspace string, s ExecSpec) (Process, error)
+	Exec(ctx context.Context, workspace string, s wsexec.Spec) (wsexec.Process, error)
 }
-
-// ExecSpec says what to run. It mirrors workspace/ctrd.ExecSpec field for field.
-//
-// Stdin returns io.EOF when the client closes its input or the process has exited, so an
-// executor may copy from it until EOF without outliving the process. With TTY set, all output
-// goes to Stdout (Stderr is the same writer).
-type ExecSpec struct {
-	Args          []string // argv; never empty
-	Env           []string // "KEY=value" pairs added to the workspace's environment
-	Root          bool     // run as root instead of the workspace user
-	Dir           string   // working directory; "" is the user's home
-	TTY           bool     // allocate a terminal of Width columns by Height rows
-	Width, Height uint16
-	Stdin         io.Reader
-	Stdout        io.Writer
-	Stderr        io.Writer
-}
-
-// Process is a process started by an Executor.
-type Process interface {
-	// Resize sets the terminal size of a TTY process.
-	Resize(width, height uint16) error
-	// Signal delivers sig to the process.
-	Signal(sig syscall.Signal) error
-	// CloseStdin closes the process's standard input. It is called after the client's EOF,
-	// once the executor has read io.EOF from Stdin (so all input before it was passed on).
-	CloseStdin() error
-	// Wait waits for the process to exit. When it returns, everything the process wrote has been
-	// written to Stdout and Stderr. Wait must not wait for Stdin to be drained. A process killed
-	// by a signal should return 128+signal and a *SignalError, so the client learns the signal.
-	Wait() (exitCode int, err error)
-}
-
-// SignalError is the error Process.Wait returns for a process killed by a signal.
-type SignalError struct {
-	Signal     syscall.Signal
-	CoreDumped bool
-}
-
-func (e *SignalError) Error() string { return "killed by signal " + e.Signal.String() }
 
 // Config configures a Server. WhoIs, Allow and Exec are required.
 type Config struct {

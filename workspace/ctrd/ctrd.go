@@ -24,6 +24,7 @@ const (
 	DefaultNamespace   = "meshwork"
 	DefaultSnapshotter = "overlayfs"
 	DefaultStopGrace   = 5 * time.Second
+	DefaultPullTimeout = 15 * time.Second
 )
 
 // Container labels. The machine label is how runtimes sharing one containerd tell their
@@ -56,6 +57,7 @@ type Runtime struct {
 	Dir         string                           // required: home/<user>, workspaces/<name>, run/<name>/, logs/<name>.log
 	StopGrace   time.Duration                    // SIGTERM → SIGKILL wait in Stop; default DefaultStopGrace
 	Tools       string                           // host dir mounted read-only at ToolsPath in workspaces created from now on; empty: none
+	PullTimeout time.Duration                    // a pull that makes no progress this long fails; default DefaultPullTimeout
 	Logf        func(format string, args ...any) // nil discards
 
 	mu     sync.Mutex // guards the fields below

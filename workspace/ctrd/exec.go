@@ -18,31 +18,12 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"meshwork.dev/workspace/wsexec"
 )
 
-// ExecSpec is a process to run inside a running workspace, as `docker exec` would.
-type ExecSpec struct {
-	Args          []string  // argv; empty: the user's login shell, "-l" (/bin/sh unless the container's /etc/passwd names another that exists)
-	Env           []string  // KEY=VALUE added to the workspace's environment (HOME, USER, LOGNAME, SHELL, PATH set by default; TERM=xterm with TTY)
-	Root          bool      // run as root; default: the workspace user (uid UserUID)
-	Dir           string    // working directory; default the user's home
-	TTY           bool      // a pseudo-terminal: Stdout carries everything, Stderr is unused
-	Width, Height uint16    // initial terminal size when TTY
-	Stdin         io.Reader // nil: no input (EOF); read until it returns an error, which may be after Wait returned
-	Stdout        io.Writer // nil: discarded
-	Stderr        io.Writer // nil: discarded
-}
-
-// Process is a process started by Exec. Its methods may be called from any goroutine.
-type Process interface {
-	Resize(width, height uint16) error // TTY only
-	Signal(sig syscall.Signal) error   // os.ErrProcessDone once it has exited
-	CloseStdin() error                 // EOF to the process (no-op when Stdin is nil, or with TTY: a terminal has no EOF but ^D)
-	Wait() (exitCode int, err error)   // returns after the process exited and its output was copied out; exit code 128+n for signal n
-}
-
 const (
-	execCallTimeout = 10 * time.Second // for each containerd call a Process method makes
+	execCallTimeout = 10 * time.Second // for each containerd call a wsexec.Process method makes
 	outputQuiet     = 2 * time.Second  // after exit, output silent this long is done (a background child may hold it open)
 	defaultPath     = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -51,7 +32,7 @@ const (
 // cgroup, rootfs and mounts, and runs as the workspace user unless s.Root. ctx bounds the start
 // only; the process runs until it exits or is signalled. An unknown workspace is an error
 // wrapping ErrNotFound, one that is not running wraps ErrNotRunning.
-func (r *Runtime) Exec(ctx context.Context, name string, s ExecSpec) (Process, error) {
+func (r *Runtime) Exec(ctx context.Context, name string, s wsexec.Spec) (wsexec.Process, error) {
 	p, err := r.exec(ctx, name, s)
 	if err != nil {
 		return nil, fmt.Errorf("ws exec %s: %w", name, err)
@@ -73,7 +54,7 @@ func (r *Runtime) PID(ctx context.Context, name string) (int, error) {
 	return int(task.Pid()), nil
 }
 
-func (r *Runtime) exec(ctx context.Context, name string, s ExecSpec) (*process, error) {
+func (r *Runtime) exec(ctx context.Context, name string, s wsexec.Spec) (*process, error) {
 	c, ctx, err := r.conn(ctx)
 	if err != nil {
 		return nil, err
@@ -139,7 +120,7 @@ func execAccount(pid int, user string, root bool) account {
 
 // processSpec derives an exec's process from the container's: same rlimits, security
 // labels and capability bounds; our user, args, env and dir. The user has no capabilities.
-func processSpec(base *specs.Process, a account, s ExecSpec) *specs.Process {
+func processSpec(base *specs.Process, a account, s wsexec.Spec) *specs.Process {
 	p := *base
 	p.Terminal, p.ConsoleSize = s.TTY, nil
 	if s.TTY && s.Width > 0 && s.Height > 0 {
@@ -162,7 +143,7 @@ func processSpec(base *specs.Process, a account, s ExecSpec) *specs.Process {
 }
 
 // execEnv is the container's environment with a's variables set, then s.Env on top.
-func execEnv(base []string, a account, s ExecSpec) []string {
+func execEnv(base []string, a account, s wsexec.Spec) []string {
 	set := []string{"HOME=" + a.Home, "USER=" + a.Name, "LOGNAME=" + a.Name, "SHELL=" + a.Shell}
 	if !hasEnv(base, "PATH") {
 		set = append(set, defaultPath)
@@ -196,7 +177,7 @@ func mergeEnv(env, add []string) []string {
 }
 
 // startExec creates and starts the exec process ps in task, its IO wired to s's streams.
-func (r *Runtime) startExec(ctx context.Context, task containerd.Task, ps *specs.Process, s ExecSpec) (*process, error) {
+func (r *Runtime) startExec(ctx context.Context, task containerd.Task, ps *specs.Process, s wsexec.Spec) (*process, error) {
 	p := &process{
 		ctx:   context.WithoutCancel(ctx),
 		logf:  r.logf,
@@ -250,7 +231,7 @@ func (p *process) endStdin() {
 	}
 }
 
-// process is a Process on containerd.
+// process is a wsexec.Process on containerd.
 type process struct {
 	ctx    context.Context // never cancelled: calls on the process are bounded by execCallTimeout
 	logf   func(format string, args ...any)
@@ -295,10 +276,31 @@ func (p *process) watch(exited <-chan containerd.ExitStatus, stdinEOF <-chan str
 	<-ioDone
 	p.endStdin()
 	code, _, err := st.Result()
-	p.code, p.err = int(code), err
+	p.code, p.err = int(code), exitError(code)
 	if err != nil {
 		p.code, p.err = -1, fmt.Errorf("ws exec: wait: %w", err)
 	}
+}
+
+// exitError is the error for a process's exit code: a *wsexec.SignalError when a signal that
+// ends a process ended it. containerd reports that as 128+signal, as a shell does, so a
+// process that exits with such a code itself is taken as signalled too.
+func exitError(code uint32) error {
+	sig := syscall.Signal(code - 128)
+	if code <= 128 || !terminating[sig] {
+		return nil
+	}
+	return &wsexec.SignalError{Signal: sig}
+}
+
+// terminating are the signals whose default action ends a process.
+var terminating = map[syscall.Signal]bool{
+	syscall.SIGHUP: true, syscall.SIGINT: true, syscall.SIGQUIT: true, syscall.SIGILL: true,
+	syscall.SIGTRAP: true, syscall.SIGABRT: true, syscall.SIGBUS: true, syscall.SIGFPE: true,
+	syscall.SIGKILL: true, syscall.SIGUSR1: true, syscall.SIGSEGV: true, syscall.SIGUSR2: true,
+	syscall.SIGPIPE: true, syscall.SIGALRM: true, syscall.SIGTERM: true, syscall.SIGSTKFLT: true,
+	syscall.SIGXCPU: true, syscall.SIGXFSZ: true, syscall.SIGVTALRM: true, syscall.SIGPROF: true,
+	syscall.SIGIO: true, syscall.SIGPWR: true, syscall.SIGSYS: true,
 }
 
 // drain returns when the output is copied out, or has been silent for outputQuiet with no

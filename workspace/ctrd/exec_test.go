@@ -20,6 +20,7 @@ import (
 
 	"meshwork.dev/workspace/ctrd"
 	"meshwork.dev/workspace/image"
+	"meshwork.dev/workspace/wsexec"
 )
 
 // result is what an exec printed and how it ended.
@@ -29,7 +30,7 @@ type result struct {
 }
 
 // execWith runs s in workspace name to its end, its output captured unless s names writers.
-func execWith(ctx context.Context, rt *ctrd.Runtime, name string, s ctrd.ExecSpec) (result, error) {
+func execWith(ctx context.Context, rt *ctrd.Runtime, name string, s wsexec.Spec) (result, error) {
 	var stdout, stderr bytes.Buffer
 	if s.Stdout == nil {
 		s.Stdout = &stdout
@@ -46,7 +47,7 @@ func execWith(ctx context.Context, rt *ctrd.Runtime, name string, s ctrd.ExecSpe
 }
 
 // waitCtx waits for p, killing it when ctx ends first.
-func waitCtx(ctx context.Context, p ctrd.Process) (int, error) {
+func waitCtx(ctx context.Context, p wsexec.Process) (int, error) {
 	type exit struct {
 		code int
 		err  error
@@ -66,7 +67,7 @@ func waitCtx(ctx context.Context, p ctrd.Process) (int, error) {
 	}
 }
 
-func (e *env) exec(name string, s ctrd.ExecSpec) result {
+func (e *env) exec(name string, s wsexec.Spec) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), 30*time.Second)
 	defer cancel()
@@ -86,18 +87,18 @@ func TestExec(t *testing.T) {
 	home := "/home/" + s.User
 
 	t.Run("streams", func(t *testing.T) {
-		got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("echo out; echo err >&2; exit 3")})
+		got := e.exec(s.Name, wsexec.Spec{Args: sh("echo out; echo err >&2; exit 3")})
 		if want := (result{"out\n", "err\n", 3}); got != want {
 			t.Errorf("got %+v, want %+v", got, want)
 		}
 	})
 	t.Run("stdin", func(t *testing.T) {
 		in := strings.Repeat("through cat\n", 10000)
-		got := e.exec(s.Name, ctrd.ExecSpec{Args: []string{"cat"}, Stdin: strings.NewReader(in)})
+		got := e.exec(s.Name, wsexec.Spec{Args: []string{"cat"}, Stdin: strings.NewReader(in)})
 		if got.Stdout != in || got.Code != 0 {
 			t.Errorf("cat gave %d bytes, code %d; want the %d bytes in", len(got.Stdout), got.Code, len(in))
 		}
-		if got := e.exec(s.Name, ctrd.ExecSpec{Args: []string{"cat"}}); got != (result{}) {
+		if got := e.exec(s.Name, wsexec.Spec{Args: []string{"cat"}}); got != (result{}) {
 			t.Errorf("cat without stdin: %+v", got)
 		}
 	})
@@ -105,7 +106,7 @@ func TestExec(t *testing.T) {
 		pr, pw := io.Pipe()
 		defer pw.Close()
 		out := new(syncBuffer)
-		p := e.start(s.Name, ctrd.ExecSpec{Args: []string{"cat"}, Stdin: pr, Stdout: out})
+		p := e.start(s.Name, wsexec.Spec{Args: []string{"cat"}, Stdin: pr, Stdout: out})
 		fmt.Fprintln(pw, "before EOF")
 		out.waitFor(t, "before EOF\n")
 		if err := p.CloseStdin(); err != nil {
@@ -116,12 +117,13 @@ func TestExec(t *testing.T) {
 		}
 	})
 	t.Run("signal", func(t *testing.T) {
-		p := e.start(s.Name, ctrd.ExecSpec{Args: []string{"sleep", "100"}})
+		p := e.start(s.Name, wsexec.Spec{Args: []string{"sleep", "100"}})
 		if err := p.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if code, err := e.wait(p); code != 128+int(syscall.SIGTERM) || err != nil {
-			t.Errorf("sleep after SIGTERM: %d, %v; want 143", code, err)
+		var se *wsexec.SignalError
+		if code, err := e.wait(p); code != 128+int(syscall.SIGTERM) || !errors.As(err, &se) || se.Signal != syscall.SIGTERM {
+			t.Errorf("sleep after SIGTERM: %d, %v; want 143 and killed by signal terminated", code, err)
 		}
 		if err := p.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
 			t.Errorf("Signal after exit: %v, want os.ErrProcessDone", err)
@@ -132,7 +134,7 @@ func TestExec(t *testing.T) {
 	})
 	t.Run("user", func(t *testing.T) {
 		script := `id -u; id -g; id -G; id -un; echo $HOME; pwd; echo $USER $LOGNAME $SHELL; echo hi > ~/mine; echo ws > ~/workspaces/` + s.Name + `/w`
-		got := e.exec(s.Name, ctrd.ExecSpec{Args: sh(script)})
+		got := e.exec(s.Name, wsexec.Spec{Args: sh(script)})
 		want := fmt.Sprintf("1000\n1000\n1000\nivy\n%s\n%s\nivy ivy /bin/sh\n", home, home)
 		if got.Stdout != want || got.Code != 0 {
 			t.Errorf("as the user: %+v, want stdout %q", got, want)
@@ -144,26 +146,26 @@ func TestExec(t *testing.T) {
 		}
 	})
 	t.Run("root", func(t *testing.T) {
-		got := e.exec(s.Name, ctrd.ExecSpec{Root: true, Args: sh("id -u; echo $HOME $USER; pwd")})
+		got := e.exec(s.Name, wsexec.Spec{Root: true, Args: sh("id -u; echo $HOME $USER; pwd")})
 		if want := "0\n/root root\n/root\n"; got.Stdout != want || got.Code != 0 {
 			t.Errorf("as root: %+v, want stdout %q", got, want)
 		}
 	})
 	t.Run("env and dir", func(t *testing.T) {
-		got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("echo $FOO $HOME; pwd"), Env: []string{"FOO=bar", "HOME=/tmp"}, Dir: "/tmp"})
+		got := e.exec(s.Name, wsexec.Spec{Args: sh("echo $FOO $HOME; pwd"), Env: []string{"FOO=bar", "HOME=/tmp"}, Dir: "/tmp"})
 		if want := "bar /tmp\n/tmp\n"; got.Stdout != want {
 			t.Errorf("with Env and Dir: %+v, want stdout %q", got, want)
 		}
 	})
 	t.Run("login shell", func(t *testing.T) {
-		got := e.exec(s.Name, ctrd.ExecSpec{Stdin: strings.NewReader("echo $0; id -un; pwd\n")})
+		got := e.exec(s.Name, wsexec.Spec{Stdin: strings.NewReader("echo $0; id -un; pwd\n")})
 		if want := "/bin/sh\nivy\n" + home + "\n"; got.Stdout != want || got.Code != 0 {
 			t.Errorf("login shell: %+v, want stdout %q", got, want)
 		}
 	})
 	t.Run("background child", func(t *testing.T) {
 		t0 := time.Now()
-		got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("sleep 100 & echo started")})
+		got := e.exec(s.Name, wsexec.Spec{Args: sh("sleep 100 & echo started")})
 		if got.Stdout != "started\n" || got.Code != 0 {
 			t.Errorf("got %+v", got)
 		}
@@ -178,7 +180,7 @@ func TestExec(t *testing.T) {
 				ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 				defer cancel()
 				script := fmt.Sprintf("echo %d; echo e%d >&2; exit %d", i, i, i)
-				got, err := execWith(ctx, e.rt, s.Name, ctrd.ExecSpec{Args: sh(script)})
+				got, err := execWith(ctx, e.rt, s.Name, wsexec.Spec{Args: sh(script)})
 				if want := (result{fmt.Sprintf("%d\n", i), fmt.Sprintf("e%d\n", i), i}); err != nil || got != want {
 					t.Errorf("exec %d: %+v, %v; want %+v", i, got, err, want)
 				}
@@ -187,7 +189,7 @@ func TestExec(t *testing.T) {
 		wg.Wait()
 	})
 	t.Run("no such command", func(t *testing.T) {
-		_, err := e.rt.Exec(t.Context(), s.Name, ctrd.ExecSpec{Args: []string{"/bin/nonesuch"}})
+		_, err := e.rt.Exec(t.Context(), s.Name, wsexec.Spec{Args: []string{"/bin/nonesuch"}})
 		if err == nil || !strings.Contains(err.Error(), "/bin/nonesuch") {
 			t.Errorf("Exec of a missing command: %v", err)
 		} else {
@@ -209,7 +211,7 @@ func TestExecTTY(t *testing.T) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	out := new(syncBuffer)
-	p := e.start(s.Name, ctrd.ExecSpec{
+	p := e.start(s.Name, wsexec.Spec{
 		Args: sh("tty; stty size; echo $TERM; read x; stty size; echo to stderr >&2"),
 		TTY:  true, Width: 80, Height: 24,
 		Stdin: pr, Stdout: out, Stderr: failWriter{t},
@@ -242,16 +244,16 @@ func TestExecImageUsers(t *testing.T) {
 	s := spec("zed", 22)
 	s.Image = ref
 	e.run(s)
-	got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("cat /etc/passwd /etc/group; echo $SHELL")})
+	got := e.exec(s.Name, wsexec.Spec{Args: sh("cat /etc/passwd /etc/group; echo $SHELL")})
 	want := "root:x:0:0:root:/root:/bin/sh\nzed:x:1000:1000::/home/zed:/bin/bash\nroot:x:0:\nzed:x:1000:\n/bin/bash\n"
 	if got.Stdout != want {
 		t.Errorf("users: %+v, want stdout %q", got, want)
 	}
-	if got := e.exec(s.Name, ctrd.ExecSpec{Stdin: strings.NewReader("id -un\n")}); got.Stdout != "bash stub\nzed\n" {
+	if got := e.exec(s.Name, wsexec.Spec{Stdin: strings.NewReader("id -un\n")}); got.Stdout != "bash stub\nzed\n" {
 		t.Errorf("login shell: %+v", got)
 	}
 	for _, root := range []bool{false, true} {
-		got := e.exec(s.Name, ctrd.ExecSpec{Root: root, Args: sh(ctrd.ToolsPath + "/tool; touch " + ctrd.ToolsPath + "/x")})
+		got := e.exec(s.Name, wsexec.Spec{Root: root, Args: sh(ctrd.ToolsPath + "/tool; touch " + ctrd.ToolsPath + "/x")})
 		uid := map[bool]string{false: "1000", true: "0"}[root]
 		if got.Stdout != "tool "+uid+"\n" || got.Code == 0 || !strings.Contains(got.Stderr, "Read-only") {
 			t.Errorf("tools as uid %s: %+v, want it run and unwritable", uid, got)
@@ -270,13 +272,13 @@ func TestExecNotRunning(t *testing.T) {
 	e.run(s)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if _, err := e.rt.Exec(ctx, "ws-nonesuch", ctrd.ExecSpec{Args: []string{"true"}}); !errors.Is(err, ctrd.ErrNotFound) {
+	if _, err := e.rt.Exec(ctx, "ws-nonesuch", wsexec.Spec{Args: []string{"true"}}); !errors.Is(err, ctrd.ErrNotFound) {
 		t.Errorf("Exec in an unknown workspace: %v", err)
 	}
 	if err := e.rt.Stop(ctx, s.Name); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.rt.Exec(ctx, s.Name, ctrd.ExecSpec{Args: []string{"true"}})
+	_, err := e.rt.Exec(ctx, s.Name, wsexec.Spec{Args: []string{"true"}})
 	if !errors.Is(err, ctrd.ErrNotRunning) || !strings.Contains(err.Error(), s.Name) || !strings.Contains(err.Error(), "stopped") {
 		t.Errorf("Exec in a stopped workspace: %v", err)
 	}
@@ -289,7 +291,7 @@ func TestExecNotRunning(t *testing.T) {
 		}
 	}
 	e.run(s)
-	if got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("id -un; grep kim /etc/group")}); got.Stdout != "kim\nkim:x:1000:\n" {
+	if got := e.exec(s.Name, wsexec.Spec{Args: sh("id -un; grep kim /etc/group")}); got.Stdout != "kim\nkim:x:1000:\n" {
 		t.Errorf("after Run made the files again: %+v", got)
 	}
 
@@ -302,7 +304,7 @@ func TestExecNotRunning(t *testing.T) {
 		os.Remove(filepath.Join(e.rt.Dir, "run", s.Name, f))
 	}
 	e.run(s)
-	got := e.exec(s.Name, ctrd.ExecSpec{Args: sh("id -u; echo $HOME; grep -c kim /etc/passwd")})
+	got := e.exec(s.Name, wsexec.Spec{Args: sh("id -u; echo $HOME; grep -c kim /etc/passwd")})
 	if got.Stdout != "1000\n/home/kim\n0\n" {
 		t.Errorf("in a container without the mounts: %+v", got)
 	}
@@ -350,7 +352,7 @@ func importImage(t *testing.T, rt *ctrd.Runtime, ref string, keep func(image.Fil
 	}
 }
 
-func (e *env) start(name string, s ctrd.ExecSpec) ctrd.Process {
+func (e *env) start(name string, s wsexec.Spec) wsexec.Process {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), 30*time.Second)
 	defer cancel()
@@ -362,7 +364,7 @@ func (e *env) start(name string, s ctrd.ExecSpec) ctrd.Process {
 	return p
 }
 
-func (e *env) wait(p ctrd.Process) (int, error) {
+func (e *env) wait(p wsexec.Process) (int, error) {
 	ctx, cancel := context.WithTimeout(e.t.Context(), 30*time.Second)
 	defer cancel()
 	return waitCtx(ctx, p)

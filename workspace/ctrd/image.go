@@ -2,6 +2,7 @@ package ctrd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -33,7 +34,7 @@ func (r *Runtime) ensureImage(ctx context.Context, c *containerd.Client, s Spec,
 	}
 	img, err := r.pull(ctx, c, named.String(), s.Name, progress)
 	if err != nil {
-		return nil, fmt.Errorf("image %q: not found locally and pull failed: %w; import it or check the name", s.Image, err)
+		return nil, fmt.Errorf("image %q is not on this machine and could not be pulled: %w; import it or check the name", s.Image, err)
 	}
 	return img, nil
 }
@@ -49,27 +50,47 @@ func (r *Runtime) unpack(ctx context.Context, img containerd.Image) error {
 	return nil
 }
 
-// pull fetches and unpacks ref, reporting bytes done every half second.
+// ErrPullStalled is the cause of a pull that made no progress for PullTimeout: a registry
+// that does not resolve, does not answer, or stopped sending.
+var ErrPullStalled = errors.New("the registry sent nothing")
+
+// pull fetches and unpacks ref, reporting bytes done every half second. A pull that makes no
+// progress for PullTimeout is given up.
 func (r *Runtime) pull(ctx context.Context, c *containerd.Client, ref, name string, progress func(Status)) (containerd.Image, error) {
 	progress(Status{Name: name, State: StatePulling, Reason: "resolving " + ref})
 	r.logf("ws %s: pulling %s", name, ref)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.reportPull(ctx, c, name, done, progress)
+		r.watchPull(ctx, c, name, done, progress, cancel)
 	}()
 	img, err := c.Pull(ctx, ref, containerd.WithPullUnpack, containerd.WithPullSnapshotter(r.snapshotter()))
 	close(done)
 	wg.Wait()
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrPullStalled) {
+		err = cause
+	}
 	return img, err
 }
 
-// reportPull sums the content store's active downloads until done is closed.
-func (r *Runtime) reportPull(ctx context.Context, c *containerd.Client, name string, done <-chan struct{}, progress func(Status)) {
+func (r *Runtime) pullTimeout() time.Duration {
+	if r.PullTimeout > 0 {
+		return r.PullTimeout
+	}
+	return DefaultPullTimeout
+}
+
+// watchPull sums the content store's active downloads until done is closed, and gives the
+// pull up (cancel) once they have not grown for PullTimeout.
+func (r *Runtime) watchPull(ctx context.Context, c *containerd.Client, name string, done <-chan struct{}, progress func(Status), cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	var last int64
+	moved := time.Now()
 	for {
 		select {
 		case <-done:
@@ -78,16 +99,28 @@ func (r *Runtime) reportPull(ctx context.Context, c *containerd.Client, name str
 			return
 		case <-tick.C:
 		}
-		statuses, err := c.ContentStore().ListStatuses(ctx)
-		if err != nil || len(statuses) == 0 {
-			continue
+		off, total := pullBytes(ctx, c)
+		if off > last {
+			last, moved = off, time.Now()
+			progress(Status{Name: name, State: StatePulling, Reason: mb(off) + " / " + mb(total)})
 		}
-		var off, total int64
-		for _, st := range statuses {
-			off, total = off+st.Offset, total+st.Total
+		if d := r.pullTimeout(); time.Since(moved) >= d {
+			cancel(fmt.Errorf("%w for %v (is its host right, and reachable from this machine?)", ErrPullStalled, d))
+			return
 		}
-		progress(Status{Name: name, State: StatePulling, Reason: mb(off) + " / " + mb(total)})
 	}
+}
+
+// pullBytes sums the bytes done and expected of the content store's active downloads.
+func pullBytes(ctx context.Context, c *containerd.Client) (off, total int64) {
+	statuses, err := c.ContentStore().ListStatuses(ctx)
+	if err != nil {
+		return 0, 0
+	}
+	for _, st := range statuses {
+		off, total = off+st.Offset, total+st.Total
+	}
+	return off, total
 }
 
 func mb(n int64) string {

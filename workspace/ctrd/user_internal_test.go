@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"meshwork.dev/workspace/wsexec"
 )
 
 func TestWithUser(t *testing.T) {
@@ -91,17 +93,17 @@ func TestProcessSpec(t *testing.T) {
 	tests := []struct {
 		name string
 		a    account
-		s    ExecSpec
+		s    wsexec.Spec
 		want *specs.Process
 	}{
-		{"user login shell", alice, ExecSpec{}, &specs.Process{
+		{"user login shell", alice, wsexec.Spec{}, &specs.Process{
 			Args:         []string{"/bin/bash", "-l"},
 			Env:          []string{"PATH=/bin", "HOME=/home/alice", "USER=alice", "LANG=C", "LOGNAME=alice", "SHELL=/bin/bash"},
 			Cwd:          "/home/alice",
 			User:         specs.User{UID: 1000, GID: 1000},
 			Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN"}},
 		}},
-		{"root tty", root, ExecSpec{Args: []string{"top"}, TTY: true, Width: 80, Height: 24, Env: []string{"TERM=vt100", "LANG=en_US.UTF-8"}, Dir: "/tmp"}, &specs.Process{
+		{"root tty", root, wsexec.Spec{Args: []string{"top"}, TTY: true, Width: 80, Height: 24, Env: []string{"TERM=vt100", "LANG=en_US.UTF-8"}, Dir: "/tmp"}, &specs.Process{
 			Terminal:     true,
 			ConsoleSize:  &specs.Box{Width: 80, Height: 24},
 			Args:         []string{"top"},

@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"bufio"
@@ -20,7 +20,7 @@ func TestWorkspaceLogs(t *testing.T) {
 	if err := os.WriteFile(rt.LogPath("api"), []byte("one\ntwo\nthree\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{state: &api.MachineState{Admins: []string{"root"}, Workspaces: []api.WorkspaceSpec{{Name: "api", User: "alice"}}}}
+	a := &agent{state: &api.MachineState{Admins: []string{"root"}, Workspaces: []api.WorkspaceSpec{{Name: "api", User: "alice"}}}}
 	who := func(r *http.Request) (string, error) {
 		if u := r.Header.Get("X-Test-User"); u != "" {
 			return u, nil

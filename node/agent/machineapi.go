@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"context"
@@ -24,32 +24,15 @@ const MachinePort = 7070
 // maxTail bounds how much of a log one request reads back.
 const maxTail = 4 << 20
 
-// WhoIs names the user behind a mesh address (ip:port) as coord registered its machine.
-func (n *Node) WhoIs(ctx context.Context, remote string) (user, machine string, err error) {
-	ts, err := n.server()
-	if err != nil {
-		return "", "", err
-	}
-	lc, err := ts.LocalClient()
-	if err != nil {
-		return "", "", err
-	}
-	who, err := lc.WhoIs(ctx, remote)
-	if err != nil {
-		return "", "", fmt.Errorf("whois %s: %w", remote, err)
-	}
-	return who.UserProfile.LoginName, who.Node.ComputedName, nil
-}
-
 // current is the last state coord sent, or nil.
-func (a *Agent) current() *api.MachineState {
+func (a *agent) current() *api.MachineState {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.state
 }
 
 // machineAPI serves the machine API; who names the caller of a request.
-func (a *Agent) machineAPI(rt Runtime, who func(r *http.Request) (string, error)) http.Handler {
+func (a *agent) machineAPI(rt Runtime, who func(r *http.Request) (string, error)) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/workspaces/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
 		spec, err := a.authorize(r, who)
@@ -93,7 +76,7 @@ func (a *Agent) machineAPI(rt Runtime, who func(r *http.Request) (string, error)
 }
 
 // adminCall answers 401/403 unless an admin is calling.
-func (a *Agent) adminCall(w http.ResponseWriter, r *http.Request, who func(r *http.Request) (string, error)) bool {
+func (a *agent) adminCall(w http.ResponseWriter, r *http.Request, who func(r *http.Request) (string, error)) bool {
 	user, err := who(r)
 	if err != nil {
 		http.Error(w, "who are you? "+err.Error(), http.StatusUnauthorized)
@@ -114,7 +97,7 @@ type httpErr struct {
 func (e *httpErr) Error() string { return e.msg }
 
 // authorize finds the workspace a request names, if its caller owns it or is an admin.
-func (a *Agent) authorize(r *http.Request, who func(r *http.Request) (string, error)) (*api.WorkspaceSpec, error) {
+func (a *agent) authorize(r *http.Request, who func(r *http.Request) (string, error)) (*api.WorkspaceSpec, error) {
 	user, err := who(r)
 	if err != nil {
 		return nil, &httpErr{http.StatusUnauthorized, "who are you? " + err.Error()}
@@ -130,7 +113,7 @@ func (a *Agent) authorize(r *http.Request, who func(r *http.Request) (string, er
 
 // serveLogs writes the log's last ?tail= lines (all, up to 4 MiB, by default) and with
 // ?follow=1 what is written to it after, until the caller goes.
-func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request, path string) {
+func (a *agent) serveLogs(w http.ResponseWriter, r *http.Request, path string) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		w.WriteHeader(http.StatusOK) // nothing written yet
@@ -199,8 +182,8 @@ func lastLines(b []byte, n int) []byte {
 
 // serveMachine listens on the machine's mesh IPv4 address (on its TUN) and serves the
 // machine API until ctx ends.
-func (a *Agent) serveMachine(ctx context.Context, rt Runtime) error {
-	st, err := a.Node.Status(ctx)
+func (a *agent) serveMachine(ctx context.Context, rt Runtime) error {
+	st, err := a.node.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -212,7 +195,7 @@ func (a *Agent) serveMachine(ctx context.Context, rt Runtime) error {
 		return fmt.Errorf("machine API: %w", err)
 	}
 	who := func(r *http.Request) (string, error) {
-		user, _, err := a.Node.WhoIs(r.Context(), r.RemoteAddr)
+		user, _, err := a.node.WhoIs(r.Context(), r.RemoteAddr)
 		return user, err
 	}
 	srv := &http.Server{Handler: a.machineAPI(rt, who), ReadHeaderTimeout: 10 * time.Second}

@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"testing"
@@ -8,7 +8,7 @@ import (
 )
 
 func TestSSHAllow(t *testing.T) {
-	a := &Agent{state: &api.MachineState{Admins: []string{"root"}, Workspaces: []api.WorkspaceSpec{
+	a := &agent{state: &api.MachineState{Admins: []string{"root"}, Workspaces: []api.WorkspaceSpec{
 		{Name: "api", User: "alice", SSH: []api.SSHGrant{{Users: []string{"bob"}, Logins: []string{"alice"}}}},
 		{Name: "db", User: "alice"},
 	}}}

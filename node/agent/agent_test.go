@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/workspace/ctrd"
+	"meshwork.dev/workspace/wsexec"
 )
 
 // fakeRuntime keeps workspaces in memory. Images named "bad" fail to run.
@@ -155,7 +156,7 @@ func startAgent(t *testing.T, rt Runtime, c *fakeCoord) (routes func() []netip.P
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	var adv []netip.Prefix
-	a := &Agent{NewRuntime: func(string) (Runtime, error) { return rt, nil }, Resync: 50 * time.Millisecond, Logf: t.Logf}
+	a := &agent{newRuntime: func(string) (Runtime, error) { return rt, nil }, Config: Config{Resync: 50 * time.Millisecond, Logf: t.Logf}}
 	done := make(chan error, 1)
 	go func() {
 		done <- a.run(ctx, c, func(_ context.Context, p []netip.Prefix) error {
@@ -208,7 +209,7 @@ func TestAgentReconciles(t *testing.T) {
 
 func (f *fakeRuntime) LogPath(name string) string { return filepath.Join(f.dir, name+".log") }
 
-func (f *fakeRuntime) Exec(ctx context.Context, name string, s ctrd.ExecSpec) (ctrd.Process, error) {
+func (f *fakeRuntime) Exec(ctx context.Context, name string, s wsexec.Spec) (wsexec.Process, error) {
 	return nil, errors.New("the fake runs nothing")
 }
 

@@ -1,4 +1,4 @@
-package node
+package agent
 
 import (
 	"bytes"
@@ -32,19 +32,26 @@ type wsSSH struct {
 	srv      *sshd.Server
 	sessions chan api.SessionReport // to coord, in order
 
-	mu  sync.Mutex              // guards lns
-	lns map[string]net.Listener // by workspace name
+	mu  sync.Mutex            // guards lns
+	lns map[string]nsListener // by workspace name
+}
+
+// nsListener is a workspace's SSH listener and the network namespace it is bound in: a
+// workspace whose namespace was made anew (its container recreated) needs a new one.
+type nsListener struct {
+	ln net.Listener
+	ns nsID
 }
 
 // newSSH makes the SSH server, keeping host keys and recordings under dir.
-func (a *Agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
-	s := &wsSSH{lns: map[string]net.Listener{}, sessions: make(chan api.SessionReport, 256)}
+func (a *agent) newSSH(rt Runtime, dir string) (*wsSSH, error) {
+	s := &wsSSH{lns: map[string]nsListener{}, sessions: make(chan api.SessionReport, 256)}
 	srv, err := sshd.New(sshd.Config{
 		HostKeyDir: filepath.Join(dir, "hostkeys"),
 		Recordings: filepath.Join(dir, "recordings"),
 		WhoIs:      a.sshWhoIs,
 		Allow:      a.sshAllow,
-		Exec:       executor{rt},
+		Exec:       rt,
 		Dial: func(ctx context.Context, ws, network, addr string) (net.Conn, error) {
 			c, err := a.netConfig(ws)
 			if err != nil {
@@ -98,7 +105,7 @@ func agentSocket(rt Runtime, ws string) (net.Listener, string, error) {
 }
 
 // shield is the agent's shield settings with nftables doing the dropping.
-func (a *Agent) shield() sshd.ShieldConfig {
+func (a *agent) shield() sshd.ShieldConfig {
 	c := a.Shield
 	c.Block, c.Unblock = wsnet.Block, wsnet.Unblock
 	return c
@@ -111,21 +118,14 @@ func (s *wsSSH) queueBlock(f sshd.AuthFailure) {
 		Command: f.Reason, Start: time.Now()})
 }
 
-// executor runs SSH sessions through the runtime: the two ExecSpecs are the same shape.
-type executor struct{ rt Runtime }
-
-func (e executor) Exec(ctx context.Context, ws string, s sshd.ExecSpec) (sshd.Process, error) {
-	return e.rt.Exec(ctx, ws, ctrd.ExecSpec(s))
-}
-
-func (a *Agent) sshWhoIs(ctx context.Context, remote netip.AddrPort) (sshd.Identity, error) {
-	user, node, err := a.Node.WhoIs(ctx, remote.String())
+func (a *agent) sshWhoIs(ctx context.Context, remote netip.AddrPort) (sshd.Identity, error) {
+	user, node, err := a.node.WhoIs(ctx, remote.String())
 	return sshd.Identity{User: user, Node: node, Addr: remote}, err
 }
 
 // sshAllow lets a workspace's owner and admins in (as the workspace user, or as root), and
 // whoever the policy's ssh rules grant the login.
-func (a *Agent) sshAllow(id sshd.Identity, ws, login string) error {
+func (a *agent) sshAllow(id sshd.Identity, ws, login string) error {
 	st := a.current()
 	spec := findWorkspace(st, ws)
 	if spec == nil {
@@ -145,7 +145,7 @@ func (a *Agent) sshAllow(id sshd.Identity, ws, login string) error {
 }
 
 // netConfig is a workspace's network namespace, from what coord says of it.
-func (a *Agent) netConfig(ws string) (wsnet.Config, error) {
+func (a *agent) netConfig(ws string) (wsnet.Config, error) {
 	spec := findWorkspace(a.current(), ws)
 	if spec == nil {
 		return wsnet.Config{}, fmt.Errorf("no workspace %q on this machine", ws)
@@ -154,35 +154,57 @@ func (a *Agent) netConfig(ws string) (wsnet.Config, error) {
 	return ctrd.NetConfig(s), err
 }
 
-// up serves SSH for a running workspace (if not yet) and returns its host key.
-func (s *wsSSH) up(a *Agent, spec ctrd.Spec) (string, error) {
+// up serves SSH for a running workspace (if not yet in its current network namespace) and
+// returns its host key.
+func (s *wsSSH) up(a *agent, spec ctrd.Spec) (string, error) {
 	key, err := s.srv.HostKey(spec.Name)
 	if err != nil {
 		return "", err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lns[spec.Name] == nil {
-		ln, err := wsnet.Listen(ctrd.NetConfig(spec), "tcp", ":22")
-		if err != nil {
-			return "", err
-		}
-		s.lns[spec.Name] = ln
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			s.srv.Serve(ln, spec.Name)
-		}()
+	if err := s.listen(a, spec); err != nil {
+		return "", err
 	}
 	return string(bytes.TrimSpace(gossh.MarshalAuthorizedKey(key))), nil
+}
+
+// listen binds port 22 in the workspace's namespace unless a listener is bound there already;
+// one left in a namespace that is gone is closed.
+func (s *wsSSH) listen(a *agent, spec ctrd.Spec) error {
+	c := ctrd.NetConfig(spec)
+	ns, err := netnsID(c)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.lns[spec.Name]
+	if ok && old.ns == ns {
+		return nil
+	}
+	if ok {
+		a.logf("agent: %s: its network namespace was made anew; serving ssh in the new one", spec.Name)
+		old.ln.Close()
+		delete(s.lns, spec.Name)
+	}
+	ln, err := wsnet.Listen(c, "tcp", ":22")
+	if err != nil {
+		return err
+	}
+	s.lns[spec.Name] = nsListener{ln: ln, ns: ns}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		s.srv.Serve(ln, spec.Name)
+	}()
+	return nil
 }
 
 // down stops serving SSH for a workspace that stopped or went.
 func (s *wsSSH) down(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ln := s.lns[name]; ln != nil {
-		ln.Close()
+	if l, ok := s.lns[name]; ok {
+		l.ln.Close()
 		delete(s.lns, name)
 	}
 }
@@ -232,7 +254,7 @@ func compressCast(path string) (cast []byte, size int64, truncated bool) {
 }
 
 // uploadSessions sends session reports to coord, in order, each retried until it lands.
-func (s *wsSSH) uploadSessions(ctx context.Context, a *Agent, src source) {
+func (s *wsSSH) uploadSessions(ctx context.Context, a *agent, src source) {
 	defer a.wg.Done()
 	for {
 		select {
@@ -259,8 +281,8 @@ func (s *wsSSH) close() {
 	s.srv.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for n, ln := range s.lns {
-		ln.Close()
+	for n, l := range s.lns {
+		l.ln.Close()
 		delete(s.lns, n)
 	}
 }
