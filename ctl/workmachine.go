@@ -82,7 +82,7 @@ func runWorkmachine(ctx context.Context, e *env, args []string) error {
 	}
 	a := &node.Agent{Node: n, Logf: logf, SSHDir: filepath.Join(*state, "ssh"), Shield: shield, NewRuntime: func(machine string) (node.Runtime, error) {
 		logf("node: running the workspaces coord wants on %s (containerd at %s)", machine, *sock)
-		return &ctrd.Runtime{Address: *sock, Machine: machine, Dir: filepath.Join(*state, "workspaces"), Tools: *tools, Logf: logf}, nil
+		return &ctrd.Runtime{Address: *sock, Machine: machine, Identity: string(st.Self.ID), Dir: filepath.Join(*state, "workspaces"), Tools: *tools, Logf: logf}, nil
 	}}
 	return a.Run(ctx)
 }
