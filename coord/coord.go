@@ -131,7 +131,7 @@ func Run(ctx context.Context, cfg Config) error {
 	initDone := make(chan struct{})
 	go func() {
 		defer close(initDone)
-		b.initCluster(initCtx, ipam.ULA(rep.ClusterSeed()))
+		b.initCluster(initCtx, ipam.ULA)
 	}()
 	defer func() {
 		initStop()

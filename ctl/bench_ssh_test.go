@@ -26,7 +26,7 @@ import (
 func BenchmarkSSH(b *testing.B) {
 	importEchoImage(b)
 	ml := newMeshLab(b)
-	wm := &workmachine{name: "wm1", host: ml.in.PublicHost("wm1"), state: filepath.Join(b.TempDir(), "wm1")}
+	wm := &workmachine{name: "wm1", host: ml.in.PublicHost("wm1"), state: filepath.Join(b.TempDir(), "wm1"), ml: ml}
 	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.wmKey,
 		"--state", wm.state, "--hostname", "wm1", "--tools", staticTools(b))
 	b.Cleanup(func() { wm.removeAll(b) })

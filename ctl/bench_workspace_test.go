@@ -21,7 +21,7 @@ func BenchmarkWorkspaceCreate(b *testing.B) {
 	ml := newMeshLab(b)
 	wm := ml.workmachine(b, "wm1")
 	lp := ml.laptop(b, "lp", ml.in.PublicHost("lp"))
-	floorRT := &ctrd.Runtime{Machine: "bench-floor", Dir: filepath.Join(b.TempDir(), "floor")}
+	floorRT := &ctrd.Runtime{Machine: "bench-floor", Identity: "bench-floor", Dir: filepath.Join(b.TempDir(), "floor")}
 	defer floorRT.Close()
 	var mesh, floor []time.Duration
 	for i := range b.N {

@@ -57,7 +57,7 @@ func sshRun(lp *laptop, stdin io.Reader, name string, args ...string) (stdout, s
 func TestSSH(t *testing.T) {
 	importEchoImage(t)
 	ml := newMeshLab(t)
-	wm := &workmachine{name: "wm1", host: ml.in.PublicHost("wm1"), state: filepath.Join(t.TempDir(), "wm1")}
+	wm := &workmachine{name: "wm1", host: ml.in.PublicHost("wm1"), state: filepath.Join(t.TempDir(), "wm1"), ml: ml}
 	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.wmKey,
 		"--state", wm.state, "--hostname", "wm1", "--tools", staticTools(t),
 		"--shield-failures", "3", "--shield-window", "1m", "--shield-block", "1m")

@@ -72,8 +72,7 @@ func TestWorkspaceWall(t *testing.T) {
 
 	// The admin opens 10.77.0.0/16: that range only, the machine stays walled.
 	wm.proc.Kill()
-	wm.proc = wm.host.StartShared(nil, ml.meshctl, "node", "--coord", ml.coord.url(), "--auth-key", ml.wmKey,
-		"--state", wm.state, "--hostname", wm.name, "--allow-lan", "10.77.0.0/16")
+	wm.start(ml, "--allow-lan", "10.77.0.0/16")
 	eventually(t, 60*time.Second, "the workspace → 10.77.0.5 with --allow-lan 10.77.0.0/16", func() error {
 		out, err := inside(pid, "sh", "-c", "busybox nc -w 2 10.77.0.5 80 </dev/null")
 		if err == nil && !strings.Contains(out, "hello from hwall-db") {

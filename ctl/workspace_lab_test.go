@@ -77,7 +77,7 @@ func buildEchoImage(t testing.TB) error {
 	if err := image.Build(&tar, echoImage, files, image.Config{Cmd: []string{"/bin/wsecho", "-tcp", ":8080", "-udp", ":8081"}}); err != nil {
 		return err
 	}
-	rt := &ctrd.Runtime{Machine: "lab-import", Dir: dir}
+	rt := &ctrd.Runtime{Machine: "lab-import", Identity: "lab-import", Dir: dir}
 	defer rt.Close()
 	_, err = rt.Import(context.Background(), &tar)
 	return err
@@ -89,12 +89,14 @@ type workmachine struct {
 	host  *lab.Host
 	state string
 	proc  *lab.Proc
+	ml    *meshLab // its coord, which knows its stable node ID
+	id    string   // that ID once looked up (the agent's ctrd.Runtime.Identity)
 }
 
 // workmachine starts the agent on a new host of the lab's internet and waits until coord
 // lists it.
 func (ml *meshLab) workmachine(t testing.TB, name string, agentArgs ...string) *workmachine {
-	wm := &workmachine{name: name, host: ml.in.PublicHost(name), state: filepath.Join(t.TempDir(), name)}
+	wm := &workmachine{name: name, host: ml.in.PublicHost(name), state: filepath.Join(t.TempDir(), name), ml: ml}
 	wm.start(ml, agentArgs...)
 	t.Cleanup(func() { wm.removeAll(t) })
 	eventually(t, 60*time.Second, name+" on the mesh", func() error {
@@ -104,7 +106,29 @@ func (ml *meshLab) workmachine(t testing.TB, name string, agentArgs ...string) *
 		}
 		return err
 	})
+	wm.identity(t)
 	return wm
+}
+
+// identity is wm's stable node ID in coord, what its agent labels its containers with.
+func (wm *workmachine) identity(t testing.TB) string {
+	if wm.id != "" {
+		return wm.id
+	}
+	var nodes []api.Node
+	out, err := wm.ml.ctl(wm.ml.coord, "node", "list", "--json")
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &nodes)
+	}
+	for _, n := range nodes {
+		if n.Name == wm.name {
+			wm.id = n.ID
+		}
+	}
+	if wm.id == "" {
+		t.Errorf("%s's node ID: %v (not in coord's node list?)", wm.name, err)
+	}
+	return wm.id
 }
 
 func (wm *workmachine) start(ml *meshLab, agentArgs ...string) {
@@ -131,7 +155,7 @@ func (wm *workmachine) removeAll(t testing.TB) {
 
 // runtime is the machine's containerd runtime as the agent sees it, for checks.
 func (wm *workmachine) runtime(t testing.TB) *ctrd.Runtime {
-	rt := &ctrd.Runtime{Machine: wm.name, Dir: filepath.Join(wm.state, "workspaces")}
+	rt := &ctrd.Runtime{Machine: wm.name, Identity: wm.identity(t), Dir: filepath.Join(wm.state, "workspaces")}
 	t.Cleanup(func() { rt.Close() })
 	return rt
 }

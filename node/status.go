@@ -1,6 +1,8 @@
 package node
 
 import (
+	"cmp"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -45,11 +47,32 @@ func Summarize(st *ipnstate.Status) Summary {
 	return s
 }
 
+// ownAddrs are p's own mesh addresses, IPv4 first. tailscale lists in TailscaleIPs only those
+// in its own ranges; an IPv6 from a cluster's older random /48 is found among the AllowedIPs
+// that are not routes p serves for others (its workspaces').
+func ownAddrs(p *ipnstate.PeerStatus) []netip.Addr {
+	out := slices.Clone(p.TailscaleIPs)
+	if p.AllowedIPs == nil {
+		return out
+	}
+	var routes []netip.Prefix
+	if p.PrimaryRoutes != nil {
+		routes = p.PrimaryRoutes.AsSlice()
+	}
+	for _, pfx := range p.AllowedIPs.All() {
+		if pfx.IsSingleIP() && !slices.Contains(out, pfx.Addr()) && !slices.Contains(routes, pfx) {
+			out = append(out, pfx.Addr())
+		}
+	}
+	slices.SortStableFunc(out, func(a, b netip.Addr) int { return cmp.Compare(a.BitLen(), b.BitLen()) })
+	return out
+}
+
 func peer(p *ipnstate.PeerStatus) Peer {
 	bare, _, _ := cutDot(p.DNSName)
 	out := Peer{Name: bare, DNSName: strings.TrimSuffix(p.DNSName, "."), OS: p.OS, Online: p.Online,
 		Addr: p.CurAddr, Relay: p.Relay, LastHandshake: p.LastHandshake}
-	for _, ip := range p.TailscaleIPs {
+	for _, ip := range ownAddrs(p) {
 		out.IPs = append(out.IPs, ip.String())
 	}
 	switch {

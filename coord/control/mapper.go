@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"tailscale.com/net/tsaddr"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 	"tailscale.com/util/zstdframe"
@@ -111,12 +112,21 @@ func (s *Server) dnsConfig(store *fsm.Store, vis *visibility) *tailcfg.DNSConfig
 			continue
 		}
 		for _, a := range []string{w.IPv4, w.IPv6} {
-			if a != "" {
+			if clientsRoute(a) {
 				c.ExtraRecords = append(c.ExtraRecords, tailcfg.DNSRecord{Name: w.Name + "." + s.domain() + ".", Value: a})
 			}
 		}
 	}
 	return c
+}
+
+// clientsRoute reports whether a is a workspace address Tailscale clients send to the peer
+// listing it without --accept-routes: one in 100.64.0.0/10 or Tailscale's ULA /48, as
+// ipam.ULA is. A cluster made before that keeps its own random /48; its workspaces' IPv6
+// gets no record, else clients would try it first and wait out a timeout on every connection.
+func clientsRoute(a string) bool {
+	ip, err := netip.ParseAddr(a)
+	return err == nil && tsaddr.IsTailscaleIP(ip)
 }
 
 // delta is what changed for node self since the stream last sent: the nodes changed and

@@ -47,14 +47,19 @@ func Run(ctx context.Context, c Config) error {
 			return fmt.Errorf("node: %w", err)
 		}
 	}
-	a := &agent{Config: c, node: n, sshDir: filepath.Join(c.State, "ssh"), newRuntime: c.runtime}
+	// The node's stable ID in coord keys its containers: another agent sharing this
+	// containerd (another cluster, another lab) with the same machine name leaves them alone.
+	id := string(st.Self.ID)
+	runtime := func(machine string) (Runtime, error) { return c.runtime(machine, id) }
+	a := &agent{Config: c, node: n, sshDir: filepath.Join(c.State, "ssh"), newRuntime: runtime}
 	return a.follow(ctx)
 }
 
-// runtime is the containerd runtime for the machine's workspaces, once its name is known.
-func (c Config) runtime(machine string) (Runtime, error) {
+// runtime is the containerd runtime for the machine's workspaces, once its name is known;
+// identity is the node's stable ID.
+func (c Config) runtime(machine, identity string) (Runtime, error) {
 	c.logf("node: running the workspaces coord wants on %s (containerd at %s)", machine, c.Containerd)
-	return &ctrd.Runtime{Address: c.Containerd, Machine: machine, Dir: filepath.Join(c.State, "workspaces"),
+	return &ctrd.Runtime{Address: c.Containerd, Machine: machine, Identity: identity, Dir: filepath.Join(c.State, "workspaces"),
 		Tools: c.Tools, PullTimeout: c.PullTimeout, Logf: c.Logf}, nil
 }
 

@@ -1,11 +1,8 @@
 // Package ipam is mesh addressing: IPv4 addresses from 100.64.0.0/10 and IPv6 addresses from
-// the cluster's ULA /48, paired so that a host's IPv6 address ends in its IPv4 address.
+// the mesh's ULA /48, paired so that a host's IPv6 address ends in its IPv4 address.
 package ipam
 
-import (
-	"crypto/sha256"
-	"net/netip"
-)
+import "net/netip"
 
 // CGNAT is the range mesh IPv4 addresses come from.
 var CGNAT = netip.MustParsePrefix("100.64.0.0/10")
@@ -52,15 +49,12 @@ func Next(a netip.Addr) netip.Addr {
 // Size is how many addresses the range holds (an upper bound for a search).
 const Size = 1 << 22
 
-// ULA derives a cluster's unique local /48 (RFC 4193: fd00::/8 and a 40-bit global ID) from
-// something unique to the cluster, such as its CA certificate.
-func ULA(seed []byte) netip.Prefix {
-	sum := sha256.Sum256(seed)
-	var b [16]byte
-	b[0] = 0xfd
-	copy(b[1:6], sum[:5])
-	return netip.PrefixFrom(netip.AddrFrom16(b), 48)
-}
+// ULA is the /48 new clusters take their IPv6 addresses from: Tailscale's own ULA range, as
+// 100.64.0.0/10 is its IPv4 range. Tailscale clients (stock and tsnet) route a single address
+// in these two ranges to the peer whose AllowedIPs list it, so a workspace's IPv6 is reached
+// as its IPv4 is; a /128 anywhere else is a subnet route they ignore unless told
+// --accept-routes. Clusters made before keep the random /48 they stored.
+var ULA = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 
 // IPv6 is the address in ula paired with v4: the prefix, zeros, then v4's 32 bits.
 func IPv6(ula netip.Prefix, v4 netip.Addr) netip.Addr {

@@ -3,6 +3,8 @@ package ipam
 import (
 	"net/netip"
 	"testing"
+
+	"tailscale.com/net/tsaddr"
 )
 
 func TestNext(t *testing.T) {
@@ -25,15 +27,15 @@ func TestNext(t *testing.T) {
 }
 
 func TestULA(t *testing.T) {
-	p := ULA([]byte("cluster one"))
-	if p.Bits() != 48 || p.Addr().As16()[0] != 0xfd {
-		t.Errorf("ULA = %v; want an fd00::/8 /48", p)
-	}
-	if ULA([]byte("cluster two")) == p {
-		t.Errorf("two clusters share a ULA")
+	p := ULA
+	if p.Bits() != 48 || p.Addr().As16()[0] != 0xfd || !tsaddr.IsTailscaleIP(p.Addr()) {
+		t.Errorf("ULA = %v; want an fd00::/8 /48 that Tailscale clients take for their own", p)
 	}
 	v6 := IPv6(p, netip.MustParseAddr("100.64.1.2"))
-	if !p.Contains(v6) || v6.As16()[12] != 100 || v6.As16()[15] != 2 {
+	if !p.Contains(v6) || v6.As16()[12] != 100 || v6.As16()[15] != 2 || !tsaddr.IsTailscaleIP(v6) {
 		t.Errorf("IPv6 = %v", v6)
+	}
+	if v6 == tsaddr.TailscaleServiceIPv6() || tsaddr.TailscaleViaRange().Contains(v6) || tsaddr.Tailscale4To6Range().Contains(v6) {
+		t.Errorf("IPv6 = %v falls on an address Tailscale clients use for something else", v6)
 	}
 }

@@ -82,6 +82,7 @@ type run struct {
 	coord, wm, laptop *lab.Host
 	coordURL, token   string
 	listen            string // where this machine reaches the admin API
+	wmID              string // the workmachine's node ID, which its agent labels its containers with
 }
 
 func (r *run) Helper() {}
@@ -175,7 +176,7 @@ func (r *run) image() error {
 	if err := image.Build(&tar, devImage, files, cfg); err != nil {
 		return err
 	}
-	rt := &ctrd.Runtime{Machine: "demo-import", Dir: filepath.Join(r.state, "import")}
+	rt := &ctrd.Runtime{Machine: "demo-import", Identity: "demo-import", Dir: filepath.Join(r.state, "import")}
 	defer rt.Close()
 	_, err = rt.Import(context.Background(), &tar)
 	return err
@@ -271,6 +272,7 @@ func (r *run) startWorkmachine() error {
 		}
 		for _, n := range nodes {
 			if n.Name == machine {
+				r.wmID = n.ID
 				return nil
 			}
 		}
@@ -280,7 +282,7 @@ func (r *run) startWorkmachine() error {
 
 // removeWorkspaces stops the workmachine's containers: make run leaves nothing running.
 func (r *run) removeWorkspaces() {
-	rt := &ctrd.Runtime{Machine: machine, Dir: filepath.Join(r.state, "wm", "workspaces")}
+	rt := &ctrd.Runtime{Machine: machine, Identity: r.wmID, Dir: filepath.Join(r.state, "wm", "workspaces")}
 	defer rt.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -27,8 +27,8 @@ const (
 	DefaultPullTimeout = 15 * time.Second
 )
 
-// Container labels. The machine label is how runtimes sharing one containerd tell their
-// containers apart; the rest let List and Delete work from containerd's state alone.
+// Container labels. The machine and owner labels are how runtimes sharing one containerd tell
+// their containers apart; the rest let List and Delete work from containerd's state alone.
 const (
 	LabelMachine   = "meshwork.machine"
 	LabelWorkspace = "meshwork.workspace"
@@ -53,7 +53,8 @@ type Runtime struct {
 	Address     string                           // containerd socket; default DefaultAddress
 	Namespace   string                           // containerd namespace; default DefaultNamespace
 	Snapshotter string                           // default DefaultSnapshotter
-	Machine     string                           // required: this machine's node name; only its containers are touched
+	Machine     string                           // required: this machine's node name
+	Identity    string                           // required: who this runtime is among all sharing the containerd (the node's stable ID from coord); only containers labelled with Machine and Identity are touched
 	Dir         string                           // required: home/<user>, workspaces/<name>, run/<name>/, logs/<name>.log
 	StopGrace   time.Duration                    // SIGTERM → SIGKILL wait in Stop; default DefaultStopGrace
 	Tools       string                           // host dir mounted read-only at ToolsPath in workspaces created from now on; empty: none

@@ -85,7 +85,7 @@ func newEnv(t *testing.T) *env {
 }
 
 func newRuntime(t *testing.T, machine, dir string) *ctrd.Runtime {
-	rt := &ctrd.Runtime{Namespace: testNamespace, Machine: machine, Dir: dir, StopGrace: time.Second, Logf: t.Logf}
+	rt := &ctrd.Runtime{Namespace: testNamespace, Machine: machine, Identity: "id-" + machine, Dir: dir, StopGrace: time.Second, Logf: t.Logf}
 	t.Cleanup(func() { rt.Close() })
 	return rt
 }
@@ -135,7 +135,7 @@ func (e *env) runWith(rt *ctrd.Runtime, s ctrd.Spec) ctrd.Status {
 // deleteOnCleanup deletes s when the test ends, whatever happened.
 func (e *env) deleteOnCleanup(rt *ctrd.Runtime, s ctrd.Spec) {
 	e.t.Cleanup(func() { // by a runtime of its own: the test may have closed rt
-		rt := &ctrd.Runtime{Namespace: testNamespace, Machine: rt.Machine, Dir: rt.Dir, Logf: e.t.Logf}
+		rt := &ctrd.Runtime{Namespace: testNamespace, Machine: rt.Machine, Identity: rt.Identity, Dir: rt.Dir, Logf: e.t.Logf}
 		defer rt.Close()
 		if err := e.do(func() error { return rt.Delete(context.Background(), s.Name) }); err != nil {
 			e.t.Errorf("cleanup: %v", err)

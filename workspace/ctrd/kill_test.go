@@ -79,7 +79,7 @@ func childAgent(raw string) int {
 		fmt.Println(err)
 		return 1
 	}
-	rt := &ctrd.Runtime{Namespace: testNamespace, Machine: a.Machine, Dir: a.Dir}
+	rt := &ctrd.Runtime{Namespace: testNamespace, Machine: a.Machine, Identity: "id-" + a.Machine, Dir: a.Dir}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := rt.Run(ctx, a.Spec, nil)

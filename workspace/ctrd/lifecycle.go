@@ -12,12 +12,15 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// find returns this machine's container for workspace name, or an error wrapping ErrNotFound.
+// find returns this runtime's container for workspace name, or an error wrapping ErrNotFound.
 func (r *Runtime) find(ctx context.Context, c *containerd.Client, name string) (containerd.Container, error) {
 	filter := fmt.Sprintf("labels.%q==%q,labels.%q==%q", LabelMachine, r.Machine, LabelWorkspace, name)
 	ctrs, err := c.Containers(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	if ctrs, err = r.mine(ctx, ctrs); err != nil {
+		return nil, err
 	}
 	if len(ctrs) == 0 {
 		return nil, ErrNotFound
@@ -146,13 +149,17 @@ func removeIfExists(path string) error {
 	return nil
 }
 
-// List returns this machine's workspaces as containerd sees them, for adoption after a restart.
+// List returns this runtime's workspaces as containerd sees them, for adoption after a restart:
+// never those of another runtime with the same machine name (see LabelOwner).
 func (r *Runtime) List(ctx context.Context) ([]Status, error) {
 	c, ctx, err := r.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ctrs, err := c.Containers(ctx, fmt.Sprintf("labels.%q==%q", LabelMachine, r.Machine))
+	if err == nil {
+		ctrs, err = r.mine(ctx, ctrs)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ws list: %w", err)
 	}
@@ -181,7 +188,9 @@ func (r *Runtime) status(ctx context.Context, ctr containerd.Container) (Status,
 		return st, err
 	}
 	ts, err := task.Status(ctx)
-	if err != nil {
+	if errdefs.IsNotFound(err) { // deleted since Task: stopped
+		return st, nil
+	} else if err != nil {
 		return st, err
 	}
 	switch ts.Status {

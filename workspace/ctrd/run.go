@@ -33,6 +33,9 @@ func (r *Runtime) Run(ctx context.Context, s Spec, progress func(Status)) (Statu
 	if err := s.Validate(); err != nil {
 		return Status{}, fmt.Errorf("ws run: %w", err)
 	}
+	if err := r.checkIdentity(); err != nil {
+		return Status{}, err
+	}
 	if progress == nil {
 		progress = func(Status) {}
 	}
@@ -72,16 +75,18 @@ func (r *Runtime) run(ctx context.Context, c *containerd.Client, s Spec, progres
 	return r.start(ctx, ctr, s.Name)
 }
 
-// ours fails unless ctr belongs to this machine.
+// ours fails unless ctr belongs to this runtime.
 func (r *Runtime) ours(ctx context.Context, ctr containerd.Container) error {
+	ok, err := r.owns(ctx, ctr)
+	if err != nil || ok {
+		return err
+	}
 	labels, err := ctr.Labels(ctx)
 	if err != nil {
 		return fmt.Errorf("container labels: %w", err)
 	}
-	if m := labels[LabelMachine]; m != r.Machine {
-		return fmt.Errorf("container %s belongs to machine %q, not %q: its id is not unique", ctr.ID(), m, r.Machine)
-	}
-	return nil
+	return fmt.Errorf("container %s belongs to machine %q (owner %q), not to this one (%q, owner %q): its id is not unique",
+		ctr.ID(), labels[LabelMachine], labels[LabelOwner], r.Machine, r.Identity)
 }
 
 // adopt returns the status of ctr's running task, if it has one.
@@ -173,6 +178,7 @@ func (r *Runtime) labels(s Spec) map[string]string {
 	nc := NetConfig(s)
 	l := map[string]string{
 		LabelMachine:   r.Machine,
+		LabelOwner:     r.Identity,
 		LabelWorkspace: s.Name,
 		LabelUser:      s.User,
 		LabelID:        s.ID,
