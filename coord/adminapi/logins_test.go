@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
 )
 
@@ -103,5 +105,51 @@ func TestLoginGuardWindows(t *testing.T) {
 	}
 	if n := len(g.addrs); n > maxLoginAddrs {
 		t.Errorf("the guard holds %d addresses; want at most %d", n, maxLoginAddrs)
+	}
+}
+
+// lagging is a replica that has not yet applied what the leader committed: its stale reads
+// see an older state; a linearizable read sees the leader's, or fails without a leader.
+type lagging struct {
+	*localBackend
+	old      *fsm.Store
+	noLeader bool
+}
+
+func (b *lagging) Read(ctx context.Context, consistency string) (*fsm.Store, error) {
+	switch {
+	case consistency != api.Linearizable:
+		return b.old, nil
+	case b.noLeader:
+		return nil, apiErr(http.StatusServiceUnavailable, api.CodeUnavailable, "no leader")
+	}
+	return b.localBackend.Read(ctx, consistency)
+}
+
+// TestGoodKeyOnALaggingReplica: a replica that has not applied a key's making yet (restarted,
+// behind) still takes the key, and never counts it as a failed login, whatever the number
+// of tries; without a leader it answers 503, not 401.
+func TestGoodKeyOnALaggingReplica(t *testing.T) {
+	e := newEnv(t)
+	b := &lagging{localBackend: e.b, old: fsm.New(nil).Store()}
+	srv := (&Server{Backend: b, Logf: t.Logf, Secrets: e.key}).Handler()
+	send := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/v1/workspaces", nil)
+		r.RemoteAddr = "198.51.100.9:40000"
+		r.Header.Set("Authorization", "Bearer "+e.alice)
+		w := httptest.NewRecorder()
+		srv.ServeHTTP(w, r)
+		return w
+	}
+	for i := range 2 * defaultLoginLimit {
+		if w := send(); w.Code != http.StatusOK {
+			t.Fatalf("try %d with a good key on a lagging replica: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	b.noLeader = true
+	for i := range 2 * defaultLoginLimit {
+		if w := send(); w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("try %d without a leader: %d %s; want 503 (never 401, never 429)", i+1, w.Code, w.Body)
+		}
 	}
 }

@@ -196,6 +196,15 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		return nil, err
 	}
 	rec := store.APIKey(k.ID)
+	if rec == nil {
+		// This replica may not have applied the key's making yet (it restarted, or lags the
+		// leader): ask again as of the leader's commit before calling the key unknown, so a
+		// good key is never counted as a failed login. No leader: unavailable, not unknown.
+		if store, err = s.Backend.Read(r.Context(), api.Linearizable); err != nil {
+			return nil, err
+		}
+		rec = store.APIKey(k.ID)
+	}
 	switch {
 	case rec == nil || !k.Matches(rec.Hash):
 		return nil, apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "unknown API key")
