@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"meshwork.dev/overlay/meshdns"
 )
 
 // MagicDNS is the resolver address tsnet's netstack answers on for packets the machine
-// sends into the mesh TUN (100.100.100.100 is routed there with the rest of 100.64.0.0/10).
-const MagicDNS = "100.100.100.100"
+// sends into the mesh TUN (it is routed there with the rest of 100.64.0.0/10).
+var MagicDNS = meshdns.Resolver.String()
 
 // resolvMarker opens every resolv.conf the daemon writes: how it knows its own.
 const resolvMarker = "# meshctl daemon: MagicDNS first"

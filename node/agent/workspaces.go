@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"meshwork.dev/coord/api"
+	"meshwork.dev/overlay/meshdns"
 	"meshwork.dev/workspace/ctrd"
 )
 
@@ -218,7 +219,7 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 // runtimeSpec turns coord's spec into the runtime's.
 func runtimeSpec(w *wsWish) (ctrd.Spec, error) {
 	s := ctrd.Spec{ID: w.spec.ID, Name: w.spec.Name, User: w.spec.User, Image: w.spec.Image,
-		CPU: w.spec.CPU, Memory: w.spec.Memory, DNS: []string{quad100}, Search: []string{w.domain}}
+		CPU: w.spec.CPU, Memory: w.spec.Memory, DNS: []string{meshdns.Resolver.String()}, Search: []string{w.domain}}
 	var err error
 	if s.IPv4, err = netip.ParseAddr(w.spec.IPv4); err != nil {
 		return s, fmt.Errorf("workspace %s has no mesh address: %w", w.spec.Name, err)
@@ -230,6 +231,3 @@ func runtimeSpec(w *wsWish) (ctrd.Spec, error) {
 	}
 	return s, nil
 }
-
-// quad100 is the mesh's resolver, answered by the machine's node for packets on its TUN.
-const quad100 = "100.100.100.100"
