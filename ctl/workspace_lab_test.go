@@ -291,7 +291,9 @@ func TestWorkspaces(t *testing.T) {
 	if _, err := inside(pid, "sh", "-c", fmt.Sprintf("echo kept > /home/%s/note && echo code > /home/%s/workspaces/api/main.go", user, user)); err != nil {
 		t.Fatal(err)
 	}
-	ml.mustCtl(ml.coord, "ws", "stop", "api")
+	if out := ml.mustCtl(ml.coord, "ws", "stop", "api"); !strings.Contains(out, "workspace api is stopped; its files are kept") {
+		t.Errorf("ws stop ends without saying so:\n%s", out)
+	}
 	if got := ml.workspace(t, "api").State; got != "stopped" {
 		t.Errorf("after ws stop: %s", got)
 	}
