@@ -137,6 +137,7 @@ func TestMapsTrimmedByPolicy(t *testing.T) {
 	if got := peers(full("a1").Peers); got != "b1,srv" {
 		t.Errorf("no policy: a1's peers %q; want everyone", got)
 	}
+	early := streams["a1"] // a stream that began before any policy
 
 	l.must(t, "policy.set", fsm.Policy{Text: `{"acls": [{"action": "accept", "src": ["alice"], "dst": ["tag:server:*"]}]}`})
 	for name, want := range map[string]string{"a1": "srv", "b1": "", "srv": "a1"} {
@@ -152,11 +153,18 @@ func TestMapsTrimmedByPolicy(t *testing.T) {
 			}
 		}
 	}
+	// The stream from before the policy loses bob's machine in its next delta.
+	if res, _ := s.delta(store, "a1", early); res == nil || len(res.PeersRemoved) != 1 || res.PeersRemoved[0] != nodeID("b1") || len(res.PeersChanged) != 0 {
+		t.Errorf("a1's stream from before the policy: %+v; want b1 removed, nothing added", res)
+	}
 	// bob's new machine is news to no one.
 	join("b2", "u-b")
-	for _, name := range []string{"a1", "srv"} {
-		if res, _ := s.delta(store, name, streams[name]); res != nil && (len(res.PeersChanged) > 0 || len(res.PeersRemoved) > 0) {
-			t.Errorf("%s is told of bob's new machine: %+v", name, res)
+	for _, c := range []struct {
+		self string
+		st   *streamState
+	}{{"a1", streams["a1"]}, {"a1", early}, {"srv", streams["srv"]}} {
+		if res, _ := s.delta(store, c.self, c.st); res != nil && (len(res.PeersChanged) > 0 || len(res.PeersRemoved) > 0) {
+			t.Errorf("%s is told of bob's new machine: %+v", c.self, res)
 		}
 	}
 	// The policy lets bob in and alice out: the next deltas say so.

@@ -89,8 +89,11 @@ type streamState struct {
 	workspaces uint64 // the workspaces table index the DNS records came from
 	derp       *tailcfg.DERPMap
 	vis        *visibility     // what the node may see, as of index
-	peers      map[string]bool // the IDs of the peers it was told of
+	peers      map[string]bool // the IDs of the peers it was told of; nil: all (no policy)
 }
+
+// told reports whether the node was told of peer id.
+func (st *streamState) told(id string) bool { return st.peers == nil || st.peers[id] }
 
 // watched are the tables whose changes a map stream follows.
 var watched = []string{fsm.TableNodes, fsm.TablePolicy, fsm.TableWorkspaces}
@@ -142,7 +145,7 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 		if id == selfID {
 			return nil, false
 		}
-		if st.peers[id] {
+		if st.told(id) {
 			res.PeersRemoved = append(res.PeersRemoved, nodeID(id))
 			delete(st.peers, id)
 		}
@@ -171,6 +174,10 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 	if newPolicy || st.vis.limited && res.Node != nil {
 		look = store.Nodes("") // whom the node may see may have changed for anyone
 	}
+	if st.vis.limited && st.peers == nil {
+		// A policy came (so look is every node): from now on, keep count of what was told.
+		st.peers = toldAll(look, selfID)
+	}
 	changedIDs := make(map[string]bool, len(changed))
 	for _, n := range changed {
 		changedIDs[n.ID] = true
@@ -181,14 +188,19 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 			continue
 		}
 		switch sees := !st.vis.limited || st.vis.sees(nodeAddrs(store, n)); {
-		case sees && (changedIDs[n.ID] || !st.peers[n.ID]):
+		case sees && (changedIDs[n.ID] || !st.told(n.ID)):
 			res.PeersChanged = append(res.PeersChanged, s.tailNode(store, n))
-			st.peers[n.ID] = true
 			users[n.UserID] = true
-		case !sees && st.peers[n.ID]:
+			if st.peers != nil {
+				st.peers[n.ID] = true
+			}
+		case !sees && st.told(n.ID):
 			res.PeersRemoved = append(res.PeersRemoved, nodeID(n.ID))
 			delete(st.peers, n.ID)
 		}
+	}
+	if !st.vis.limited {
+		st.peers = nil // it has been told of everyone
 	}
 	// A peer of a user this node has not heard of needs the user's profile too: without it
 	// the node cannot say who is calling from that peer (WhoIs fails).
@@ -206,6 +218,18 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 	t := time.Now()
 	res.ControlTime = &t
 	return res, true
+}
+
+// toldAll is the set of every node but self in nodes (which are all the nodes there are): what a
+// node was told of before a policy limited it.
+func toldAll(nodes []*fsm.Node, selfID string) map[string]bool {
+	all := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		if n.ID != selfID && n.NodeKey != "" {
+			all[n.ID] = true
+		}
+	}
+	return all
 }
 
 // noDERP is the DERP map without relays (direct paths only).
@@ -302,8 +326,11 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string, st *streamState) 
 		return nil
 	}
 	*st = streamState{index: tablesIndex(store), workspaces: store.TableIndex(fsm.TableWorkspaces),
-		policy: store.Policy().Version, derp: s.derpMap(), peers: map[string]bool{}}
+		policy: store.Policy().Version, derp: s.derpMap()}
 	st.vis = s.visibilityFor(store, self, nodes)
+	if st.vis.limited {
+		st.peers = map[string]bool{}
+	}
 	now := time.Now()
 	res := &tailcfg.MapResponse{
 		Node:         s.tailNode(store, self),
@@ -319,7 +346,9 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string, st *streamState) 
 			continue
 		}
 		res.Peers = append(res.Peers, s.tailNode(store, n))
-		st.peers[n.ID] = true
+		if st.peers != nil {
+			st.peers[n.ID] = true
+		}
 		users[n.UserID] = true
 	}
 	res.UserProfiles = userProfiles(store, users)
