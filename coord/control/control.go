@@ -55,6 +55,10 @@ type Server struct {
 	// Stream names this replica and its boot ("c1/3f9a…"); nodes streaming here are marked
 	// online under it. "" keeps no online state (tests of maps alone).
 	Stream string
+	// OfflineGrace is how long a node may be without a map stream here before it is marked
+	// offline; default 5 s. A client opens a new stream when its prefs change (a
+	// workmachine's routes, at every workspace): its peers should not see it flap.
+	OfflineGrace time.Duration
 
 	mu      sync.Mutex              // guards streams, removals, online and ctx
 	streams map[string]int          // open map streams by node ID

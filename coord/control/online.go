@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -8,10 +9,16 @@ import (
 	"meshwork.dev/coord/fsm"
 )
 
-// onlineState is what a node's online flag is to become, and whether a writer is at it.
+// offlineGrace is OfflineGrace's default.
+const offlineGrace = 5 * time.Second
+
+// onlineState is a node's online flag: what it is to become, what was written last, and
+// whether a writer is at it.
 type onlineState struct {
-	want bool
-	busy bool
+	want    bool
+	written bool
+	known   bool // written holds what this replica wrote
+	busy    bool
 }
 
 // setOnline records, through Raft, that node id now has map streams here (on) or none. One
@@ -41,30 +48,42 @@ func (s *Server) setOnline(id string, on bool) {
 
 func (s *Server) writeOnline(id string, st *onlineState) {
 	defer s.writers.Done()
-	written, first := false, true
 	for fails := 0; ; {
 		s.mu.Lock()
 		want := st.want
-		if !first && want == written || s.ctx.Err() != nil {
+		if st.known && want == st.written || s.ctx.Err() != nil {
 			st.busy = false
-			delete(s.online, id)
 			s.mu.Unlock()
 			return
 		}
 		s.mu.Unlock()
+		if !want && !s.staysAway(st) {
+			continue // back within the grace: look again
+		}
 		err := s.apply(s.ctx, "node.online", "coord", "map stream", fsm.Online{ID: id, Stream: s.Stream, Online: want})
-		switch {
-		case err == nil:
-			written, first, fails = want, false, 0
-		case errors.Is(err, fsm.ErrNotFound):
-			written, first = want, false // the node is gone: nothing to say
-		default:
-			fails++
-			s.logf("control: node %s online=%v: %v (retrying)", id, want, err)
-			select {
-			case <-s.ctx.Done():
-			case <-time.After(min(time.Duration(fails)*200*time.Millisecond, 5*time.Second)):
-			}
+		if err == nil || errors.Is(err, fsm.ErrNotFound) { // not found: the node is gone, nothing to say
+			s.mu.Lock()
+			st.written, st.known, fails = want, true, 0
+			s.mu.Unlock()
+			continue
+		}
+		fails++
+		s.logf("control: node %s online=%v: %v (retrying)", id, want, err)
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(min(time.Duration(fails)*200*time.Millisecond, 5*time.Second)):
 		}
 	}
+}
+
+// staysAway waits out OfflineGrace and reports whether the node still has no stream here.
+func (s *Server) staysAway(st *onlineState) bool {
+	select {
+	case <-s.ctx.Done():
+		return false
+	case <-time.After(cmp.Or(s.OfflineGrace, offlineGrace)):
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !st.want
 }
