@@ -180,6 +180,7 @@ func socksForward(b *testing.B, h *lab.Host, proxy, target string) int {
 					close(done)
 				}()
 				io.Copy(c, up)
+				c.(*net.TCPConn).CloseWrite() // the server is done: tell the client, or it waits on
 				<-done
 			}()
 		}
