@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"meshwork.dev/overlay/lab"
 )
 
 // stockTailscale returns the stock tailscaled and tailscale built from the pinned
@@ -34,22 +36,18 @@ func stockTailscale(t *testing.T) (tailscaled, tailscale string) {
 // tailscaleVersion is the tailscale.com module go.mod pins.
 const tailscaleVersion = "1.102.5"
 
-// TestStockTailscale: a stock tailscaled joins with `tailscale up --login-server … --authkey …`
-// and it and a meshctl laptop reach each other's services by name, both ways.
-func TestStockTailscale(t *testing.T) {
-	ml := newMeshLab(t)
+// stockClient runs a stock tailscaled (userspace networking) on h, joins it to the mesh as
+// "stock" with `tailscale up --login-server … --authkey …`, and returns a way to run the
+// tailscale CLI against it.
+func (ml *meshLab) stockClient(t *testing.T, h *lab.Host) func(args ...string) (string, error) {
 	tailscaled, tailscale := stockTailscale(t)
-	a := ml.laptop(t, "a", ml.in.PublicHost("a"))
-
-	stock := ml.in.PublicHost("stock")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "tailscaled.sock")
-	stock.Start(nil, tailscaled, "--tun=userspace-networking", "--statedir="+dir, "--socket="+sock, "--port=0", "--no-logs-no-support")
-	serveGreeting(t, stock, 9000)
+	h.Start(nil, tailscaled, "--tun=userspace-networking", "--statedir="+dir, "--socket="+sock, "--port=0", "--no-logs-no-support")
 	ts := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		out, err := stock.Command(ctx, tailscale, append([]string{"--socket=" + sock}, args...)...).CombinedOutput()
+		out, err := h.Command(ctx, tailscale, append([]string{"--socket=" + sock}, args...)...).CombinedOutput()
 		return string(out), err
 	}
 	eventually(t, 60*time.Second, "tailscale up", func() error {
@@ -59,6 +57,17 @@ func TestStockTailscale(t *testing.T) {
 		}
 		return nil
 	})
+	return ts
+}
+
+// TestStockTailscale: a stock tailscaled joins with `tailscale up --login-server … --authkey …`
+// and it and a meshctl laptop reach each other's services by name, both ways.
+func TestStockTailscale(t *testing.T) {
+	ml := newMeshLab(t)
+	a := ml.laptop(t, "a", ml.in.PublicHost("a"))
+	stock := ml.in.PublicHost("stock")
+	serveGreeting(t, stock, 9000)
+	ts := ml.stockClient(t, stock)
 	eventually(t, 30*time.Second, "meshctl laptop → stock client", func() error {
 		return a.ncGreeting(t, ml.meshctl, "stock.mesh.internal", "stock")
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,24 +65,7 @@ func TestWorkspaceIPv6(t *testing.T) {
 	}
 
 	// A stock Tailscale client reaches both addresses too.
-	tailscaled, tailscale := stockTailscale(t)
-	stock := ml.in.PublicHost("stock")
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "tailscaled.sock")
-	stock.Start(nil, tailscaled, "--tun=userspace-networking", "--statedir="+dir, "--socket="+sock, "--port=0", "--no-logs-no-support")
-	ts := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		out, err := stock.Command(ctx, tailscale, append([]string{"--socket=" + sock}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	eventually(t, 60*time.Second, "tailscale up", func() error {
-		out, err := ts("up", "--login-server="+ml.coord.url(), "--authkey="+ml.key, "--hostname=stock")
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
-	})
+	ts := ml.stockClient(t, ml.in.PublicHost("stock"))
 	for _, ip := range []string{w.IPv4, w.IPv6} {
 		eventually(t, 30*time.Second, "stock client → six at "+ip, func() error {
 			out, err := ts("nc", ip, "8080")
