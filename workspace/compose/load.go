@@ -58,6 +58,13 @@ func load(env string, yaml []byte) (*types.Project, error) {
 		o.SkipConsistencyCheck = true // checkProject says it with the service's name and the fix
 		o.Interpolate.Substitute = substitute
 	})
+	var mv missingVar
+	if errors.As(err, &mv) {
+		return nil, mv.refusal(err)
+	}
+	if err != nil && strings.Contains(err.Error(), "secrets.") && strings.Contains(err.Error(), "'content'") {
+		return nil, fmt.Errorf("compose file: %v: a secret's value comes from environment: VAR (the compose spec has no content: for secrets; configs have it)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("compose file: %v", err)
 	}
@@ -70,11 +77,28 @@ func substitute(s string, m template.Mapping) (string, error) {
 		template.WithReplacementFunction(func(sub string, m template.Mapping, cfg *template.Config) (string, error) {
 			v, applied, err := template.DefaultReplacementAppliedFunc(sub, m, cfg)
 			if err == nil && !applied {
-				name := varName.FindString(strings.TrimLeft(sub, "${"))
-				return "", fmt.Errorf("variable %s has no value: coord has no environment of yours; give it a default (${%s:-value})", name, name)
+				return "", missingVar{name: varName.FindString(strings.TrimLeft(sub, "${"))}
 			}
 			return v, err
 		}))
+}
+
+// missingVar is a variable with neither a value nor a default.
+type missingVar struct{ name string }
+
+func (e missingVar) Error() string { return "variable " + e.name + " has no value" }
+
+// refusal says which service and key use the variable, from compose-go's wrapping of e
+// ("error while interpolating services.web.environment.A: ...").
+func (e missingVar) refusal(wrapped error) error {
+	why := fmt.Sprintf("variable %s has no value and coord has no environment of yours", e.name)
+	fix := fmt.Sprintf("give it a default: ${%s:-value}", e.name)
+	_, where, _ := strings.Cut(wrapped.Error(), "interpolating ")
+	where, _, _ = strings.Cut(where, ": ")
+	if parts := strings.SplitN(where, ".", 3); len(parts) == 3 && parts[0] == "services" {
+		return refusal(parts[1], parts[2], why, fix)
+	}
+	return fmt.Errorf("compose file: %s: %s; %s", where, why, fix)
 }
 
 var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*`)

@@ -1,0 +1,287 @@
+package compose
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// full uses every key Meshwork runs.
+const full = `
+services:
+  api:
+    image: registry.example/api:${TAG:-1.2}
+    command: ["serve", "--port", "8080"]
+    entrypoint: /bin/api
+    environment:
+      REDIS: redis:6379
+      MODE: ${MODE:-dev}
+      LITERAL: $$HOME
+    ports: ["8080:8080"]
+    expose: ["9090"]
+    depends_on:
+      redis:
+        condition: service_healthy
+      migrate:
+        condition: service_completed_successfully
+      cache: {condition: service_started}
+    restart: on-failure:5
+    deploy:
+      resources:
+        limits: {cpus: "1.5", memory: 256M}
+    user: "1000:1000"
+    working_dir: /srv
+    tmpfs: [/tmp]
+    labels: {team: core}
+    init: true
+    hostname: api-host
+    networks:
+      default:
+        aliases: [backend, web]
+    configs:
+      - source: app
+        target: /etc/app.conf
+        mode: 0440
+    secrets: [token, dbpass]
+  redis:
+    image: redis:7
+    command: redis-server --appendonly yes
+    environment: ["A=1", "B=${B:-two}"]
+    volumes:
+      - data:/data
+      - type: tmpfs
+        target: /scratch
+      - /anon
+    healthcheck:
+      test: ["CMD", "redis-cli", "ping"]
+      interval: 2s
+      timeout: 1s
+      retries: 30
+      start_period: 5s
+    restart: unless-stopped
+    cap_add: [NET_BIND_SERVICE, CAP_CHOWN]
+  migrate:
+    image: migrate:1
+    restart: "no"
+    depends_on: [redis]
+  cache:
+    image: memcached
+    restart: always
+    volumes: [{type: volume, source: cachevol, target: /c, read_only: true}]
+volumes:
+  data: {}
+  cachevol:
+configs:
+  app:
+    content: |
+      listen=8080
+secrets:
+  token:
+    environment: API_TOKEN
+  dbpass:
+    environment: DB_PASSWORD
+`
+
+func TestLoad(t *testing.T) {
+	got, err := Load("staging", []byte(full))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Project{
+		Name:    "staging",
+		Volumes: []string{"cachevol", "data"},
+		Services: []Spec{
+			{
+				Name: "api", Image: "registry.example/api:1.2",
+				Command:     []string{"serve", "--port", "8080"},
+				Entrypoint:  []string{"/bin/api"},
+				Environment: map[string]string{"REDIS": "redis:6379", "MODE": "dev", "LITERAL": "$HOME"},
+				Ports:       []int{8080, 9090},
+				DependsOn:   map[string]Condition{"redis": ServiceHealthy, "migrate": ServiceCompletedSuccessfully, "cache": ServiceStarted},
+				Restart:     Restart{Policy: "on-failure", MaxRetries: 5},
+				Limits:      Limits{CPUs: 1.5, MemoryBytes: 256 << 20},
+				User:        "1000:1000", WorkingDir: "/srv", Tmpfs: []string{"/tmp"},
+				Labels: map[string]string{"team": "core"}, Init: true, Hostname: "api-host",
+				Aliases: []string{"backend", "web"},
+				Configs: []File{{Name: "app", Target: "/etc/app.conf", Mode: 0o440, Content: Sensitive("listen=8080\n")}},
+				Secrets: []File{
+					{Name: "token", Target: "/run/secrets/token", FromEnv: "API_TOKEN"},
+					{Name: "dbpass", Target: "/run/secrets/dbpass", FromEnv: "DB_PASSWORD"},
+				},
+			},
+			{Name: "cache", Image: "memcached", Restart: Restart{Policy: "always"}, Volumes: []Mount{{Volume: "cachevol", Target: "/c", ReadOnly: true}}},
+			{Name: "migrate", Image: "migrate:1", Restart: Restart{Policy: "no"}, DependsOn: map[string]Condition{"redis": ServiceStarted}},
+			{
+				Name: "redis", Image: "redis:7",
+				Command:     []string{"redis-server", "--appendonly", "yes"},
+				Environment: map[string]string{"A": "1", "B": "two"},
+				Volumes:     []Mount{{Volume: "data", Target: "/data"}, {Target: "/anon"}},
+				Tmpfs:       []string{"/scratch"},
+				Healthcheck: &Healthcheck{Test: []string{"CMD", "redis-cli", "ping"}, Interval: 2 * time.Second, Timeout: time.Second, Retries: 30, StartPeriod: 5 * time.Second},
+				Restart:     Restart{Policy: "unless-stopped"},
+			},
+		},
+	}
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("Load (-want +got):\n%s", diff)
+	}
+	if want, got := []Service{
+		{Name: "api", Image: "registry.example/api:1.2", Ports: []int{8080, 9090}},
+		{Name: "cache", Image: "memcached"},
+		{Name: "migrate", Image: "migrate:1"},
+		{Name: "redis", Image: "redis:7"},
+	}, mustParse(t, full); !cmp.Equal(want, got, cmpopts.EquateEmpty()) {
+		t.Errorf("Parse = %+v; want %+v", got, want)
+	}
+}
+
+func mustParse(t *testing.T, yaml string) []Service {
+	t.Helper()
+	s, err := Parse("staging", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestLoadRestartPolicies(t *testing.T) {
+	for in, want := range map[string]Restart{
+		"":               {Policy: "no"},
+		"no":             {Policy: "no"},
+		"always":         {Policy: "always"},
+		"on-failure":     {Policy: "on-failure"},
+		"on-failure:3":   {Policy: "on-failure", MaxRetries: 3},
+		"unless-stopped": {Policy: "unless-stopped"},
+	} {
+		y := "services:\n  web:\n    image: x\n"
+		if in != "" {
+			y += "    restart: \"" + in + "\"\n"
+		}
+		p, err := Load("env", []byte(y))
+		if err != nil {
+			t.Errorf("restart %q: %v", in, err)
+			continue
+		}
+		if diff := cmp.Diff(want, p.Services[0].Restart); diff != "" {
+			t.Errorf("restart %q (-want +got):\n%s", in, diff)
+		}
+	}
+}
+
+func svc(body string) string { return "services:\n  web:\n    image: x\n" + body }
+
+func TestLoadRefuses(t *testing.T) {
+	many := "services:\n"
+	for i := range 65 {
+		many += "  s" + strings.Repeat("x", i) + ":\n    image: x\n"
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // all must appear: service, key, fix
+	}{
+		{"build", "services:\n  web:\n    build: .\n", []string{`"web"`, "build:", "set image:"}},
+		{"no image", "services:\n  web:\n    command: x\n", []string{`"web"`, "image:", "set image:"}},
+		{"network_mode", svc("    network_mode: host\n"), []string{`"web"`, "network_mode:", "remove network_mode"}},
+		{"privileged", svc("    privileged: true\n"), []string{`"web"`, "privileged:", "cap_add"}},
+		{"pid host", svc("    pid: host\n"), []string{`"web"`, "pid:", "remove pid: host"}},
+		{"ipc host", svc("    ipc: host\n"), []string{`"web"`, "ipc:", "remove ipc: host"}},
+		{"devices", svc("    devices: [\"/dev/sda:/dev/sda\"]\n"), []string{`"web"`, "devices:", "remove devices"}},
+		{"cap_add", svc("    cap_add: [CHOWN, SYS_ADMIN]\n"), []string{`"web"`, "cap_add:", "SYS_ADMIN", "default capabilities"}},
+		{"cap_add all", svc("    cap_add: [ALL]\n"), []string{`"web"`, "cap_add:", "ALL"}},
+		{"bind relative", svc("    volumes: [\"./d:/d\"]\n"), []string{`"web"`, "volumes:", "bind mount", "named volume"}},
+		{"bind absolute", svc("    volumes: [\"/srv:/d\"]\n"), []string{`"web"`, "volumes:", "bind mount", "named volume"}},
+		{"bind long", svc("    volumes: [{type: bind, source: /srv, target: /d}]\n"), []string{`"web"`, "volumes:", "bind mount", "named volume"}},
+		{"undeclared volume", svc("    volumes: [\"data:/d\"]\n"), []string{`"web"`, "volumes:", "top-level volumes"}},
+		{"env_file", svc("    env_file: .env\n"), []string{`"web"`, "env_file:", "under environment:"}},
+		{"config file", svc("    configs: [c]\nconfigs:\n  c:\n    file: ./c.conf\n"), []string{`"web"`, "configs:", "file:", "content:"}},
+		{"secret file", svc("    secrets: [s]\nsecrets:\n  s:\n    file: ./s.txt\n"), []string{`"web"`, "secrets:", "file:", "content:", "environment:"}},
+		{"secret external", svc("    secrets: [s]\nsecrets:\n  s:\n    external: true\n"), []string{`"web"`, "secrets:", "external"}},
+		{"secret content", svc("    secrets: [s]\nsecrets:\n  s:\n    content: x\n"), []string{"secrets.s", "content", "environment:"}},
+		{"undefined secret", svc("    secrets: [s]\n"), []string{`"web"`, "secrets:", "top-level secrets"}},
+		{"65 services", many, []string{"65 services", "at most 64", "split"}},
+		{"upper-case name", "services:\n  Web:\n    image: x\n", []string{`"Web"`, "DNS label", "web.<env>"}},
+		{"underscore name", "services:\n  my_db:\n    image: x\n", []string{`"my_db"`, "DNS label", "lower-case"}},
+		{"long name", "services:\n  " + strings.Repeat("a", 64) + ":\n    image: x\n", []string{"DNS label", "1-63"}},
+		{"bad alias", svc("    networks:\n      default:\n        aliases: [Bad_Alias]\n"), []string{`"web"`, "networks.aliases:", "DNS label"}},
+		{"bad hostname", svc("    hostname: my_host\n"), []string{`"web"`, "hostname:", "DNS label"}},
+		{"unknown dependency", svc("    depends_on: [db]\n"), []string{`"web"`, "depends_on:", `"db"`, "name a service"}},
+		{"cycle", "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [c]\n  c:\n    image: x\n    depends_on: [a]\n",
+			[]string{`"a"`, "depends_on:", "a -> b -> c -> a", "remove one"}},
+		{"self dependency", "services:\n  a:\n    image: x\n    depends_on: [a]\n", []string{`"a"`, "depends_on:", "a -> a"}},
+		{"variable without default", svc("    environment:\n      A: ${NOPE}\n"), []string{`"web"`, "environment.A:", "NOPE", "${NOPE:-value}"}},
+		{"image variable without default", "services:\n  web:\n    image: ${IMG}\n", []string{`"web"`, "image:", "IMG", "${IMG:-value}"}},
+		{"environment without value", svc("    environment: [FOO]\n"), []string{`"web"`, "environment:", "FOO=value"}},
+		{"restart", svc("    restart: sometimes\n"), []string{`"web"`, "restart:", "on-failure:N"}},
+		{"expose", svc("    expose: [\"http\"]\n"), []string{`"web"`, "expose:", "port number"}},
+		{"broken yaml", "services:\n  web:\n    image: x\n  bad: [\n", []string{"line 4"}},
+		{"bad indent", "services:\n  web:\n    image: x\n   x: 1\n", []string{"line 3"}},
+		{"empty", "services: {}\n", []string{"no services"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load("env", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("Load accepted:\n%s", tc.yaml)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if _, perr := Parse("env", []byte(tc.yaml)); perr == nil || perr.Error() != err.Error() {
+				t.Errorf("Parse = %v; want Load's error", perr)
+			}
+		})
+	}
+}
+
+// TestSecretValueNotInErrors: a refused file that holds a secret never echoes its value.
+func TestSecretValueNotInErrors(t *testing.T) {
+	const value = "hunter2-xyzzy"
+	for _, y := range []string{
+		svc("    secrets: [s]\n    privileged: true\nsecrets:\n  s:\n    content: " + value + "\n"),
+		svc("    secrets: [s]\nsecrets:\n  s:\n    content: " + value + "\n    file: ./f\n"),
+		svc("    secrets: [s]\nsecrets:\n  s:\n    content: " + value + "\n    bogus: 1\n"),
+		svc("    secrets: [s, t]\nsecrets:\n  s:\n    content: " + value + "\n"),
+		svc("    secrets: [s]\n    environment: [\"P=" + value + "\", X]\nsecrets:\n  s:\n    content: ${NOPE}" + value + "\n"),
+		svc("    secrets: [s]\nsecrets:\n  s:\n    content: [" + value + "]\n"),
+	} {
+		_, err := Load("env", []byte(y))
+		if err == nil {
+			t.Errorf("Load accepted:\n%s", y)
+		} else if strings.Contains(err.Error(), value) {
+			t.Errorf("error shows the secret: %v", err)
+		}
+	}
+	p, err := Load("env", []byte(svc("    configs: [s]\nconfigs:\n  s:\n    content: "+value+"\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {
+		if s := fmtSprintf(format, p); strings.Contains(s, value) {
+			t.Errorf("Printf(%q) shows the secret: %s", format, s)
+		}
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add(full)
+	f.Add(svc("    depends_on: [web]\n"))
+	f.Add(svc("    environment:\n      A: ${X:-${Y:-z}}\n"))
+	f.Add("services:\n  a:\n    image: x\n    depends_on: {b: {condition: service_healthy}}\n  b:\n    image: y\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := Load("env", []byte(s))
+		if err != nil {
+			return
+		}
+		if len(p.Services) == 0 || len(p.Services) > maxServices {
+			t.Fatalf("Load accepted %d services", len(p.Services))
+		}
+		order, err := StartOrder(p)
+		if err != nil || len(order) != len(p.Services) {
+			t.Fatalf("StartOrder of an accepted project: %d steps, %v", len(order), err)
+		}
+	})
+}
