@@ -285,3 +285,25 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestLoadHealthcheckForms(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want *Healthcheck
+	}{
+		{"    healthcheck:\n      test: curl -f http://localhost/\n", &Healthcheck{Test: []string{"CMD-SHELL", "curl -f http://localhost/"}}},
+		{"    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready\"]\n      retries: 3\n", &Healthcheck{Test: []string{"CMD-SHELL", "pg_isready"}, Retries: 3}},
+		{"    healthcheck:\n      disable: true\n", nil},
+		{"    healthcheck:\n      test: [\"NONE\"]\n", nil},
+		{"", nil},
+	} {
+		p, err := Load("env", []byte(svc(tc.yaml)))
+		if err != nil {
+			t.Errorf("%q: %v", tc.yaml, err)
+			continue
+		}
+		if diff := cmp.Diff(tc.want, p.Services[0].Healthcheck); diff != "" {
+			t.Errorf("%q (-want +got):\n%s", tc.yaml, diff)
+		}
+	}
+}
