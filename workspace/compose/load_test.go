@@ -1,6 +1,7 @@
 package compose
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -260,7 +261,7 @@ func TestSecretValueNotInErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {
-		if s := fmtSprintf(format, p); strings.Contains(s, value) {
+		if s := fmt.Sprintf(format, p); strings.Contains(s, value) {
 			t.Errorf("Printf(%q) shows the secret: %s", format, s)
 		}
 	}

@@ -1,14 +1,11 @@
 package compose
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
-
-var fmtSprintf = fmt.Sprintf
 
 func TestStartOrder(t *testing.T) {
 	p, err := Load("env", []byte(full))
