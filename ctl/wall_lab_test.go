@@ -34,7 +34,7 @@ func TestWorkspaceWall(t *testing.T) {
 	db := ml.l.Host("hwall-db")
 	dbLAN := db.Attach(lan)
 	db.DefaultRoute(wmLAN)
-	labAddrs(t, db, lan.Name(), "10.77.0.5/32", "169.254.169.254/32")
+	db.AddAddrs(lan.Name(), "10.77.0.5/32", "169.254.169.254/32")
 	wm.host.Route(netip.MustParsePrefix("10.77.0.0/16"), dbLAN)
 	wm.host.Route(netip.MustParsePrefix("169.254.169.254/32"), dbLAN)
 	serveGreeting(t, db, 80)
@@ -133,20 +133,3 @@ func meshAddr(t *testing.T, h *lab.Host) netip.Addr {
 	return a
 }
 
-// labAddrs adds addresses to h's interface ifname.
-func labAddrs(t *testing.T, h *lab.Host, ifname string, addrs ...string) {
-	t.Helper()
-	link, err := h.Netlink().LinkByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		addr, err := netlink.ParseAddr(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Netlink().AddrAdd(link, addr); err != nil {
-			t.Fatalf("%s: address %s: %v", h.Name(), a, err)
-		}
-	}
-}

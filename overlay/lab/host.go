@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // A Host is a network namespace: a machine of the lab.
@@ -201,4 +202,24 @@ func (h *Host) Route(dst netip.Prefix, gw netip.Addr) {
 func (h *Host) DefaultRoute(gw netip.Addr) {
 	h.lab.t.Helper()
 	h.Route(netip.PrefixFrom(netip.IPv4Unspecified(), 0), gw)
+}
+
+// AddAddrs adds addresses ("10.77.0.5/32", "fd00:77::5/64") to the host's interface ifname,
+// without duplicate address detection, so IPv6 ones are usable at once.
+func (h *Host) AddAddrs(ifname string, addrs ...string) {
+	h.lab.t.Helper()
+	link, err := h.nl.LinkByName(ifname)
+	if err != nil {
+		h.lab.t.Fatalf("lab: %s: %v", h.name, err)
+	}
+	for _, a := range addrs {
+		addr, err := netlink.ParseAddr(a)
+		if err != nil {
+			h.lab.t.Fatalf("lab: %s: address %q: %v", h.name, a, err)
+		}
+		addr.Flags = unix.IFA_F_NODAD
+		if err := h.nl.AddrAdd(link, addr); err != nil {
+			h.lab.t.Fatalf("lab: %s: address %s: %v", h.name, a, err)
+		}
+	}
 }

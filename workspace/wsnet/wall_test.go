@@ -36,8 +36,8 @@ func TestWall(t *testing.T) {
 	db := l.Host("db")
 	dbLAN := db.Attach(lan)
 	db.DefaultRoute(wmLAN)
-	addAddrs(t, db, lan.Name(), "10.77.0.5/32", "169.254.169.254/32", "fd00:77::5/64")
-	addAddrs(t, wm, lan.Name(), "fd00:77::1/64")
+	db.AddAddrs(lan.Name(), "10.77.0.5/32", "169.254.169.254/32", "fd00:77::5/64")
+	wm.AddAddrs(lan.Name(), "fd00:77::1/64")
 	wm.Route(netip.MustParsePrefix("10.77.0.0/16"), dbLAN)
 	wm.Route(netip.MustParsePrefix("169.254.169.254/32"), dbLAN)
 	db.Route(netip.MustParsePrefix("fd7a:115c:a1e0::/48"), netip.MustParseAddr("fd00:77::1"))
@@ -47,7 +47,7 @@ func TestWall(t *testing.T) {
 	wmMesh := wm.Attach(mesh)
 	peer := l.Host("peer")
 	peerAddr := peer.Attach(mesh)
-	addAddrs(t, peer, mesh.Name(), "100.64.0.9/32")
+	peer.AddAddrs(mesh.Name(), "100.64.0.9/32")
 	wm.Route(netip.MustParsePrefix("100.64.0.9/32"), peerAddr)
 	peer.Route(netip.MustParsePrefix("100.64.0.0/10"), wmMesh)
 
@@ -143,24 +143,6 @@ func TestWallRefusesBadConfig(t *testing.T) {
 
 func addrPort(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() }
 
-// addAddrs adds addresses (without duplicate address detection) to h's interface ifname.
-func addAddrs(t *testing.T, h *lab.Host, ifname string, addrs ...string) {
-	t.Helper()
-	link, err := h.Netlink().LinkByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		addr, err := netlink.ParseAddr(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr.Flags = 0x02 // IFA_F_NODAD
-		if err := h.Netlink().AddrAdd(link, addr); err != nil {
-			t.Fatalf("%s: address %s: %v", h.Name(), a, err)
-		}
-	}
-}
 
 // serveName answers every TCP connection to addr on h with h's name.
 func serveName(t *testing.T, h *lab.Host, addr string) {
