@@ -132,4 +132,3 @@ func meshAddr(t *testing.T, h *lab.Host) netip.Addr {
 	a, _ := netip.AddrFromSlice(addrs[0].IP.To4())
 	return a
 }
-

@@ -143,7 +143,6 @@ func TestWallRefusesBadConfig(t *testing.T) {
 
 func addrPort(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() }
 
-
 // serveName answers every TCP connection to addr on h with h's name.
 func serveName(t *testing.T, h *lab.Host, addr string) {
 	ln, err := h.Listen("tcp", addr)
