@@ -155,12 +155,58 @@ type Environment struct {
 	Services  []Service `json:"services"`
 	Desired   string    `json:"desired"` // running or stopped
 	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// Service is one service of an environment: what its compose file declares, where it is on
+// the mesh, and what its machine last observed of it.
 type Service struct {
-	Name  string `json:"name"`
-	Image string `json:"image"`
-	Ports []int  `json:"ports,omitempty"`
+	Name    string `json:"name"`
+	Image   string `json:"image"`
+	Ports   []int  `json:"ports,omitempty"`
+	IPv4    string `json:"ipv4,omitempty"`
+	IPv6    string `json:"ipv6,omitempty"`
+	DNSName string `json:"dns_name,omitempty"` // <service>.<env>.<domain>
+	// Observed, as the machine reports it (see ServiceReport).
+	State        string    `json:"state,omitempty"`
+	Health       string    `json:"health,omitempty"`
+	HealthOutput string    `json:"health_output,omitempty"`
+	Restarts     int       `json:"restarts,omitempty"`
+	ExitCode     int       `json:"exit_code,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	StateAt      time.Time `json:"state_at,omitzero"`
+}
+
+// Observed states of an environment service. A one-shot job that finished is Exited (with
+// its ExitCode); a service that runs again after exiting passes through Restarting.
+const (
+	ServicePending    = "pending"
+	ServicePulling    = "pulling"
+	ServiceStarting   = "starting"
+	ServiceRunning    = "running"
+	ServiceRestarting = "restarting"
+	ServiceExited     = "exited"
+	ServiceStopped    = "stopped"
+	ServiceFailed     = "failed"
+)
+
+// Health of a service with a healthcheck ("" without one).
+const (
+	HealthStarting  = "starting"
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+)
+
+// Ready reports whether s is as an environment that is up wants it: running (and healthy,
+// when it has a healthcheck), or a job that finished with exit code 0.
+func (s Service) Ready() bool {
+	switch s.State {
+	case ServiceRunning:
+		return s.Health == "" || s.Health == HealthHealthy
+	case ServiceExited:
+		return s.ExitCode == 0
+	}
+	return false
 }
 
 type CreateEnvironment struct {
@@ -168,6 +214,18 @@ type CreateEnvironment struct {
 	Machine string `json:"machine"`
 	Compose string `json:"compose"` // the compose file's text
 	Owner   string `json:"owner,omitempty"`
+	// Variables are the values of the variables the compose file's secrets and configs take
+	// their content from (environment: NAME), as meshctl finds them in the caller's
+	// environment. Sealed at rest with the compose file; never returned.
+	Variables map[string]string `json:"variables,omitempty"`
+}
+
+// UpdateEnvironment replaces an environment's compose file (PUT /v1/environments/{name}):
+// services whose definition changed are recreated, the others keep running; a service
+// keeps its addresses as long as its name stays.
+type UpdateEnvironment struct {
+	Compose   string            `json:"compose"`
+	Variables map[string]string `json:"variables,omitempty"`
 }
 
 // Connect links a workspace to an environment (Env "" disconnects).
@@ -250,12 +308,37 @@ type JoinResponse struct {
 // /machine/meshwork/state?index=N&digest=D answers once the state differs from the one of
 // digest D (or after about 30 s, the same again); without them, at once.
 type MachineState struct {
-	Index      uint64          `json:"index"`
-	Digest     string          `json:"digest"`  // of Machine, Domain and Workspaces: what the agent acts on
-	Machine    string          `json:"machine"` // the asking machine's node name
-	Domain     string          `json:"domain"`  // the mesh's DNS domain
-	Admins     []string        `json:"admins"`  // users who may reach every workspace's logs and shells
-	Workspaces []WorkspaceSpec `json:"workspaces"`
+	Index        uint64            `json:"index"`
+	Digest       string            `json:"digest"`  // of all but Index: what the agent acts on
+	Machine      string            `json:"machine"` // the asking machine's node name
+	Domain       string            `json:"domain"`  // the mesh's DNS domain
+	Admins       []string          `json:"admins"`  // users who may reach every workspace's logs and shells
+	Workspaces   []WorkspaceSpec   `json:"workspaces"`
+	Environments []EnvironmentSpec `json:"environments"`
+}
+
+// EnvironmentSpec is one environment a machine should run (Desired running) or keep stopped
+// (containers stopped; volumes and addresses kept). It carries the compose file in the clear:
+// only the machine's Noise channel sees it, and the agent keeps it in memory only.
+type EnvironmentSpec struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	User      string            `json:"user"` // the owner's name: who, besides admins, may read its logs
+	Desired   string            `json:"desired"`
+	Compose   string            `json:"compose"`
+	Variables map[string]string `json:"variables,omitempty"` // see CreateEnvironment.Variables
+	Services  []ServiceAddr     `json:"services"`
+	// Allow are the mesh addresses (IPs) that may connect to the services besides the
+	// services themselves: the connected workspaces' and the machines of the owner and of
+	// the admins. The agent enforces it in each service's network namespace.
+	Allow []string `json:"allow"`
+}
+
+// ServiceAddr is a service's mesh addresses, allocated by coord.
+type ServiceAddr struct {
+	Name string `json:"name"`
+	IPv4 string `json:"ipv4"`
+	IPv6 string `json:"ipv6,omitempty"`
 }
 
 // WorkspaceSpec is one workspace a machine should run (Desired running) or keep stopped.
@@ -269,6 +352,9 @@ type WorkspaceSpec struct {
 	CPU     float64 `json:"cpu,omitempty"`
 	Memory  int64   `json:"memory_bytes,omitempty"`
 	Desired string  `json:"desired"`
+	// Env is the environment the workspace is connected to: its resolver's search domains
+	// gain <env>.<domain>, so the environment's bare service names resolve.
+	Env string `json:"env,omitempty"`
 	// SSH are the policy's grants for this workspace, besides its owner and the admins.
 	SSH []SSHGrant `json:"ssh,omitempty"`
 }
@@ -283,6 +369,19 @@ type SSHGrant struct {
 // MachineReport is an agent's report of what it observes (POST /machine/meshwork/report).
 type MachineReport struct {
 	Workspaces []WorkspaceReport `json:"workspaces"`
+	Services   []ServiceReport   `json:"services,omitempty"`
+}
+
+// ServiceReport is one environment service's observed state (see Service).
+type ServiceReport struct {
+	Env          string `json:"env"`
+	Name         string `json:"name"`
+	State        string `json:"state"`
+	Health       string `json:"health,omitempty"`
+	HealthOutput string `json:"health_output,omitempty"` // the last healthcheck's output, at most 1 KiB
+	Restarts     int    `json:"restarts,omitempty"`
+	ExitCode     int    `json:"exit_code,omitempty"`
+	Reason       string `json:"reason,omitempty"` // the last error, or how far a pull has come
 }
 
 // WorkspaceReport is one workspace's observed state.
