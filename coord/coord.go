@@ -84,7 +84,8 @@ func Run(ctx context.Context, cfg Config) error {
 	b := &backend{fsm: f, expect: max(cfg.BootstrapExpect, 1), logf: cfg.Logf}
 	var ctrl atomic.Value // http.Handler of the control server, set once the replica is open
 	mux := http.NewServeMux()
-	mux.Handle("/", (&adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk, InsecureJoin: cfg.InsecureJoin}).Handler())
+	admin := &adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk, InsecureJoin: cfg.InsecureJoin}
+	mux.Handle("/", admin.Handler())
 	controlRoutes := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h, ok := ctrl.Load().(http.Handler); ok {
 			h.ServeHTTP(w, r)
@@ -109,7 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rep.Close()
 	b.start(rep)
-	mesh, err := startMesh(ctx, rep, b, cfg, sk)
+	mesh, err := startMesh(ctx, rep, b, cfg, sk, admin.ServeWorkspace)
 	if err != nil {
 		return err
 	}
@@ -162,7 +163,8 @@ type meshServices struct {
 	done    chan struct{}      // closed when it has ended
 }
 
-func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config, sk *secret.Key) (*meshServices, error) {
+func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config, sk *secret.Key,
+	workspaceAPI func(http.ResponseWriter, *http.Request, string)) (*meshServices, error) {
 	noiseKey, err := control.DeriveKey(rep.ClusterSecret())
 	if err != nil {
 		return nil, err
@@ -181,7 +183,8 @@ func startMesh(ctx context.Context, rep *replica.Replica, b *backend, cfg Config
 		followMembers(ctx, rep, derp, &derpMap)
 	}()
 	m.control = &control.Server{Backend: b, Key: noiseKey, Domain: cfg.Domain, DERPMap: derpMap.Load,
-		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf, Secrets: sk, Stream: rep.ID() + "/" + randomKey()[:8]}
+		EphemeralGrace: cfg.EphemeralGrace, Logf: cfg.Logf, Secrets: sk, Stream: rep.ID() + "/" + randomKey()[:8],
+		WorkspaceAPI: workspaceAPI}
 	return m, nil
 }
 

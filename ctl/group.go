@@ -51,6 +51,11 @@ func group(name, summary string, verbs ...*command) *command {
 
 // client is the admin API client the global flags describe.
 func (e *env) client() (*api.Client, error) {
+	if e.global.coord == "" && e.global.token == "" {
+		if c := workspaceClient(); c != nil {
+			return c, nil // inside a workspace: its own API, as its owner
+		}
+	}
 	if e.global.coord == "" {
 		return nil, usageErrorf("%s: no coord address; pass --coord URL or set MESHCTL_COORD", e.cmd.name)
 	}

@@ -211,8 +211,12 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err := e.args(fs, args, 0); err != nil {
 		return err
 	}
+	sock := socketPath(*state, *socket)
+	if c := workspaceClient(); c != nil && !answers(sock) {
+		return workspaceStatus(ctx, e, c)
+	}
 	var s node.Summary
-	if err := call(ctx, socketPath(*state, *socket), "GET", "/status", nil, &s); err != nil {
+	if err := call(ctx, sock, "GET", "/status", nil, &s); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
 	if e.global.json {

@@ -46,6 +46,7 @@ type Server struct {
 	metrics metrics
 	joins   joinSlots
 	logins  loginGuard
+	wsMux   workspaceMux
 }
 
 // joinSlots bounds the join requests handled at once: they are the only route served before

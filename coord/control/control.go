@@ -51,6 +51,9 @@ type Server struct {
 	// Secrets seals session recordings before they enter the Raft log; without it the
 	// sessions are audited but their recordings are not kept.
 	Secrets *secret.Key
+	// WorkspaceAPI answers a request of workspace name's own API, as its owner
+	// (adminapi.Server.ServeWorkspace); nil serves none.
+	WorkspaceAPI func(w http.ResponseWriter, r *http.Request, name string)
 
 	// Stream names this replica and its boot ("c1/3f9a…"); nodes streaming here are marked
 	// online under it. "" keeps no online state (tests of maps alone).
@@ -134,6 +137,7 @@ func (s *Server) serveNoise(w http.ResponseWriter, r *http.Request) {
 	mux.HandleFunc("GET /machine/meshwork/state", func(w http.ResponseWriter, r *http.Request) { s.serveMachineState(w, r, mk) })
 	mux.HandleFunc("POST /machine/meshwork/report", func(w http.ResponseWriter, r *http.Request) { s.serveMachineReport(w, r, mk) })
 	mux.HandleFunc("POST /machine/meshwork/session", func(w http.ResponseWriter, r *http.Request) { s.serveSession(w, r, mk) })
+	mux.HandleFunc(workspaceAPIPrefix, func(w http.ResponseWriter, r *http.Request) { s.serveWorkspaceAPI(w, r, mk) })
 	mux.HandleFunc("/machine/", func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, io.LimitReader(r.Body, maxRequest)) // set-dns, update-health, ...: accepted, unused
 	})

@@ -49,6 +49,8 @@ type agent struct {
 	workers map[string]*worker
 	state   *api.MachineState // the last coord sent
 	ssh     *wsSSH            // set once, before the workers start; nil without sshDir
+	coord   *coordClient      // set once, before the workers start; nil in tests
+	wsAPI   wsAPIs            // each running workspace's own API
 	wg      sync.WaitGroup    // the workers and the reporter
 }
 
@@ -77,6 +79,7 @@ func (a *agent) follow(ctx context.Context) error {
 		}
 	}
 	defer c.Close()
+	a.coord = c
 	return a.run(ctx, c, a.node.AdvertiseRoutes)
 }
 
@@ -110,6 +113,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 		if a.ssh != nil {
 			a.ssh.close()
 		}
+		a.wsAPI.closeAll()
 		a.wg.Wait()
 	}()
 	a.wg.Add(1)

@@ -169,8 +169,11 @@ func (a *agent) retire(w *worker) bool {
 // reconcile makes one workspace what its wish says and reports what it then is.
 func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *wsWish, runID *string, reports chan<- api.WorkspaceReport) error {
 	gone := wish == nil || (*runID != "" && *runID != wish.spec.ID) // deleted, or replaced by another of its name
-	if a.ssh != nil && (gone || wish.spec.Desired == api.Stopped) {
-		a.ssh.down(name)
+	if gone || wish.spec.Desired == api.Stopped {
+		a.wsAPI.down(name)
+		if a.ssh != nil {
+			a.ssh.down(name)
+		}
 	}
 	if gone {
 		if err := rt.Delete(ctx, name); err != nil {
@@ -211,6 +214,9 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 		if rep.HostKey, err = a.ssh.up(a, spec); err != nil {
 			a.logf("agent: %s: serving ssh: %v", name, err)
 		}
+	}
+	if st.State == ctrd.StateRunning {
+		a.serveWorkspaceAPI(rt, name)
 	}
 	reports <- rep
 	return nil
