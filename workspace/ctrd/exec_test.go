@@ -262,6 +262,9 @@ func TestExecImageUsers(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.rt.Tools, "x")); err == nil {
 		t.Errorf("a workspace wrote to the tools dir")
 	}
+	if got := e.exec(s.Name, wsexec.Spec{Args: sh("tool")}); got.Stdout != "tool 1000\n" {
+		t.Errorf("the tools by name (on PATH, as meshctl is in a workspace): %+v", got)
+	}
 }
 
 // TestExecNotRunning: Exec and PID name the workspace and its state; after Stop and lost

@@ -3,6 +3,7 @@ package ctrd
 import (
 	"context"
 	"path/filepath"
+	"strings"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -28,6 +29,9 @@ func (r *Runtime) specOpts(s Spec, img containerd.Image) []oci.SpecOpts {
 		oci.WithEnv([]string{"HOME=" + home, "USER=" + s.User}),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: NetConfig(s).NsPath()}),
 		oci.WithMounts(r.mounts(s)),
+	}
+	if r.Tools != "" {
+		opts = append(opts, withOnPath(ToolsPath))
 	}
 	if s.CPU > 0 {
 		opts = append(opts, oci.WithCPUCFS(int64(s.CPU*cfsPeriod), cfsPeriod))
@@ -66,6 +70,24 @@ func withDefaultArgs(args []string) oci.SpecOpts {
 		if s.Process != nil && len(s.Process.Args) == 0 {
 			s.Process.Args = append([]string(nil), args...)
 		}
+		return nil
+	}
+}
+
+// withOnPath puts dir last on the process's PATH (meshctl in a workspace is found by name).
+func withOnPath(dir string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process == nil {
+			return nil
+		}
+		env := s.Process.Env
+		for i, kv := range env {
+			if path, ok := strings.CutPrefix(kv, "PATH="); ok {
+				env[i] = "PATH=" + path + ":" + dir
+				return nil
+			}
+		}
+		s.Process.Env = append(env, defaultPath+":"+dir)
 		return nil
 	}
 }
