@@ -125,13 +125,18 @@ func (ml *meshLab) laptop(t testing.TB, name string, h *lab.Host) *laptop {
 // laptopAt is laptop with the coord address(es) to give meshctl up, and flags for the
 // daemon.
 func (ml *meshLab) laptopAt(t testing.TB, name string, h *lab.Host, coord string, daemonArgs ...string) *laptop {
+	return ml.laptopWith(t, name, h, coord, ml.key, daemonArgs...)
+}
+
+// laptopWith is laptopAt joining with authKey (a machine of that key's user).
+func (ml *meshLab) laptopWith(t testing.TB, name string, h *lab.Host, coord, authKey string, daemonArgs ...string) *laptop {
 	lp := &laptop{name: name, host: h, state: filepath.Join(t.TempDir(), name)}
 	lp.daemon = h.Start(nil, ml.meshctl, append([]string{"daemon", "--state", lp.state}, daemonArgs...)...)
 	daemonUp(t, lp.state)
 	serveGreeting(t, h, 9000)
 	start := time.Now()
 	eventually(t, 60*time.Second, name+" up", func() error {
-		_, err := lp.meshctl(t, ml.meshctl, "up", "--coord", coord, "--auth-key", ml.key, "--hostname", name)
+		_, err := lp.meshctl(t, ml.meshctl, "up", "--coord", coord, "--auth-key", authKey, "--hostname", name)
 		return err
 	})
 	t.Logf("meshctl up on %s: %v", name, time.Since(start).Round(time.Millisecond))
