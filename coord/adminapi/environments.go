@@ -17,16 +17,13 @@ import (
 // maxCompose bounds a compose file.
 const maxCompose = 256 << 10
 
-// composeAAD binds a sealed compose file to its environment.
-func composeAAD(env string) string { return "environment/" + env + "/compose" }
-
 // OpenCompose decrypts an environment's stored compose file.
 func OpenCompose(k *secret.Key, e *fsm.Environment) ([]byte, error) {
 	sealed, err := base64.StdEncoding.DecodeString(e.Compose)
 	if err != nil {
 		return nil, err
 	}
-	return k.Open(sealed, []byte(composeAAD(e.Name)))
+	return k.Open(sealed, []byte(secret.ComposeAAD(e.Name)))
 }
 
 func (s *Server) apiEnvironment(e *fsm.Environment, owner string) api.Environment {
@@ -68,13 +65,13 @@ func (s *Server) sealEnvironment(env, how, text string, vars map[string]string) 
 		return nil, apiErr(http.StatusServiceUnavailable, api.CodeUnavailable,
 			"coord has no secret key to encrypt compose files at rest: start every replica with the same --secret-key-file FILE")
 	}
-	out := &sealedEnvironment{compose: base64.StdEncoding.EncodeToString(s.Secrets.Seal([]byte(text), []byte(composeAAD(env))))}
+	out := &sealedEnvironment{compose: base64.StdEncoding.EncodeToString(s.Secrets.Seal([]byte(text), []byte(secret.ComposeAAD(env))))}
 	if len(vars) > 0 {
 		b, err := json.Marshal(vars)
 		if err != nil {
 			return nil, err
 		}
-		out.variables = base64.StdEncoding.EncodeToString(s.Secrets.Seal(b, []byte(variablesAAD(env))))
+		out.variables = base64.StdEncoding.EncodeToString(s.Secrets.Seal(b, []byte(secret.VariablesAAD(env))))
 	}
 	for _, svc := range p.Services {
 		out.services = append(out.services, fsm.Service{Name: svc.Name, Image: svc.Image, Ports: slices.Clone(svc.Ports)})

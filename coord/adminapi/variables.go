@@ -18,9 +18,6 @@ const (
 	maxVariableBytes = 64 << 10 // of all names and values together
 )
 
-// variablesAAD binds an environment's sealed variables to it.
-func variablesAAD(env string) string { return "environment/" + env + "/variables" }
-
 // OpenVariables decrypts an environment's stored variables (nil when it has none).
 func OpenVariables(k *secret.Key, e *fsm.Environment) (map[string]string, error) {
 	if e.Variables == "" {
@@ -30,7 +27,7 @@ func OpenVariables(k *secret.Key, e *fsm.Environment) (map[string]string, error)
 	if err != nil {
 		return nil, err
 	}
-	b, err := k.Open(sealed, []byte(variablesAAD(e.Name)))
+	b, err := k.Open(sealed, []byte(secret.VariablesAAD(e.Name)))
 	if err != nil {
 		return nil, err
 	}

@@ -92,10 +92,9 @@ func (st *ServiceStatus) apply(s *Service, t *tx) {
 		st.State, st.Health, st.HealthOutput, st.Restarts, st.ExitCode, st.Reason, t.c.Time
 }
 
-// Observed is s's observed state as a report gives it, to compare a report with what is
-// stored.
-func (s *Service) Observed() ServiceStatus {
-	o := observedOf(s)
-	o.Name = s.Name
-	return o
+// Holds reports whether s already holds what st reports (as environment.status would
+// store it): a report that would change nothing need not be written.
+func (s *Service) Holds(st ServiceStatus) bool {
+	st.HealthOutput, st.Reason = cut(st.HealthOutput, maxHealthOutput), cut(st.Reason, maxReason)
+	return st.observed() == observedOf(s)
 }

@@ -386,6 +386,11 @@ func (s *Store) Environments(ownerID string) []*Environment {
 	return listBy[Environment](s, tEnvs, "owner", ownerID)
 }
 
+// WorkspacesConnected lists the workspaces connected to environment env.
+func (s *Store) WorkspacesConnected(env string) []*Workspace {
+	return all[Workspace](s.read(), tWorkspaces, "env", env)
+}
+
 // EnvironmentsOn lists the environments wanted on one machine.
 func (s *Store) EnvironmentsOn(machine string) []*Environment {
 	return all[Environment](s.read(), tEnvs, "machine", machine)
