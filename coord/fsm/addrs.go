@@ -40,12 +40,12 @@ func allocate(t *tx, owner string) (v4, v6 netip.Addr, err error) {
 // allocateAll leases a free mesh address pair to each of owners, all or none: it finds
 // them all before it writes, so a full range refuses the command without a trace.
 func allocateAll(t *tx, owners []string) (v4s, v6s []netip.Addr, err error) {
+	if len(owners) == 0 {
+		return nil, nil, nil
+	}
 	ula, perr := netip.ParsePrefix(meta(t.Txn, "ula"))
 	if perr != nil {
 		return nil, nil, errorf(CodeUnsupported, "the cluster has no IPv6 prefix yet (it is set when coord starts); retry in a moment")
-	}
-	if len(owners) == 0 {
-		return nil, nil, nil
 	}
 	a := ipam.First
 	if next, err := netip.ParseAddr(meta(t.Txn, "next-addr")); err == nil {

@@ -280,6 +280,9 @@ func (c *backupCheck) environment(e *Environment) error {
 		return err
 	}
 	for _, s := range e.Services {
+		if s.IPv4 == "" && s.IPv6 == "" {
+			continue // from before services had addresses: it gets them at its next update
+		}
 		if c.leases[s.IPv4] != serviceOwner(e.Name, s.Name) {
 			return fmt.Errorf("environment %q: service %q: address %q is not leased to it", e.Name, s.Name, s.IPv4)
 		}

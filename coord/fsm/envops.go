@@ -1,6 +1,9 @@
 package fsm
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Connect is the payload of workspace.connect: Env "" disconnects.
 type Connect struct {
@@ -50,7 +53,7 @@ func environmentCreate(t *tx) (any, string, error) {
 		return nil, "", err
 	}
 	e.Services = declared(e.Services)
-	if err := leaseServices(t, e.Name, e.Services); err != nil {
+	if _, err := leaseServices(t, e.Name, e.Services); err != nil {
 		return nil, "", err
 	}
 	e.Desired, e.CreatedAt, e.UpdatedAt = Running, t.c.Time, t.c.Time
@@ -89,8 +92,8 @@ func declared(svcs []Service) []Service {
 }
 
 // leaseServices gives each service of svcs without addresses a mesh address pair, all or
-// none.
-func leaseServices(t *tx, env string, svcs []Service) error {
+// none, and says how many it gave.
+func leaseServices(t *tx, env string, svcs []Service) (int, error) {
 	var owners []string
 	var need []int
 	for i, s := range svcs {
@@ -100,12 +103,12 @@ func leaseServices(t *tx, env string, svcs []Service) error {
 	}
 	v4s, v6s, err := allocateAll(t, owners)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for j, i := range need {
 		svcs[i].IPv4, svcs[i].IPv6 = v4s[j].String(), v6s[j].String()
 	}
-	return nil
+	return len(need), nil
 }
 
 // EnvironmentUpdate is the payload of environment.update: a new compose file (sealed), its
@@ -145,7 +148,7 @@ func environmentUpdate(t *tx) (any, string, error) {
 			e.Services[i] = keep
 		}
 	}
-	if err := leaseServices(t, e.Name, e.Services); err != nil {
+	if _, err := leaseServices(t, e.Name, e.Services); err != nil {
 		return nil, "", err
 	}
 	for _, s := range removed {
@@ -193,8 +196,16 @@ func environmentSet(t *tx) (any, string, error) {
 		return nil, "", errorf(CodeInvalid, "environment %q: state %q: use running or stopped", req.Name, req.Desired)
 	}
 	e := *old
-	e.Desired, e.UpdatedAt = req.Desired, t.c.Time
+	e.Desired, e.UpdatedAt, e.Services = req.Desired, t.c.Time, slices.Clone(old.Services)
+	// An environment from before services had addresses gets them here.
+	leased, err := leaseServices(t, e.Name, e.Services)
+	if err != nil {
+		return nil, "", err
+	}
 	t.put(tEnvs, &e)
+	if leased > 0 {
+		touchNode(t, e.Machine)
+	}
 	return &e, "environment/" + e.Name, nil
 }
 

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -176,5 +177,38 @@ func TestNodeAtService(t *testing.T) {
 	}
 	if n := nodeAt(tx, h.f.Store().Workspace("dev").IPv4); n == nil || n.Name != "wm1" {
 		t.Errorf("nodeAt(workspace) = %v; want wm1", n)
+	}
+}
+
+// TestEnvironmentFromBeforeAddresses: an environment stored before services had addresses
+// restores from a backup, and gets its addresses at its next env up.
+func TestEnvironmentFromBeforeAddresses(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "api", Image: "api"}}})
+	svc := h.f.Store().Environment("staging").Services[0]
+	var old []string
+	for _, l := range strings.Split(string(snapshotBytes(t, h.f.Store())), "\n") {
+		if strings.Contains(l, `"owner":"service/`) {
+			continue // its lease
+		}
+		old = append(old, strings.Replace(l, `,"ipv4":"`+svc.IPv4+`","ipv6":"`+svc.IPv6+`"`, "", 1))
+	}
+	snap := strings.Join(old, "\n")
+	if strings.Contains(snap, svc.IPv6) {
+		t.Fatal("test bug: the service's addresses are still in the backup")
+	}
+	if _, err := ParseBackup([]byte(snap)); err != nil {
+		t.Fatalf("a backup from before addresses refused: %v", err)
+	}
+	h2 := newHarness(t)
+	if err := h2.f.Restore(io.NopCloser(strings.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	h2.index = h.index
+	h2.ok("environment.set", WorkspaceState{Name: "staging", Desired: Running})
+	got := h2.f.Store().Environment("staging").Services[0]
+	if got.IPv4 == "" || got.IPv6 == "" || leaseOwner(h2.f.Store(), got.IPv4) != "service/staging/api" {
+		t.Errorf("after env up: %+v, leased to %q", got, leaseOwner(h2.f.Store(), got.IPv4))
 	}
 }
