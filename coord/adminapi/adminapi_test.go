@@ -227,7 +227,9 @@ func TestBadInput(t *testing.T) {
 		{"intercept of an unknown service", "alice", "POST", "/v1/intercepts", `{"env": "alice-env", "service": "web", "port": 80, "workspace": "alice-ws", "workspace_port": 3000}`, 404, "has no service"},
 		{"member intercepts another's env", "bob", "POST", "/v1/intercepts", `{"env": "alice-env", "service": "api", "port": 8080, "workspace": "bob-ws", "workspace_port": 3000}`, 404, "no environment"},
 		{"member intercepts into another's workspace", "alice", "POST", "/v1/intercepts", `{"env": "alice-env", "service": "api", "port": 8080, "workspace": "bob-ws", "workspace_port": 3000}`, 404, "no workspace"},
-		{"member connects to another's env", "bob", "PUT", "/v1/workspaces/bob-ws/env", `{"env": "alice-env"}`, 404, "no environment"},
+		{"member connects to another's env", "bob", "PUT", "/v1/workspaces/bob-ws/env", `{"env": "alice-env"}`, 403, `environment "alice-env" is not yours`},
+		{"member connects to no env", "bob", "PUT", "/v1/workspaces/bob-ws/env", `{"env": "nope"}`, 404, "no environment"},
+		{"member updates another's env", "bob", "PUT", "/v1/environments/alice-env", `{"compose": "services:\n  web:\n    image: x\n"}`, 404, "no environment"},
 		{"member deletes another's env", "bob", "DELETE", "/v1/environments/alice-env", ``, 404, "no environment"},
 		{"member revokes another's key", "bob", "DELETE", "/v1/apikeys/" + keyID(e.alice), ``, 404, "no API key"},
 	}

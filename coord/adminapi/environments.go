@@ -2,20 +2,20 @@ package adminapi
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
+	"slices"
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
 	"meshwork.dev/coord/secret"
+	"meshwork.dev/overlay/meshdns"
 	"meshwork.dev/workspace/compose"
 )
 
 // maxCompose bounds a compose file.
 const maxCompose = 256 << 10
-
-// composeAAD binds a sealed compose file to its environment.
-func composeAAD(env string) string { return "environment/" + env + "/compose" }
 
 // OpenCompose decrypts an environment's stored compose file.
 func OpenCompose(k *secret.Key, e *fsm.Environment) ([]byte, error) {
@@ -23,15 +23,60 @@ func OpenCompose(k *secret.Key, e *fsm.Environment) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return k.Open(sealed, []byte(composeAAD(e.Name)))
+	return k.Open(sealed, []byte(secret.ComposeAAD(e.Name)))
 }
 
-func apiEnvironment(e *fsm.Environment, owner string) api.Environment {
-	out := api.Environment{ID: e.ID, Name: e.Name, Owner: owner, Machine: e.Machine, Desired: e.Desired, CreatedAt: e.CreatedAt}
-	for _, s := range e.Services {
-		out.Services = append(out.Services, api.Service{Name: s.Name, Image: s.Image, Ports: s.Ports})
+func (s *Server) apiEnvironment(e *fsm.Environment, owner string) api.Environment {
+	out := api.Environment{ID: e.ID, Name: e.Name, Owner: owner, Machine: e.Machine, Desired: e.Desired,
+		Services: []api.Service{}, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
+	for _, svc := range e.Services {
+		out.Services = append(out.Services, api.Service{Name: svc.Name, Image: svc.Image, Ports: svc.Ports,
+			IPv4: svc.IPv4, IPv6: svc.IPv6, DNSName: meshdns.ServiceName(svc.Name, e.Name, s.domain()),
+			State: svc.State, Health: svc.Health, HealthOutput: svc.HealthOutput, Restarts: svc.Restarts,
+			ExitCode: svc.ExitCode, Reason: svc.Reason, StateAt: svc.StateAt})
 	}
 	return out
+}
+
+// sealedEnvironment is a compose file and its variables checked and sealed for the log.
+type sealedEnvironment struct {
+	compose, variables string
+	services           []fsm.Service
+}
+
+// sealEnvironment checks environment env's compose file and the variables its secrets and
+// configs take, and seals both for the log. how is the command that sends them
+// ("meshctl env create"), for the fix an error names.
+func (s *Server) sealEnvironment(env, how, text string, vars map[string]string) (*sealedEnvironment, error) {
+	if len(text) > maxCompose {
+		return nil, apiErr(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "compose file over %d bytes", maxCompose)
+	}
+	if err := checkVariableSizes(vars); err != nil {
+		return nil, err
+	}
+	p, err := compose.Load(env, []byte(text))
+	if err != nil {
+		return nil, invalid("environment %q: %v", env, err)
+	}
+	if err := checkVariables(p, vars, how); err != nil {
+		return nil, err
+	}
+	if s.Secrets == nil {
+		return nil, apiErr(http.StatusServiceUnavailable, api.CodeUnavailable,
+			"coord has no secret key to encrypt compose files at rest: start every replica with the same --secret-key-file FILE")
+	}
+	out := &sealedEnvironment{compose: base64.StdEncoding.EncodeToString(s.Secrets.Seal([]byte(text), []byte(secret.ComposeAAD(env))))}
+	if len(vars) > 0 {
+		b, err := json.Marshal(vars)
+		if err != nil {
+			return nil, err
+		}
+		out.variables = base64.StdEncoding.EncodeToString(s.Secrets.Seal(b, []byte(secret.VariablesAAD(env))))
+	}
+	for _, svc := range p.Services {
+		out.services = append(out.services, fsm.Service{Name: svc.Name, Image: svc.Image, Ports: slices.Clone(svc.Ports)})
+	}
+	return out, nil
 }
 
 func (s *Server) createEnvironment(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -42,31 +87,43 @@ func (s *Server) createEnvironment(w http.ResponseWriter, r *http.Request, c *ca
 	if err := fsm.ValidName("environment", req.Name); err != nil {
 		return err
 	}
-	if len(req.Compose) > maxCompose {
-		return apiErr(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "compose file over %d bytes", maxCompose)
-	}
-	services, err := compose.Parse(req.Name, []byte(req.Compose))
+	sealed, err := s.sealEnvironment(req.Name, "meshctl env create", req.Compose, req.Variables)
 	if err != nil {
-		return invalid("environment %q: %v", req.Name, err)
+		return err
 	}
 	owner, err := s.owner(r, c, req.Owner)
 	if err != nil {
 		return err
 	}
-	if s.Secrets == nil {
-		return apiErr(http.StatusServiceUnavailable, api.CodeUnavailable,
-			"coord has no secret key to encrypt compose files at rest: start every replica with the same --secret-key-file FILE")
-	}
-	sealed := s.Secrets.Seal([]byte(req.Compose), []byte(composeAAD(req.Name)))
 	e := fsm.Environment{ID: keys.New("e").ID, Name: req.Name, OwnerID: owner.ID, Machine: req.Machine,
-		Compose: base64.StdEncoding.EncodeToString(sealed)}
-	for _, svc := range services {
-		e.Services = append(e.Services, fsm.Service{Name: svc.Name, Image: svc.Image, Ports: svc.Ports})
-	}
+		Compose: sealed.compose, Variables: sealed.variables, Services: sealed.services}
 	if err := s.apply(r, c, "environment.create", e, &e); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, apiEnvironment(&e, owner.Name))
+	writeJSON(w, http.StatusCreated, s.apiEnvironment(&e, owner.Name))
+	return nil
+}
+
+// updateEnvironment replaces an environment's compose file and variables.
+func (s *Server) updateEnvironment(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.UpdateEnvironment
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	store, e, err := s.ownEnvironment(r, c)
+	if err != nil {
+		return err
+	}
+	sealed, err := s.sealEnvironment(e.Name, "meshctl env update", req.Compose, req.Variables)
+	if err != nil {
+		return err
+	}
+	var out fsm.Environment
+	up := fsm.EnvironmentUpdate{Name: e.Name, Compose: sealed.compose, Variables: sealed.variables, Services: sealed.services}
+	if err := s.apply(r, c, "environment.update", up, &out); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.apiEnvironment(&out, userName(store, out.OwnerID)))
 	return nil
 }
 
@@ -77,7 +134,7 @@ func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, c *cal
 	}
 	out := []api.Environment{}
 	for _, e := range store.Environments(visible(c)) {
-		out = append(out, apiEnvironment(e, userName(store, e.OwnerID)))
+		out = append(out, s.apiEnvironment(e, userName(store, e.OwnerID)))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -101,7 +158,7 @@ func (s *Server) getEnvironment(w http.ResponseWriter, r *http.Request, c *calle
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiEnvironment(e, userName(store, e.OwnerID)))
+	writeJSON(w, http.StatusOK, s.apiEnvironment(e, userName(store, e.OwnerID)))
 	return nil
 }
 
@@ -122,7 +179,7 @@ func (s *Server) setEnvironment(w http.ResponseWriter, r *http.Request, c *calle
 	if err := s.apply(r, c, "environment.set", fsm.WorkspaceState{Name: e.Name, Desired: desired}, &out); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiEnvironment(&out, userName(store, out.OwnerID)))
+	writeJSON(w, http.StatusOK, s.apiEnvironment(&out, userName(store, out.OwnerID)))
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"meshwork.dev/coord/fsm"
 	"meshwork.dev/coord/keys"
 	"meshwork.dev/coord/secret"
+	"meshwork.dev/overlay/meshdns"
 )
 
 // Backend is the replica as the API uses it.
@@ -40,6 +41,9 @@ type Server struct {
 	// LoginLimit is how many failed logins one address (an IPv6 /64) may make in a minute
 	// before it is refused, unchecked, for the rest of that minute; default 10.
 	LoginLimit int
+	// Domain is the mesh's DNS domain, as the control server has it (services are named
+	// <service>.<env>.<domain>); default meshdns.DefaultDomain.
+	Domain string
 	// InsecureJoin admits replicas over plain HTTP from other machines (labs only): see join.
 	InsecureJoin bool
 
@@ -75,6 +79,13 @@ type caller struct {
 	addr  string      // source address, for the audit log
 	idem  string      // the scope of the request's Idempotency-Key; "": none
 	body  *bodyDigest // the request's body, hashed as it is read, when idem is set
+}
+
+func (s *Server) domain() string {
+	if s.Domain == "" {
+		return meshdns.DefaultDomain
+	}
+	return s.Domain
 }
 
 func (c *caller) admin() bool { return c.user.Role == fsm.RoleAdmin }
@@ -126,6 +137,7 @@ func (s *Server) routes() map[string]handlerFunc {
 		"POST /v1/environments/{name}/up":   s.upEnvironment,
 		"POST /v1/environments/{name}/down": s.downEnvironment,
 		"DELETE /v1/environments/{name}":    s.deleteEnvironment,
+		"PUT /v1/environments/{name}":       s.updateEnvironment,
 		"POST /v1/intercepts":               s.createIntercept,
 		"GET /v1/intercepts":                s.listIntercepts,
 		"DELETE /v1/intercepts/{id}":        s.deleteIntercept,

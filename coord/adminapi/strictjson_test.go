@@ -59,7 +59,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, v := range []any{new(api.CreateWorkspace), new(api.CreateAuthKey), new(api.CreateEnvironment),
+		for _, v := range []any{new(api.CreateWorkspace), new(api.CreateAuthKey), new(api.CreateEnvironment), new(api.UpdateEnvironment),
 			new(api.CreateUser), new(api.Policy), new(api.JoinRequest), new(map[string]any), new(any)} {
 			err := decodeJSON(data, v)
 			var ae *api.Error

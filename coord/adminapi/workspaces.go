@@ -146,15 +146,29 @@ func (s *Server) connectWorkspace(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	if req.Env != "" {
-		if e := store.Environment(req.Env); e == nil || (!c.admin() && e.OwnerID != c.user.ID) {
-			return notFound("no environment %q (see meshctl env list)", req.Env)
-		}
+	if err := mayUse(store, c, req.Env); err != nil {
+		return err
 	}
 	var out fsm.Workspace
 	if err := s.apply(r, c, "workspace.connect", fsm.Connect{Workspace: ws.Name, Env: req.Env}, &out); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, apiWorkspace(&out, userName(store, out.OwnerID)))
+	return nil
+}
+
+// mayUse checks that the caller may connect a workspace to environment env ("" disconnects):
+// it must exist (404) and be the caller's, or the caller an admin (403).
+func mayUse(store *fsm.Store, c *caller, env string) error {
+	if env == "" {
+		return nil
+	}
+	e := store.Environment(env)
+	switch {
+	case e == nil:
+		return notFound("no environment %q (see meshctl env list)", env)
+	case !c.admin() && e.OwnerID != c.user.ID:
+		return forbidden("environment %q is not yours: only its owner or an admin may connect a workspace to it; ask them, or create your own (meshctl env create)", env)
+	}
 	return nil
 }

@@ -36,9 +36,12 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request, mk key.MachineP
 	return store, n
 }
 
-// serveMachineState answers a machine's agent with the workspaces wanted on it. Given the
-// digest of what the agent has, it waits (a long poll) until that changes: status reports,
-// other machines' workspaces and the like wake it but send nothing.
+// stateTables are the tables a machine's state is made from.
+var stateTables = []string{fsm.TableWorkspaces, fsm.TableUsers, fsm.TablePolicy, fsm.TableEnvironments, fsm.TableNodes}
+
+// serveMachineState answers a machine's agent with the workspaces and environments wanted
+// on it. Given the digest of what the agent has, it waits (a long poll) until that changes:
+// status reports, other machines' workspaces and the like wake it but send nothing.
 func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
 	store, n := s.machine(w, r, mk)
 	if n == nil {
@@ -49,16 +52,19 @@ func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk ke
 	index, _ := strconv.ParseUint(q.Get("index"), 10, 64)
 	ctx, cancel := context.WithTimeout(r.Context(), stateWait)
 	defer cancel()
-	st := s.machineState(store, n.Name)
-	for have != "" && st.Digest == have && ctx.Err() == nil {
+	st, err := s.machineState(store, n.Name)
+	for err == nil && have != "" && st.Digest == have && ctx.Err() == nil {
 		index = max(index, st.Index)
-		store.WaitIndex(ctx, index, fsm.TableWorkspaces, fsm.TableUsers, fsm.TablePolicy)
-		var err error
-		if store, err = s.Backend.Read(r.Context(), ""); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
+		store.WaitIndex(ctx, index, stateTables...)
+		if store, err = s.Backend.Read(r.Context(), ""); err == nil {
+			st, err = s.machineState(store, n.Name)
 		}
-		st = s.machineState(store, n.Name)
+	}
+	if err != nil {
+		// The agent keeps what it runs until coord can say what it wants again.
+		s.logf("control: state for %s: %v", n.Name, err)
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
 	}
 	if r.Context().Err() != nil {
 		return
@@ -67,10 +73,13 @@ func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk ke
 	json.NewEncoder(w).Encode(st)
 }
 
-// machineState is what the machine called name should run, with its digest.
-func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
-	st := &api.MachineState{Index: max(store.TableIndex(fsm.TableWorkspaces), store.TableIndex(fsm.TableUsers), store.TableIndex(fsm.TablePolicy)),
-		Machine: name, Domain: s.domain(), Admins: []string{}, Workspaces: []api.WorkspaceSpec{}}
+// machineState is what the machine called name should run, with its digest (of all but
+// Index).
+func (s *Server) machineState(store *fsm.Store, name string) (*api.MachineState, error) {
+	st := &api.MachineState{Machine: name, Domain: s.domain(), Admins: []string{}, Workspaces: []api.WorkspaceSpec{}}
+	for _, t := range stateTables {
+		st.Index = max(st.Index, store.TableIndex(t))
+	}
 	for _, u := range store.Users() {
 		if u.Role == fsm.RoleAdmin {
 			st.Admins = append(st.Admins, u.Name)
@@ -79,7 +88,7 @@ func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
 	pol := s.sshPolicy(store)
 	for _, ws := range store.WorkspacesOn(name) {
 		spec := api.WorkspaceSpec{ID: ws.ID, Name: ws.Name, Image: ws.Image, IPv4: ws.IPv4, IPv6: ws.IPv6,
-			CPU: ws.CPU, Memory: ws.MemoryBytes, Desired: ws.Desired}
+			CPU: ws.CPU, Memory: ws.MemoryBytes, Desired: ws.Desired, Env: ws.Env}
 		if pol != nil {
 			for _, g := range pol.SSHGrants(ws.Name) {
 				spec.SSH = append(spec.SSH, api.SSHGrant(g))
@@ -90,10 +99,19 @@ func (s *Server) machineState(store *fsm.Store, name string) *api.MachineState {
 		}
 		st.Workspaces = append(st.Workspaces, spec)
 	}
-	b, _ := json.Marshal([]any{st.Machine, st.Domain, st.Admins, st.Workspaces})
+	var err error
+	if st.Environments, err = s.environmentSpecs(store, name); err != nil {
+		return nil, err
+	}
+	digested := *st
+	digested.Index = 0
+	b, err := json.Marshal(digested)
+	if err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256(b)
 	st.Digest = hex.EncodeToString(sum[:12])
-	return st
+	return st, nil
 }
 
 // sshPolicy is the policy whose ssh rules grant logins, or nil (none set, or one that does
@@ -111,8 +129,9 @@ func (s *Server) sshPolicy(store *fsm.Store) *policy.Policy {
 	return p
 }
 
-// serveMachineReport records what a machine's agent observes of its workspaces. A machine
-// reports only on its own workspaces; states it already reported are not written again.
+// serveMachineReport records what a machine's agent observes of its workspaces and
+// environment services. A machine reports only on its own; states it already reported are
+// not written again.
 func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
 	store, n := s.machine(w, r, mk)
 	if n == nil {
@@ -135,6 +154,7 @@ func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk k
 			s.logf("control: report from %s on %s: %v", n.Name, ws.Name, err)
 		}
 	}
+	s.recordServices(r.Context(), store, n, rep.Services)
 	w.WriteHeader(http.StatusNoContent)
 }
 

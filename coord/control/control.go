@@ -70,10 +70,11 @@ type Server struct {
 	cancel  context.CancelFunc
 	writers sync.WaitGroup // online writers
 
-	filterMu sync.Mutex             // guards the compiled filter
-	filterAt filterKey              // the state it was compiled from
-	compiled []tailcfg.FilterRule   // the packet filter as of filterAt
-	removal  map[string]*time.Timer // pending removals of ephemeral nodes
+	filterMu  sync.Mutex             // guards the compiled filter
+	filterAt  filterKey              // the state it was compiled from
+	compiled  []tailcfg.FilterRule   // the packet filter as of filterAt
+	filterGen uint64                 // counts the changes of compiled
+	removal   map[string]*time.Timer // pending removals of ephemeral nodes
 }
 
 // DeriveKey derives the control Noise key from a secret every replica holds (the cluster

@@ -91,16 +91,16 @@ func TestFilterCompiledOncePerChange(t *testing.T) {
 	l.must(t, "policy.set", fsm.Policy{Text: `{"acls": [{"action": "accept", "src": ["n0"], "dst": ["n0:22", "n1:22"]}]}`})
 	s := &Server{Backend: l}
 	store := l.f.Store()
-	first := s.filter(store, nil)
+	first, gen := s.filter(store, nil)
 	if len(first) != 1 {
 		t.Fatalf("filter = %+v, want one rule", first)
 	}
-	if again := s.filter(store, nil); &again[0] != &first[0] {
+	if again, g := s.filter(store, nil); &again[0] != &first[0] || g != gen {
 		t.Errorf("the filter was compiled again with nothing changed")
 	}
 	join(1)
-	if after := s.filter(store, nil); len(after) != 1 || len(after[0].DstPorts) <= len(first[0].DstPorts) {
-		t.Errorf("before n1 joined: %+v; after: %+v; want n1's addresses added", first, after)
+	if after, g := s.filter(store, nil); len(after) != 1 || len(after[0].DstPorts) <= len(first[0].DstPorts) || g == gen {
+		t.Errorf("before n1 joined: %+v; after: %+v (generation %d, %d); want n1's addresses added, a new generation", first, after, gen, g)
 	}
 }
 

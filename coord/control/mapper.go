@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"tailscale.com/util/zstdframe"
 
 	"meshwork.dev/coord/fsm"
+	"meshwork.dev/overlay/meshdns"
 	"meshwork.dev/policy"
 )
 
@@ -84,19 +86,30 @@ func (s *Server) serveMap(w http.ResponseWriter, r *http.Request, mk key.Machine
 
 // streamState is what one map stream has told its node.
 type streamState struct {
-	index      uint64 // nodes, policy and workspaces as of this log index
-	policy     uint64 // the policy version the filter came from
-	workspaces uint64 // the workspaces table index the DNS records came from
-	derp       *tailcfg.DERPMap
-	vis        *visibility     // what the node may see, as of index
-	peers      map[string]bool // the IDs of the peers it was told of; nil: all (no policy)
+	index  uint64 // nodes, policy, workspaces and users as of this log index
+	policy uint64 // the policy version the node's visibility came from
+	filter uint64 // the generation of the packet filter it was sent
+	dnsAt  dnsKey // what the DNS records were last made from
+	dns    *tailcfg.DNSConfig
+	derp   *tailcfg.DERPMap
+	vis    *visibility     // what the node may see, as of index
+	peers  map[string]bool // the IDs of the peers it was told of; nil: all (no policy)
 }
 
 // told reports whether the node was told of peer id.
 func (st *streamState) told(id string) bool { return st.peers == nil || st.peers[id] }
 
 // watched are the tables whose changes a map stream follows.
-var watched = []string{fsm.TableNodes, fsm.TablePolicy, fsm.TableWorkspaces}
+// Environments' addresses are not among them: an environment that gains or loses one marks
+// its machine changed.
+var watched = []string{fsm.TableNodes, fsm.TablePolicy, fsm.TableWorkspaces, fsm.TableUsers}
+
+// dnsKey is what the DNS records are made from: the workspaces and the environments.
+type dnsKey struct{ workspaces, environments uint64 }
+
+func dnsKeyOf(store *fsm.Store) dnsKey {
+	return dnsKey{store.TableIndex(fsm.TableWorkspaces), store.TableIndex(fsm.TableEnvironments)}
+}
 
 func tablesIndex(store *fsm.Store) uint64 {
 	var idx uint64
@@ -107,20 +120,33 @@ func tablesIndex(store *fsm.Store) uint64 {
 }
 
 // dnsConfig is the mesh's DNS: the domain, answered by every node (MagicDNS: node names
-// come from the map), plus a record for each workspace's mesh addresses that vis sees.
+// come from the map), plus a record for each workspace's and each environment service's
+// mesh addresses that vis sees (<workspace>.<domain>, <service>.<env>.<domain>).
 func (s *Server) dnsConfig(store *fsm.Store, vis *visibility) *tailcfg.DNSConfig {
 	c := &tailcfg.DNSConfig{Domains: []string{s.domain()}, Proxied: true}
 	for _, w := range store.Workspaces("") {
-		if vis.limited && !vis.sees(hostPrefixes(w.IPv4, w.IPv6)) {
-			continue
-		}
-		for _, a := range []string{w.IPv4, w.IPv6} {
-			if clientsRoute(a) {
-				c.ExtraRecords = append(c.ExtraRecords, tailcfg.DNSRecord{Name: w.Name + "." + s.domain() + ".", Value: a})
-			}
+		c.ExtraRecords = appendRecords(c.ExtraRecords, vis, w.Name+"."+s.domain()+".", w.IPv4, w.IPv6)
+	}
+	for _, e := range store.Environments("") {
+		for _, svc := range e.Services {
+			name := meshdns.ServiceName(svc.Name, e.Name, s.domain()) + "."
+			c.ExtraRecords = appendRecords(c.ExtraRecords, vis, name, svc.IPv4, svc.IPv6)
 		}
 	}
 	return c
+}
+
+// appendRecords adds records of name for the addresses v4 and v6, if vis sees them.
+func appendRecords(recs []tailcfg.DNSRecord, vis *visibility, name, v4, v6 string) []tailcfg.DNSRecord {
+	if vis.limited && !vis.sees(hostPrefixes(v4, v6)) {
+		return recs
+	}
+	for _, a := range []string{v4, v6} {
+		if clientsRoute(a) {
+			recs = append(recs, tailcfg.DNSRecord{Name: name, Value: a})
+		}
+	}
+	return recs
 }
 
 // clientsRoute reports whether a is a workspace address Tailscale clients send to the peer
@@ -158,9 +184,13 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 	}
 	pol := store.Policy()
 	newPolicy := pol.Version != st.policy
-	if newPolicy || pol.Version != 0 && (len(changed) > 0 || len(gone) > 0) {
-		// A policy names hosts, so its filter follows the nodes it resolves to.
-		res.PacketFilter = s.filter(store, nil)
+	rules, gen := s.filter(store, nil)
+	newFilter := gen != st.filter
+	if newFilter {
+		res.PacketFilter, st.filter = rules, gen
+	}
+	if newPolicy || pol.Version != 0 && (newFilter || len(changed) > 0 || len(gone) > 0) {
+		// A policy names hosts, so whom the node may see follows the nodes it resolves to.
 		st.policy = pol.Version
 		if self == nil {
 			self = store.NodeByID(selfID)
@@ -168,10 +198,10 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 		if self == nil {
 			return nil, false
 		}
-		st.vis = s.visibilityFor(store, self, nil)
+		st.vis = s.visibilityOf(store, self, rules)
 	}
 	look := changed
-	if newPolicy || st.vis.limited && res.Node != nil {
+	if newPolicy || st.vis.limited && (res.Node != nil || newFilter) {
 		look = store.Nodes("") // whom the node may see may have changed for anyone
 	}
 	if st.vis.limited && st.peers == nil {
@@ -208,8 +238,11 @@ func (s *Server) delta(store *fsm.Store, selfID string, st *streamState) (res *t
 	if d := s.derpMap(); d != st.derp {
 		res.DERPMap, st.derp = d, d
 	}
-	if w := store.TableIndex(fsm.TableWorkspaces); w != st.workspaces || newPolicy {
-		res.DNSConfig, st.workspaces = s.dnsConfig(store, st.vis), w
+	if k := dnsKeyOf(store); k != st.dnsAt || newPolicy || newFilter && st.vis.limited {
+		st.dnsAt = k
+		if c := s.dnsConfig(store, st.vis); !reflect.DeepEqual(c, st.dns) {
+			res.DNSConfig, st.dns = c, c
+		}
 	}
 	st.index = now
 	if res.Node == nil && res.PeersChanged == nil && res.PeersRemoved == nil && res.UserProfiles == nil && res.PacketFilter == nil && res.DERPMap == nil && res.DNSConfig == nil {
@@ -325,9 +358,11 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string, st *streamState) 
 	if self == nil {
 		return nil
 	}
-	*st = streamState{index: tablesIndex(store), workspaces: store.TableIndex(fsm.TableWorkspaces),
+	rules, gen := s.filter(store, nodes)
+	*st = streamState{index: tablesIndex(store), dnsAt: dnsKeyOf(store), filter: gen,
 		policy: store.Policy().Version, derp: s.derpMap()}
-	st.vis = s.visibilityFor(store, self, nodes)
+	st.vis = s.visibilityOf(store, self, rules)
+	st.dns = s.dnsConfig(store, st.vis)
 	if st.vis.limited {
 		st.peers = map[string]bool{}
 	}
@@ -336,8 +371,8 @@ func (s *Server) mapResponse(store *fsm.Store, nodeKey string, st *streamState) 
 		Node:         s.tailNode(store, self),
 		DERPMap:      st.derp,
 		Domain:       s.domain(),
-		PacketFilter: s.filter(store, nodes),
-		DNSConfig:    s.dnsConfig(store, st.vis),
+		PacketFilter: rules,
+		DNSConfig:    st.dns,
 		ControlTime:  &now,
 	}
 	users := map[string]bool{self.UserID: true}
@@ -366,42 +401,51 @@ func userProfiles(store *fsm.Store, ids map[string]bool) []tailcfg.UserProfile {
 	return out
 }
 
-// filterKey is the state a packet filter is compiled from: the policy and the nodes it names.
-type filterKey struct{ policy, nodes uint64 }
+// filterKey is the state a packet filter is compiled from: the policy, the nodes it names
+// (and whose addresses include the services they host), the workspaces (connected to
+// environments) and the users (admins reach every environment).
+type filterKey struct{ policy, nodes, workspaces, users uint64 }
 
-// filter is the packet filter every node enforces: everything while no policy is set, else
-// the policy's acls. A policy that does not compile (it was checked when set) fails closed.
-// It is compiled once per change of the policy or the nodes, not once per map stream.
-// nodes, when not nil, are the store's nodes (saving a second read).
-func (s *Server) filter(store *fsm.Store, nodes []*fsm.Node) []tailcfg.FilterRule {
+// filter is the packet filter every node enforces: the policy's acls, or everything while no
+// policy is set; either way no "*" reaches an environment's services, which only their own
+// environment, its connected workspaces and the machines of its owner and of the admins
+// reach. A policy that does not compile (it was checked when set) fails closed. It is
+// compiled once per change of what it is made from, not once per map stream; gen changes
+// only when the rules do. nodes, when not nil, are the store's nodes (saving a second read).
+func (s *Server) filter(store *fsm.Store, nodes []*fsm.Node) (rules []tailcfg.FilterRule, gen uint64) {
 	pol := store.Policy()
-	if pol.Version == 0 || pol.Text == "" {
-		return policy.AllowAll
-	}
-	key := filterKey{pol.Version, store.TableIndex(fsm.TableNodes)}
+	key := filterKey{pol.Version, store.TableIndex(fsm.TableNodes), store.TableIndex(fsm.TableWorkspaces), store.TableIndex(fsm.TableUsers)}
 	s.filterMu.Lock()
 	defer s.filterMu.Unlock()
 	if s.compiled != nil && s.filterAt == key {
-		return s.compiled
+		return s.compiled, s.filterGen
 	}
 	if nodes == nil {
 		nodes = store.Nodes("")
 	}
-	s.compiled, s.filterAt = s.compile(store, pol, nodes), key
-	return s.compiled
+	rules = s.compile(store, pol, nodes)
+	if s.compiled == nil || !reflect.DeepEqual(rules, s.compiled) {
+		s.filterGen++
+	}
+	s.compiled, s.filterAt = rules, key
+	return s.compiled, s.filterGen
 }
 
-// compile turns the policy's acls into a packet filter for the current nodes.
+// compile turns the policy's acls (AllowAll without one) into a packet filter for the current
+// nodes, isolating the environments.
 func (s *Server) compile(store *fsm.Store, pol fsm.Policy, nodes []*fsm.Node) []tailcfg.FilterRule {
-	p, err := policy.Parse([]byte(pol.Text))
-	var rules []tailcfg.FilterRule
-	if err == nil {
-		rules, err = p.Filter(hosts(store, nodes))
+	rules := policy.AllowAll
+	if pol.Version != 0 && pol.Text != "" {
+		p, err := policy.Parse([]byte(pol.Text))
+		if err == nil {
+			rules, err = p.Filter(hosts(store, nodes))
+		}
+		if err != nil {
+			s.logf("control: policy version %d: %v; dropping all mesh traffic until it is fixed", pol.Version, err)
+			return []tailcfg.FilterRule{}
+		}
 	}
-	if err != nil {
-		s.logf("control: policy version %d: %v; dropping all mesh traffic until it is fixed", pol.Version, err)
-		return []tailcfg.FilterRule{}
-	}
+	rules = isolate(rules, store.Environments(""), func(e *fsm.Environment) []netip.Addr { return allowed(store, e) })
 	if rules == nil {
 		rules = []tailcfg.FilterRule{} // nil would mean "unchanged" to the client
 	}
@@ -425,8 +469,9 @@ func hosts(store *fsm.Store, nodes []*fsm.Node) []policy.Host {
 	return out
 }
 
-// tailNode is a node as the protocol describes it. A machine's workspaces' addresses are
-// among its AllowedIPs (and primary routes): peers send their packets to it over WireGuard.
+// tailNode is a node as the protocol describes it. The addresses of a machine's workspaces
+// and environment services are among its AllowedIPs (and primary routes): peers send their
+// packets to it over WireGuard.
 func (s *Server) tailNode(store *fsm.Store, n *fsm.Node) *tailcfg.Node {
 	t := &tailcfg.Node{
 		ID:                nodeID(n.ID),
@@ -446,9 +491,7 @@ func (s *Server) tailNode(store *fsm.Store, n *fsm.Node) *tailcfg.Node {
 	}
 	t.Addresses = hostPrefixes(n.IPv4, n.IPv6)
 	t.AllowedIPs = slices.Clone(t.Addresses)
-	for _, w := range store.WorkspacesOn(n.Name) {
-		t.PrimaryRoutes = append(t.PrimaryRoutes, hostPrefixes(w.IPv4, w.IPv6)...)
-	}
+	t.PrimaryRoutes = routedBy(store, n)
 	t.AllowedIPs = append(t.AllowedIPs, t.PrimaryRoutes...)
 	for _, ep := range n.Endpoints {
 		if ap, err := netip.ParseAddrPort(ep); err == nil {
@@ -461,6 +504,21 @@ func (s *Server) tailNode(store *fsm.Store, n *fsm.Node) *tailcfg.Node {
 		t.LastSeen = &n.LastSeen
 	}
 	return t
+}
+
+// routedBy are the addresses node n routes for: its workspaces' and its environments'
+// services'.
+func routedBy(store *fsm.Store, n *fsm.Node) []netip.Prefix {
+	var out []netip.Prefix
+	for _, w := range store.WorkspacesOn(n.Name) {
+		out = append(out, hostPrefixes(w.IPv4, w.IPv6)...)
+	}
+	for _, e := range store.EnvironmentsOn(n.Name) {
+		for _, svc := range e.Services {
+			out = append(out, hostPrefixes(svc.IPv4, svc.IPv6)...)
+		}
+	}
+	return out
 }
 
 // hostPrefixes makes a single-address prefix of each address that parses.

@@ -104,18 +104,15 @@ func parseFilterIP(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// nodeAddrs are the addresses traffic for node n goes to: its own and its workspaces'.
+// nodeAddrs are the addresses traffic for node n goes to: its own, its workspaces' and its
+// environments' services'.
 func nodeAddrs(store *fsm.Store, n *fsm.Node) []netip.Prefix {
-	out := hostPrefixes(n.IPv4, n.IPv6)
-	for _, w := range store.WorkspacesOn(n.Name) {
-		out = append(out, hostPrefixes(w.IPv4, w.IPv6)...)
-	}
-	return out
+	return append(hostPrefixes(n.IPv4, n.IPv6), routedBy(store, n)...)
 }
 
-// visibilityFor is what node self may see under the current policy and nodes.
-func (s *Server) visibilityFor(store *fsm.Store, self *fsm.Node, nodes []*fsm.Node) *visibility {
+// visibilityOf is what node self may see under the current policy and the packet filter rules.
+func (s *Server) visibilityOf(store *fsm.Store, self *fsm.Node, rules []tailcfg.FilterRule) *visibility {
 	pol := store.Policy()
 	limited := pol.Version != 0 && pol.Text != ""
-	return visibilityOf(s.filter(store, nodes), nodeAddrs(store, self), limited)
+	return visibilityOf(rules, nodeAddrs(store, self), limited)
 }

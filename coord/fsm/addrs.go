@@ -30,23 +30,42 @@ func clusterInit(t *tx) (any, string, error) {
 // allocate leases the next free mesh address pair to owner. It checks before it writes,
 // so a full range refuses the command without a trace.
 func allocate(t *tx, owner string) (v4, v6 netip.Addr, err error) {
+	v4s, v6s, err := allocateAll(t, []string{owner})
+	if err != nil {
+		return v4, v6, err
+	}
+	return v4s[0], v6s[0], nil
+}
+
+// allocateAll leases a free mesh address pair to each of owners, all or none: it finds
+// them all before it writes, so a full range refuses the command without a trace.
+func allocateAll(t *tx, owners []string) (v4s, v6s []netip.Addr, err error) {
+	if len(owners) == 0 {
+		return nil, nil, nil
+	}
 	ula, perr := netip.ParsePrefix(meta(t.Txn, "ula"))
 	if perr != nil {
-		return v4, v6, errorf(CodeUnsupported, "the cluster has no IPv6 prefix yet (it is set when coord starts); retry in a moment")
+		return nil, nil, errorf(CodeUnsupported, "the cluster has no IPv6 prefix yet (it is set when coord starts); retry in a moment")
 	}
 	a := ipam.First
 	if next, err := netip.ParseAddr(meta(t.Txn, "next-addr")); err == nil {
 		a = next
 	}
-	for range ipam.Size {
+	for i := 0; i < ipam.Size && len(v4s) < len(owners); i++ {
 		if get[addrLease](t, tAddrs, "id", a.String()) == nil {
-			t.add(tAddrs, &addrLease{Addr: a.String(), Owner: owner})
-			t.put(tMeta, &metaRow{Key: "next-addr", Value: ipam.Next(a).String()})
-			return a, ipam.IPv6(ula, a), nil
+			v4s = append(v4s, a)
 		}
 		a = ipam.Next(a)
 	}
-	return v4, v6, errorf(CodeConflict, "no mesh address left in %v", ipam.CGNAT)
+	if len(v4s) < len(owners) {
+		return nil, nil, errorf(CodeConflict, "no mesh address left in %v for %d more", ipam.CGNAT, len(owners))
+	}
+	for i, v4 := range v4s {
+		t.add(tAddrs, &addrLease{Addr: v4.String(), Owner: owners[i]})
+		v6s = append(v6s, ipam.IPv6(ula, v4))
+	}
+	t.put(tMeta, &metaRow{Key: "next-addr", Value: ipam.Next(v4s[len(v4s)-1]).String()})
+	return v4s, v6s, nil
 }
 
 // release frees an address leased by allocate.
@@ -55,3 +74,6 @@ func release(t *tx, v4 string) {
 		t.del(tAddrs, l)
 	}
 }
+
+// serviceOwner is the lease owner of service svc of environment env.
+func serviceOwner(env, svc string) string { return "service/" + env + "/" + svc }

@@ -107,12 +107,16 @@ type backupCheck struct {
 	nodes      map[string]bool         // by name
 	workspaces map[string]bool         // by name
 	envs       map[string]*Environment // by name
+	leases     map[string]string       // address lease owners by IPv4
 	seen       map[string]bool         // "table\x00index\x00value" of unique indexes
 }
 
 func newBackupCheck(bk *Backup) *backupCheck {
 	c := &backupCheck{users: map[string]*User{}, nodes: map[string]bool{}, workspaces: map[string]bool{},
-		envs: map[string]*Environment{}, seen: map[string]bool{}}
+		envs: map[string]*Environment{}, leases: map[string]string{}, seen: map[string]bool{}}
+	for _, r := range bk.tables[tAddrs] {
+		c.leases[r.(*addrLease).Addr] = r.(*addrLease).Owner
+	}
 	for _, r := range bk.tables[tUsers] {
 		c.users[r.(*User).ID] = r.(*User)
 	}
@@ -272,9 +276,15 @@ func (c *backupCheck) environment(e *Environment) error {
 	case e.Desired != Running && e.Desired != Stopped:
 		return fmt.Errorf("environment %q: state %q: use running or stopped", e.Name, e.Desired)
 	}
+	if err := checkServices(e.Name, e.Services); err != nil {
+		return err
+	}
 	for _, s := range e.Services {
-		if err := ValidName("service", s.Name); err != nil {
-			return err
+		if s.IPv4 == "" && s.IPv6 == "" {
+			continue // from before services had addresses: it gets them at its next update
+		}
+		if c.leases[s.IPv4] != serviceOwner(e.Name, s.Name) {
+			return fmt.Errorf("environment %q: service %q: address %q is not leased to it", e.Name, s.Name, s.IPv4)
 		}
 	}
 	return nil

@@ -1,6 +1,9 @@
 package fsm
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Connect is the payload of workspace.connect: Env "" disconnects.
 type Connect struct {
@@ -46,17 +49,138 @@ func environmentCreate(t *tx) (any, string, error) {
 	if err := checkWorkmachine(t, e.Machine); err != nil {
 		return nil, "", err
 	}
-	if len(e.Services) == 0 {
-		return nil, "", errorf(CodeInvalid, "environment %q has no services", e.Name)
+	if err := checkServices(e.Name, e.Services); err != nil {
+		return nil, "", err
 	}
-	for _, s := range e.Services {
-		if err := ValidName("service", s.Name); err != nil {
-			return nil, "", err
-		}
+	e.Services = declared(e.Services)
+	if _, err := leaseServices(t, e.Name, e.Services); err != nil {
+		return nil, "", err
 	}
 	e.Desired, e.CreatedAt, e.UpdatedAt = Running, t.c.Time, t.c.Time
 	t.add(tEnvs, &e)
+	touchNode(t, e.Machine)
 	return &e, "environment/" + e.Name, nil
+}
+
+// checkServices checks an environment's service list: at least one, each name a DNS label
+// and used once.
+func checkServices(env string, svcs []Service) error {
+	if len(svcs) == 0 {
+		return errorf(CodeInvalid, "environment %q has no services", env)
+	}
+	seen := map[string]bool{}
+	for _, s := range svcs {
+		if err := ValidName("service", s.Name); err != nil {
+			return err
+		}
+		if seen[s.Name] {
+			return errorf(CodeInvalid, "environment %q: two services named %q", env, s.Name)
+		}
+		seen[s.Name] = true
+	}
+	return nil
+}
+
+// declared keeps only what a compose file declares of each service: addresses and observed
+// state are coord's and the machine's to set, never a request's.
+func declared(svcs []Service) []Service {
+	out := make([]Service, len(svcs))
+	for i, s := range svcs {
+		out[i] = Service{Name: s.Name, Image: s.Image, Ports: s.Ports}
+	}
+	return out
+}
+
+// leaseServices gives each service of svcs without addresses a mesh address pair, all or
+// none, and says how many it gave.
+func leaseServices(t *tx, env string, svcs []Service) (int, error) {
+	var owners []string
+	var need []int
+	for i, s := range svcs {
+		if s.IPv4 == "" {
+			owners, need = append(owners, serviceOwner(env, s.Name)), append(need, i)
+		}
+	}
+	v4s, v6s, err := allocateAll(t, owners)
+	if err != nil {
+		return 0, err
+	}
+	for j, i := range need {
+		svcs[i].IPv4, svcs[i].IPv6 = v4s[j].String(), v6s[j].String()
+	}
+	return len(need), nil
+}
+
+// EnvironmentUpdate is the payload of environment.update: a new compose file (sealed), its
+// variables (sealed) and the services it declares.
+type EnvironmentUpdate struct {
+	Name      string    `json:"name"`
+	Compose   string    `json:"compose"`
+	Variables string    `json:"variables,omitempty"`
+	Services  []Service `json:"services"`
+}
+
+// environmentUpdate replaces an environment's compose file. A service whose name stays
+// keeps its addresses and what was observed of it; a new one gets new addresses; a removed
+// one releases its own. Refused while an intercept targets a service it would remove.
+func environmentUpdate(t *tx) (any, string, error) {
+	var req EnvironmentUpdate
+	if err := t.decode(&req); err != nil {
+		return nil, "", err
+	}
+	old := get[Environment](t, tEnvs, "name", req.Name)
+	if old == nil {
+		return nil, "", errorf(CodeNotFound, "no environment %q", req.Name)
+	}
+	e := *old
+	e.Compose, e.Variables, e.Services, e.UpdatedAt = req.Compose, req.Variables, declared(req.Services), t.c.Time
+	if err := firstErr(e.checkSizes(), checkServices(e.Name, e.Services)); err != nil {
+		return nil, "", err
+	}
+	removed := removedServices(old, &e)
+	if err := interceptsOf(t, e.Name, removed); err != nil {
+		return nil, "", err
+	}
+	for i := range e.Services {
+		if prev := findService(old, e.Services[i].Name); prev != nil {
+			keep := *prev
+			keep.Image, keep.Ports = e.Services[i].Image, e.Services[i].Ports
+			e.Services[i] = keep
+		}
+	}
+	if _, err := leaseServices(t, e.Name, e.Services); err != nil {
+		return nil, "", err
+	}
+	for _, s := range removed {
+		release(t, s.IPv4)
+	}
+	t.put(tEnvs, &e)
+	touchNode(t, e.Machine)
+	return &e, "environment/" + e.Name, nil
+}
+
+// removedServices are the services of old that e no longer has.
+func removedServices(old, e *Environment) []Service {
+	var out []Service
+	for _, s := range old.Services {
+		if findService(e, s.Name) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// interceptsOf refuses when an intercept targets one of svcs of environment env.
+func interceptsOf(t *tx, env string, svcs []Service) error {
+	for _, ic := range all[Intercept](t.Txn, tIntercepts, "env", env) {
+		for _, s := range svcs {
+			if ic.Service == s.Name {
+				return errorf(CodeConflict, "environment %q: service %q would be removed, but intercept %s (%s) targets it; stop it first (meshctl intercept stop %s)",
+					env, s.Name, ic.ID, ic.Target, ic.ID)
+			}
+		}
+	}
+	return nil
 }
 
 func environmentSet(t *tx) (any, string, error) {
@@ -72,8 +196,16 @@ func environmentSet(t *tx) (any, string, error) {
 		return nil, "", errorf(CodeInvalid, "environment %q: state %q: use running or stopped", req.Name, req.Desired)
 	}
 	e := *old
-	e.Desired, e.UpdatedAt = req.Desired, t.c.Time
+	e.Desired, e.UpdatedAt, e.Services = req.Desired, t.c.Time, slices.Clone(old.Services)
+	// An environment from before services had addresses gets them here.
+	leased, err := leaseServices(t, e.Name, e.Services)
+	if err != nil {
+		return nil, "", err
+	}
 	t.put(tEnvs, &e)
+	if leased > 0 {
+		touchNode(t, e.Machine)
+	}
 	return &e, "environment/" + e.Name, nil
 }
 
@@ -94,7 +226,11 @@ func environmentDelete(t *tx) (any, string, error) {
 		c.Env, c.UpdatedAt = "", t.c.Time
 		t.put(tWorkspaces, &c)
 	}
+	for _, s := range e.Services {
+		release(t, s.IPv4)
+	}
 	t.del(tEnvs, e)
+	touchNode(t, e.Machine)
 	return nil, "environment/" + e.Name, nil
 }
 

@@ -32,6 +32,8 @@ var ops = map[string]op{
 	"environment.create": {1, environmentCreate},
 	"environment.set":    {1, environmentSet},
 	"environment.delete": {1, environmentDelete},
+	"environment.update": {1, environmentUpdate},
+	"environment.status": {1, environmentStatus},
 	"intercept.create":   {1, interceptCreate},
 	"intercept.delete":   {1, interceptDelete},
 	"policy.set":         {1, policySet},

@@ -151,7 +151,7 @@ type idemEntry struct {
 // addrLease records who holds a mesh IPv4 address (its IPv6 twin goes with it).
 type addrLease struct {
 	Addr  string `json:"addr"`
-	Owner string `json:"owner"` // "node/NAME", "workspace/NAME"
+	Owner string `json:"owner"` // "node/NAME", "workspace/NAME", "service/ENV/NAME"
 }
 
 // metaRow is a cluster-wide setting: "ula" (the IPv6 /48), "next-addr" (where the address
@@ -384,6 +384,16 @@ func (s *Store) Workspace(name string) *Workspace {
 // Environments lists environments, of one owner or ("") of all.
 func (s *Store) Environments(ownerID string) []*Environment {
 	return listBy[Environment](s, tEnvs, "owner", ownerID)
+}
+
+// WorkspacesConnected lists the workspaces connected to environment env.
+func (s *Store) WorkspacesConnected(env string) []*Workspace {
+	return all[Workspace](s.read(), tWorkspaces, "env", env)
+}
+
+// EnvironmentsOn lists the environments wanted on one machine.
+func (s *Store) EnvironmentsOn(machine string) []*Environment {
+	return all[Environment](s.read(), tEnvs, "machine", machine)
 }
 
 // Environment finds an environment by name.

@@ -108,18 +108,30 @@ type Environment struct {
 	Name      string    `json:"name"`
 	OwnerID   string    `json:"owner_id"`
 	Machine   string    `json:"machine"`
-	Compose   string    `json:"compose"`
+	Compose   string    `json:"compose"`             // sealed (base64), as the admin API stores it
+	Variables string    `json:"variables,omitempty"` // sealed (base64): the values its secrets and configs take
 	Services  []Service `json:"services"`
 	Desired   string    `json:"desired"` // "running" or "stopped"
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// Service is one service of an environment, as its compose file declares it.
+// Service is one service of an environment: what its compose file declares, the mesh
+// addresses coord leased it, and what its machine last reported of it.
 type Service struct {
 	Name  string `json:"name"`
 	Image string `json:"image"`
 	Ports []int  `json:"ports,omitempty"`
+	IPv4  string `json:"ipv4,omitempty"`
+	IPv6  string `json:"ipv6,omitempty"`
+	// Observed, as the hosting machine's agent reports it (environment.status).
+	State        string    `json:"state,omitempty"`
+	Health       string    `json:"health,omitempty"`
+	HealthOutput string    `json:"health_output,omitempty"`
+	Restarts     int       `json:"restarts,omitempty"`
+	ExitCode     int       `json:"exit_code,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	StateAt      time.Time `json:"state_at,omitzero"`
 }
 
 // Intercept sends an environment service's port to a workspace's port.

@@ -97,3 +97,9 @@ func (k *Key) Open(sealed, aad []byte) ([]byte, error) {
 
 // RecordingAAD binds a sealed session recording to its session.
 func RecordingAAD(sessionID string) string { return "recording/" + sessionID }
+
+// ComposeAAD binds an environment's sealed compose file to the environment.
+func ComposeAAD(env string) string { return "environment/" + env + "/compose" }
+
+// VariablesAAD binds an environment's sealed variables to the environment.
+func VariablesAAD(env string) string { return "environment/" + env + "/variables" }
