@@ -167,9 +167,9 @@ func wsList(ctx context.Context, e *env, args []string) error {
 		if w.State == "failed" {
 			reason = failedReason(w)
 		}
-		rows = append(rows, []string{w.Name, w.Machine, state, w.IPv4, w.Owner, w.Image, limits(w), reason})
+		rows = append(rows, []string{w.Name, w.Machine, state, cmp.Or(w.Env, "-"), w.IPv4, w.Owner, w.Image, limits(w), reason})
 	}
-	return e.table("NAME\tMACHINE\tSTATE\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
+	return e.table("NAME\tMACHINE\tSTATE\tENV\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
 }
 
 func limits(w api.Workspace) string {
