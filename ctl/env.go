@@ -17,7 +17,7 @@ import (
 	"meshwork.dev/workspace/compose"
 )
 
-var envCmd = group("env", "Run environments (compose files as services on a machine) and connect workspaces to them",
+var envCmd = group("env", "Run compose files as services on a machine; connect workspaces to them",
 	&command{name: "create", summary: "Create an environment from a compose file and wait until every service is ready",
 		usage: "NAME -f compose.yaml --machine M [--owner USER] [--wait=false] [--timeout DUR]",
 		examples: []string{"meshctl env create staging -f compose.yaml --machine wm1",
@@ -28,10 +28,10 @@ var envCmd = group("env", "Run environments (compose files as services on a mach
 	&command{name: "status", summary: "Show each service of an environment: state, health, address, ports, restarts, last error", usage: "NAME [--json]",
 		examples: []string{"meshctl env status staging", "meshctl env status staging --json"}, run: envStatus},
 	&command{name: "logs", summary: "Print the output of one service, or of all (each line prefixed with its service)",
-		usage: "NAME [SERVICE] [--follow] [--tail N] [--socket PATH]",
+		usage:    "NAME [SERVICE] [--follow] [--tail N] [--socket PATH]",
 		examples: []string{"meshctl env logs staging redis", "meshctl env logs staging --follow --tail 20"}, run: envLogs},
 	&command{name: "update", summary: "Replace an environment's compose file: only the services whose definition changed are recreated",
-		usage: "NAME -f compose.yaml [--wait=false] [--timeout DUR]",
+		usage:    "NAME -f compose.yaml [--wait=false] [--timeout DUR]",
 		examples: []string{"meshctl env update staging -f compose.yaml"}, run: envUpdate},
 	&command{name: "down", summary: "Stop an environment's containers, keeping its volumes and addresses", usage: "NAME [--wait=false] [--timeout DUR]",
 		examples: []string{"meshctl env down staging"}, run: envSetter("down")},
@@ -49,7 +49,7 @@ var envCmd = group("env", "Run environments (compose files as services on a mach
 // composeFlags are the flags naming a compose file: -f FILE (or --file; "-" is stdin).
 func composeFlags(fs *flag.FlagSet) *string {
 	f := fs.String("f", "", "the compose `file` (- reads it from stdin)")
-	fs.StringVar(f, "file", "", "same as -f")
+	fs.StringVar(f, "file", "", "the compose `file`, as -f")
 	return f
 }
 
