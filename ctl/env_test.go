@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -126,7 +127,7 @@ func meshctlAt(url, token, stdin string, args ...string) (string, error) {
 
 func (c *envCoord) run(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := meshctlAt(c.url, c.admin, "", args...)
+	out, err := meshctlAt(c.url, c.admin, testCompose, args...)
 	if err != nil {
 		t.Fatalf("meshctl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -200,6 +201,13 @@ func TestEnvCommands(t *testing.T) {
 		t.Errorf("env connect said %q, want %q", out, want)
 	}
 	c.checkWsEnv(t, "api", "staging")
+	c.run(t, "env", "create", "qa", "-f", "-", "--machine", "wm1", "--wait=false")
+	out = c.run(t, "env", "connect", "api", "qa")
+	if want := "workspace api now resolves api, redis of qa instead of those of staging"; !strings.Contains(out, want) {
+		t.Errorf("switching environments said %q, want %q", out, want)
+	}
+	c.checkWsEnv(t, "api", "qa")
+	c.run(t, "env", "connect", "api", "staging")
 	out = c.run(t, "env", "disconnect", "api")
 	if want := "workspace api no longer resolves api, redis of staging"; !strings.Contains(out, want) {
 		t.Errorf("env disconnect said %q, want %q", out, want)
@@ -213,6 +221,7 @@ func TestEnvCommands(t *testing.T) {
 	}
 
 	c.run(t, "env", "delete", "staging")
+	c.run(t, "env", "delete", "qa")
 	if out := c.run(t, "env", "list"); !strings.Contains(out, "no environments yet") {
 		t.Errorf("env list after delete:\n%s", out)
 	}
@@ -596,3 +605,69 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// fakeCoord answers GET /v1/environments/staging with env, and records the body of any
+// other request (answering it with env too).
+func fakeCoord(t *testing.T, env api.Environment) (string, func() []string) {
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "GET" {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got = append(got, r.Method+" "+r.URL.Path+" "+string(b))
+			mu.Unlock()
+		}
+		json.NewEncoder(w).Encode(env)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() []string { mu.Lock(); defer mu.Unlock(); return got }
+}
+
+// TestEnvStatus: env status prints a row per service and, below the table, the last health
+// output of the services that are unhealthy.
+func TestEnvStatus(t *testing.T) {
+	redis := svc("redis", api.ServiceRunning, api.HealthUnhealthy)
+	redis.HealthOutput = "Could not connect to Redis at 127.0.0.1:6379: Connection refused"
+	redis.Restarts = 2
+	job := svc("migrate", api.ServiceExited, "")
+	job.ExitCode = 1
+	job.Reason = "exited with code 1"
+	e := envOf(job, redis)
+	e.Owner, e.Desired = "alice", api.Running
+	url, _ := fakeCoord(t, e)
+	out, err := meshctlAt(url, "mk_test", "", "env", "status", "staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"environment staging on wm1, owner alice: desired running, 0/2 ready",
+		"services are reached as <service>.staging.mesh.internal",
+		"exit 1: exited with code 1",
+		"redis is unhealthy; its last health check said:\n    Could not connect to Redis",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("env status lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexpMatch(`redis\s+running\s+unhealthy\s+100\.64\.0\.9\s+6379\s+2\s`, out) {
+		t.Errorf("env status has no row for redis:\n%s", out)
+	}
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// TestEnvUpdate: env update checks the file, then PUTs it with its variables.
+func TestEnvUpdate(t *testing.T) {
+	url, got := fakeCoord(t, envOf(svc("db", api.ServiceRunning, "")))
+	t.Setenv("DB_PASS", "pw-2")
+	compose := "services:\n  db:\n    image: postgres:16\n    secrets: [db_pass]\nsecrets:\n  db_pass:\n    environment: DB_PASS\n"
+	out, err := meshctlAt(url, "mk_test", compose, "env", "update", "staging", "-f", "-", "--wait=false")
+	if err != nil {
+		t.Fatalf("env update: %v\n%s", err, out)
+	}
+	want, _ := json.Marshal(api.UpdateEnvironment{Compose: compose, Variables: map[string]string{"DB_PASS": "pw-2"}})
+	if diff := cmp.Diff([]string{"PUT /v1/environments/staging " + string(want)}, got()); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+}
