@@ -3,6 +3,7 @@ package ctl
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,7 +40,7 @@ var envCmd = group("env", "Run compose files as services on a machine; connect w
 		examples: []string{"meshctl env up staging"}, run: envSetter("up")},
 	&command{name: "delete", summary: "Delete an environment: its containers, volumes and addresses", usage: "NAME",
 		examples: []string{"meshctl env delete staging"},
-		run:      remover("/v1/environments/", "deleted environment %s; its machine removes its containers, volumes and addresses")},
+		run:      envDelete},
 	&command{name: "connect", summary: "Connect a workspace to an environment: its bare service names resolve inside the workspace",
 		usage: "WS ENV", examples: []string{"meshctl env connect api staging   # then, inside api: redis-cli -h redis ping"}, run: envConnect},
 	&command{name: "disconnect", summary: "Disconnect a workspace from its environment", usage: "WS",
@@ -214,7 +215,16 @@ func readyCount(env api.Environment) string {
 func (e *env) getEnvironment(ctx context.Context, name string) (api.Environment, error) {
 	var out api.Environment
 	err := e.call(ctx, "GET", "/v1/environments/"+url.PathEscape(name), nil, &out)
-	return out, err
+	return out, withHint(err, "meshctl env list shows yours")
+}
+
+// withHint adds hint to a not-found error of coord's that gives none.
+func withHint(err error, hint string) error {
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Code == api.CodeNotFound && !strings.Contains(ae.Message, "meshctl") {
+		return fmt.Errorf("%w (%s)", err, hint)
+	}
+	return err
 }
 
 func envStatus(ctx context.Context, e *env, args []string) error {
@@ -352,6 +362,11 @@ func changedServices(before, after api.Environment) map[string]bool {
 	return out
 }
 
+func envDelete(ctx context.Context, e *env, args []string) error {
+	err := remover("/v1/environments/", "deleted environment %s; its machine removes its containers, volumes and addresses")(ctx, e, args)
+	return withHint(err, "meshctl env list shows yours")
+}
+
 // envSetter is `env up` or `env down`.
 func envSetter(verb string) func(ctx context.Context, e *env, args []string) error {
 	return func(ctx context.Context, e *env, args []string) error {
@@ -367,7 +382,7 @@ func envSetter(verb string) func(ctx context.Context, e *env, args []string) err
 		name := fs.Arg(0)
 		var out api.Environment
 		if err := e.call(ctx, "POST", "/v1/environments/"+url.PathEscape(name)+"/"+verb, nil, &out); err != nil {
-			return err
+			return withHint(err, "meshctl env list shows yours")
 		}
 		if !*wait {
 			if e.global.json {
@@ -434,7 +449,7 @@ func envDisconnect(ctx context.Context, e *env, args []string) error {
 func (e *env) getWorkspace(ctx context.Context, name string) (api.Workspace, error) {
 	var ws api.Workspace
 	err := e.call(ctx, "GET", "/v1/workspaces/"+url.PathEscape(name), nil, &ws)
-	return ws, err
+	return ws, withHint(err, "meshctl ws list shows yours")
 }
 
 func (e *env) connect(ctx context.Context, ws, envName string) (api.Workspace, error) {

@@ -220,6 +220,15 @@ func TestEnvCommands(t *testing.T) {
 		t.Errorf("connect to an environment that is not: %v\n%s", err, out)
 	}
 
+	for _, args := range [][]string{{"env", "status", "nope"}, {"env", "logs", "nope"}, {"env", "up", "nope"}, {"env", "delete", "nope"}} {
+		if out, err := meshctlAt(c.url, c.admin, "", args...); err == nil || !strings.Contains(err.Error(), `no environment "nope"`) || !strings.Contains(err.Error(), "meshctl env list") {
+			t.Errorf("meshctl %v: %v\n%s", args, err, out)
+		}
+	}
+	if out, err := meshctlAt(c.url, c.admin, "", "env", "connect", "nope", "staging"); err == nil || !strings.Contains(err.Error(), "meshctl ws list") {
+		t.Errorf("connect a workspace that is not: %v\n%s", err, out)
+	}
+
 	c.run(t, "env", "delete", "staging")
 	c.run(t, "env", "delete", "qa")
 	if out := c.run(t, "env", "list"); !strings.Contains(out, "no environments yet") {
@@ -454,8 +463,9 @@ connect a workspace to reach them by bare name (migrate:6379): meshctl env conne
 	}
 }
 
-// TestEnvWaitUpdate: after an update, a changed service's old ready state does not count;
-// only a state observed after the update does.
+// TestEnvWaitUpdate: after an update, a changed service's old ready state does not count,
+// nor does a failure from before the update (the update may mend it): only states observed
+// after the update do.
 func TestEnvWaitUpdate(t *testing.T) {
 	at := time.Now()
 	old := svc("redis", api.ServiceRunning, "")
@@ -464,7 +474,10 @@ func TestEnvWaitUpdate(t *testing.T) {
 	fresh.StateAt = at.Add(time.Second)
 	ready := svc("redis", api.ServiceRunning, "")
 	ready.StateAt = at.Add(2 * time.Second)
-	seq := &states{seq: []api.Environment{envOf(old), envOf(old), envOf(fresh), envOf(ready)}}
+	broken := api.Service{Name: "api", State: api.ServiceFailed, Reason: "exec: no such file", StateAt: at.Add(-time.Minute)}
+	mended := svc("api", api.ServiceRunning, "")
+	mended.StateAt = at.Add(time.Second)
+	seq := &states{seq: []api.Environment{envOf(broken, old), envOf(broken, old), envOf(mended, fresh), envOf(mended, ready)}}
 	var out bytes.Buffer
 	e := &env{stdout: &out, stderr: &out}
 	w := &envWait{name: "staging", up: true, timeout: 10 * time.Second, since: at, changed: map[string]bool{"redis": true}, get: seq.get, every: time.Millisecond}
@@ -472,9 +485,9 @@ func TestEnvWaitUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if seq.next != 4 {
-		t.Errorf("the wait ended after %d reads, want 4 (the old ready state must not count)", seq.next)
+		t.Errorf("the wait ended after %d reads, want 4 (the old ready state must not count, nor the old failure)", seq.next)
 	}
-	if want := "  redis: updating\n  redis: starting\n  redis: running\n"; !strings.HasPrefix(out.String(), want) {
+	if want := "  redis: updating\n  api: running\n  redis: starting\n  redis: running\n"; !strings.HasPrefix(out.String(), want) {
 		t.Errorf("printed %q, want it to start with %q", out.String(), want)
 	}
 }

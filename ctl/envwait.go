@@ -111,9 +111,16 @@ func progress(s api.Service) string {
 	return s.State + reasonSuffix(firstLine(s.Reason, 80))
 }
 
-// fresh reports whether s's state is its current definition's (see envWait.since).
+// fresh reports whether s's state may be taken as its current definition's: it was observed
+// after the update, or s is not one the update surely changed (see envWait.since).
 func (w *envWait) fresh(s api.Service) bool {
-	return !w.changed[s.Name] || w.since.IsZero() || s.StateAt.After(w.since)
+	return !w.changed[s.Name] || w.observedAfter(s)
+}
+
+// observedAfter reports whether s's state was observed after the update (or there was none,
+// or coord does not say when).
+func (w *envWait) observedAfter(s api.Service) bool {
+	return w.since.IsZero() || s.StateAt.IsZero() || s.StateAt.After(w.since)
 }
 
 // done reports whether every service is where w wants it.
@@ -135,7 +142,8 @@ func down(s api.Service) bool {
 }
 
 // failed is the error of a wait for up that cannot end well: a service failed, or a job
-// exited with an error (a service that restarts passes through restarting instead).
+// exited with an error (a service that restarts passes through restarting instead). After
+// an update, only what failed since counts.
 func (w *envWait) failed(env api.Environment) error {
 	if !w.up {
 		return nil
@@ -143,8 +151,8 @@ func (w *envWait) failed(env api.Environment) error {
 	var bad []string
 	first := ""
 	for _, s := range env.Services {
-		if !w.fresh(s) {
-			continue
+		if !w.observedAfter(s) {
+			continue // an update may be what mends it
 		}
 		switch {
 		case s.State == api.ServiceFailed:
