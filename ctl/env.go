@@ -95,6 +95,9 @@ func envCreate(ctx context.Context, e *env, args []string) error {
 	return e.waitEnvironment(ctx, &envWait{name: out.Name, up: true, timeout: *timeout})
 }
 
+// maxCompose is the largest compose file coord takes.
+const maxCompose = 256 << 10
+
 // readCompose reads the compose file at path ("-": stdin) and checks it as coord will, so a
 // broken file fails before any request. It returns the file's text and the values of the
 // variables its secrets and configs take their content from (environment: VAR), from
@@ -103,12 +106,15 @@ func (e *env) readCompose(name, path string) (string, map[string]string, error) 
 	var b []byte
 	var err error
 	if path == "-" {
-		b, err = io.ReadAll(io.LimitReader(e.stdin, 1<<20))
+		b, err = io.ReadAll(io.LimitReader(e.stdin, maxCompose+1))
 	} else {
 		b, err = os.ReadFile(path)
 	}
 	if err != nil {
 		return "", nil, fmt.Errorf("%s: reading the compose file: %w", e.cmd.name, err)
+	}
+	if len(b) > maxCompose {
+		return "", nil, fmt.Errorf("%s: the compose file is %d bytes; coord takes at most %d KiB: split the environment in two", e.cmd.name, len(b), maxCompose>>10)
 	}
 	p, err := compose.Load(name, b)
 	if err != nil {

@@ -185,6 +185,15 @@ func TestEnvCommands(t *testing.T) {
 		}
 	}
 
+	// No agent runs on wm1: a wait says what it waited for, and where to look.
+	out, err := meshctlAt(c.url, c.admin, "", "env", "up", "staging", "--timeout", "300ms")
+	if want := "environment staging is not ready after 300ms: api waiting for its machine, redis waiting for its machine; meshctl env status staging shows more (is wm1's agent running? meshctl node list)"; err == nil || err.Error() != want {
+		t.Errorf("env up with no agent: %v, want %q\n%s", err, want, out)
+	}
+	if want := "  api: waiting for its machine\n  redis: waiting for its machine\n"; out != want {
+		t.Errorf("env up with no agent printed %q, want %q", out, want)
+	}
+
 	var down, up api.Environment
 	c.runJSON(t, &down, "env", "down", "staging", "--wait=false")
 	c.runJSON(t, &up, "env", "up", "staging", "--wait=false")
@@ -287,6 +296,7 @@ func TestEnvCreateRefusesLocally(t *testing.T) {
 		{"broken yaml", "services:\n  web:\n    image: [nginx\n", []string{`environment "staging": compose file:`}},
 		{"build", "services:\n  web:\n    build: .\n", []string{`service "web"`, "build", "image:"}},
 		{"privileged", "services:\n  web:\n    image: nginx\n    privileged: true\n", []string{`service "web"`, "privileged"}},
+		{"too large", "services:\n  web:\n    image: nginx\n#" + strings.Repeat("x", 300<<10) + "\n", []string{"at most 256 KiB"}},
 		{"unset secret variable", "services:\n  db:\n    image: postgres\n    secrets: [db_pass]\nsecrets:\n  db_pass:\n    environment: DB_PASS_UNSET_FOR_TEST\n",
 			[]string{`service "db"`, `secret "db_pass"`, "DB_PASS_UNSET_FOR_TEST", "export DB_PASS_UNSET_FOR_TEST="}},
 	} {
