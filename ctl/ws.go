@@ -23,7 +23,7 @@ var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev co
 		usage: "NAME --machine M --image REF [--cpu N] [--memory SIZE] [--owner USER] [--wait=false] [--timeout DUR]",
 		examples: []string{"meshctl ws create api --machine wm1 --image docker.io/library/debian:12",
 			"meshctl ws create api --machine wm1 --image meshwork.dev/dev:1 --cpu 2 --memory 4g"}, run: wsCreate},
-	&command{name: "list", summary: "List workspaces with their state", usage: "[--json]",
+	&command{name: "list", summary: "List workspaces with their state and connected environment", usage: "[--json]",
 		examples: []string{"meshctl ws list", "meshctl ws list --json"}, run: wsList},
 	&command{name: "start", summary: "Start a stopped workspace (its home and files are as it left them)", usage: "NAME [--wait=false]",
 		examples: []string{"meshctl ws start api"}, run: wsSetter("start", api.Running)},
@@ -167,9 +167,9 @@ func wsList(ctx context.Context, e *env, args []string) error {
 		if w.State == "failed" {
 			reason = failedReason(w)
 		}
-		rows = append(rows, []string{w.Name, w.Machine, state, w.IPv4, w.Owner, w.Image, limits(w), reason})
+		rows = append(rows, []string{w.Name, w.Machine, state, cmp.Or(w.Env, "-"), w.IPv4, w.Owner, w.Image, limits(w), reason})
 	}
-	return e.table("NAME\tMACHINE\tSTATE\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
+	return e.table("NAME\tMACHINE\tSTATE\tENV\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
 }
 
 func limits(w api.Workspace) string {
