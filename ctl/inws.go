@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -8,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -71,7 +71,7 @@ func workspaceStatus(ctx context.Context, e *env, c *api.Client) error {
 	rows := [][]string{}
 	for _, s := range env.Services {
 		names = append(names, s.Name)
-		rows = append(rows, []string{s.Name, s.State, dash(s.Health), dash(s.IPv4), dash(ports(s.Ports))})
+		rows = append(rows, []string{s.Name, cmp.Or(s.State, "-"), cmp.Or(s.Health, "-"), cmp.Or(s.IPv4, "-"), portList(s.Ports)})
 	}
 	e.printf("environment: %s on %s (bare names resolve here: %s)\n", env.Name, env.Machine, strings.Join(names, ", "))
 	return e.table("SERVICE\tSTATE\tHEALTH\tADDRESS\tPORTS", rows)
@@ -85,19 +85,4 @@ func nonEmpty(ss ...string) []string {
 		}
 	}
 	return out
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func ports(ps []int) string {
-	var out []string
-	for _, p := range ps {
-		out = append(out, strconv.Itoa(p))
-	}
-	return strings.Join(out, ",")
 }
