@@ -59,6 +59,7 @@ type Runtime struct {
 	StopGrace   time.Duration                    // SIGTERM → SIGKILL wait in Stop; default DefaultStopGrace
 	Tools       string                           // host dir mounted read-only at ToolsPath in workspaces created from now on; empty: none
 	PullTimeout time.Duration                    // a pull that makes no progress this long fails; default DefaultPullTimeout
+	SecretsDir  string                           // services' secrets: a tmpfs per service under it, never under Dir; default DefaultSecretsDir
 	Logf        func(format string, args ...any) // nil discards
 
 	mu     sync.Mutex // guards the fields below
