@@ -129,16 +129,6 @@ func serviceHosts(s ServiceSpec) string {
 	return b.String()
 }
 
-// makeVolumes makes s's volume dirs; named ones persist (DeleteVolumes removes them).
-func (r *Runtime) makeVolumes(s ServiceSpec) error {
-	for i := range s.Service.Volumes {
-		if err := os.MkdirAll(r.volumeDir(s, i), 0o755); err != nil {
-			return fmt.Errorf("volume: %w", err)
-		}
-	}
-	return nil
-}
-
 // writeServiceFiles writes s's configs (under its dir) and secrets (on a tmpfs of their own,
 // never on disk), owned as fileOwner says, before a task starts.
 func (r *Runtime) writeServiceFiles(ctx context.Context, ctr containerd.Container, s ServiceSpec) error {

@@ -199,7 +199,8 @@ func (r *Runtime) createService(ctx context.Context, c *containerd.Client, s Ser
 	if err := r.prepareService(s); err != nil {
 		return nil, err
 	}
-	if err := r.makeVolumes(s); err != nil {
+	fresh, err := r.makeVolumes(s)
+	if err != nil {
 		return nil, err
 	}
 	id := ServiceContainerID(s.ID)
@@ -213,6 +214,12 @@ func (r *Runtime) createService(ctx context.Context, c *containerd.Client, s Ser
 	if err != nil {
 		r.deleteSnapshot(ctx, c, id)
 		return nil, fmt.Errorf("create container: %w", err)
+	}
+	if err := r.copyUp(ctx, c, ctr, s, fresh); err != nil {
+		if derr := ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup); derr != nil {
+			r.logf("service %s: undo create: %v", s.ID, derr)
+		}
+		return nil, err
 	}
 	r.logf("service %s: container created", s.ID)
 	return ctr, nil

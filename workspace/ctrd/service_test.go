@@ -19,6 +19,7 @@ import (
 	"meshwork.dev/overlay/lab"
 	"meshwork.dev/workspace/compose"
 	"meshwork.dev/workspace/ctrd"
+	"meshwork.dev/workspace/wsnet"
 )
 
 // svcNamespace is the containerd namespace of the service tests.
@@ -230,6 +231,9 @@ func TestServiceRun(t *testing.T) {
 	}
 	if _, ok := e.status(s.ID); ok {
 		t.Error("ListServices still lists the deleted service")
+	}
+	if nc := ctrd.ServiceNetConfig(s); wsnet.Exists(nc) {
+		t.Errorf("network namespace %s outlived DeleteService", nc.Netns)
 	}
 	if _, err := e.rt.WaitService(e.ctx(), s.ID); !errors.Is(err, ctrd.ErrNotFound) {
 		t.Errorf("WaitService after delete: %v, want ErrNotFound", err)
