@@ -145,6 +145,9 @@ func (r *Runtime) writeServiceFiles(ctx context.Context, ctr containerd.Containe
 	if len(s.Service.Secrets) == 0 {
 		return nil
 	}
+	if rel, err := filepath.Rel(r.Dir, r.secretsDir(s.ID)); err == nil && !strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("secrets: Runtime.SecretsDir %q is under Runtime.Dir %q: give it a directory outside, where no secret reaches a backup of the state", r.SecretsDir, r.Dir)
+	}
 	if err := mountSecrets(r.secretsDir(s.ID), s.Service.Secrets); err != nil {
 		return err
 	}
