@@ -1,6 +1,7 @@
 // Package ctrd runs workspaces as containerd containers, each in its own network namespace,
 // with the owner's shared home and the workspace's directory mounted in, and runs processes
-// inside them as the owner's user.
+// inside them as the owner's user; and environment services, containers made from compose
+// definitions, each in a network namespace of its own behind a guard.
 package ctrd
 
 import (
