@@ -16,8 +16,8 @@ type packet struct {
 	src, dst netip.Addr
 	reply    bool   // ct direction reply
 	ctState  uint32 // ct state bits (expr.CtStateBit*)
-	spoofed  bool // the source address does not route back through iif
-	l4       byte // IPPROTO_*; TCP when zero
+	spoofed  bool   // the source address does not route back through iif
+	l4       byte   // IPPROTO_*; TCP when zero
 	icmpType byte
 }
 
