@@ -18,6 +18,7 @@ type command struct {
 	summary  string   // one line for `meshctl --help`
 	usage    string   // synopsis after "meshctl NAME"
 	examples []string // shown at the end of `meshctl NAME --help`
+	hidden   bool     // left out of `meshctl --help`
 	run      func(ctx context.Context, e *env, args []string) error
 }
 
@@ -26,7 +27,7 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, envCmd, sshCmd, sshConfigCmd, sftpServerCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, auditCmd, clusterCmd, backupCmd, versionCmd, helpCmd}
+	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, envCmd, sshCmd, sshConfigCmd, sftpServerCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, auditCmd, clusterCmd, backupCmd, versionCmd, helpCmd, initCmd}
 }
 
 func lookup(name string) *command {
@@ -216,7 +217,9 @@ Usage:
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
+		if !c.hidden {
+			fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
+		}
 	}
 	b.WriteString(`
 Global flags (accepted by every command):

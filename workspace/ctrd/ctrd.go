@@ -1,6 +1,7 @@
 // Package ctrd runs workspaces as containerd containers, each in its own network namespace,
 // with the owner's shared home and the workspace's directory mounted in, and runs processes
-// inside them as the owner's user.
+// inside them as the owner's user; and environment services, containers made from compose
+// definitions, each in a network namespace of its own behind a guard.
 package ctrd
 
 import (
@@ -59,6 +60,7 @@ type Runtime struct {
 	StopGrace   time.Duration                    // SIGTERM → SIGKILL wait in Stop; default DefaultStopGrace
 	Tools       string                           // host dir mounted read-only at ToolsPath in workspaces created from now on; empty: none
 	PullTimeout time.Duration                    // a pull that makes no progress this long fails; default DefaultPullTimeout
+	SecretsDir  string                           // services' secrets: a tmpfs per service under it, never under Dir; default DefaultSecretsDir
 	Logf        func(format string, args ...any) // nil discards
 
 	mu     sync.Mutex // guards the fields below

@@ -166,7 +166,9 @@ func (r *Runtime) List(ctx context.Context) ([]Status, error) {
 	out := make([]Status, 0, len(ctrs))
 	for _, ctr := range ctrs {
 		st, err := r.status(ctx, ctr)
-		if err != nil {
+		if errors.Is(err, errIsService) {
+			continue
+		} else if err != nil {
 			return nil, fmt.Errorf("ws list: %w", err)
 		}
 		out = append(out, st)
@@ -174,11 +176,17 @@ func (r *Runtime) List(ctx context.Context) ([]Status, error) {
 	return out, nil
 }
 
+// errIsService is status's answer for a service's container: List skips it.
+var errIsService = errors.New("the container is an environment service's, not a workspace")
+
 // status reads a container's workspace name and its task's state.
 func (r *Runtime) status(ctx context.Context, ctr containerd.Container) (Status, error) {
 	labels, err := ctr.Labels(ctx)
 	if err != nil {
 		return Status{}, err
+	}
+	if _, ok := labels[LabelService]; ok {
+		return Status{}, errIsService
 	}
 	st := Status{Name: labels[LabelWorkspace], State: StateStopped}
 	task, err := ctr.Task(ctx, nil)

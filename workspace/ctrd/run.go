@@ -110,10 +110,15 @@ func (r *Runtime) adopt(ctx context.Context, ctr containerd.Container, name stri
 	return Status{}, false
 }
 
-// start starts a new task for ctr, its output appended to the log file.
+// start starts a new task for workspace ctr, its output appended to the log file.
 func (r *Runtime) start(ctx context.Context, ctr containerd.Container, name string) (Status, error) {
+	return r.startTask(ctx, ctr, name, r.LogPath(name))
+}
+
+// startTask starts a new task for ctr, its output appended to logPath.
+func (r *Runtime) startTask(ctx context.Context, ctr containerd.Container, name, logPath string) (Status, error) {
 	t0 := time.Now()
-	task, err := ctr.NewTask(ctx, cio.LogFile(r.LogPath(name)))
+	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
 	if err != nil {
 		return Status{}, fmt.Errorf("create task: %w", err)
 	}
@@ -121,9 +126,9 @@ func (r *Runtime) start(ctx context.Context, ctr containerd.Container, name stri
 		if _, derr := task.Delete(ctx, containerd.WithProcessKill); derr != nil {
 			r.logf("ws %s: delete failed task: %v", name, derr)
 		}
-		return Status{}, fmt.Errorf("start task: %w (see %s)", err, r.LogPath(name))
+		return Status{}, fmt.Errorf("start task: %w (see %s)", err, logPath)
 	}
-	r.logf("ws %s: task started, pid %d, in %v", name, task.Pid(), time.Since(t0).Round(time.Millisecond))
+	r.logf("%s: task started, pid %d, in %v", name, task.Pid(), time.Since(t0).Round(time.Millisecond))
 	return Status{Name: name, State: StateRunning, PID: int(task.Pid())}, nil
 }
 

@@ -113,7 +113,13 @@ func withNft(f func(*nftables.Conn) error) error {
 		return err
 	}
 	defer host.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(host)))
+	return withNftAt(host, f)
+}
+
+// withNftAt runs f on an nftables connection in namespace ns and flushes what it queued as
+// one transaction.
+func withNftAt(ns netns.NsHandle, f func(*nftables.Conn) error) error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}

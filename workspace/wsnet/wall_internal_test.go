@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -12,10 +13,11 @@ import (
 // packet is what the wall's rules look at.
 type packet struct {
 	iif, oif string
-	dst      netip.Addr
-	reply    bool // ct direction reply
-	spoofed  bool // the source address does not route back through iif
-	l4       byte // IPPROTO_*; TCP when zero
+	src, dst netip.Addr
+	reply    bool   // ct direction reply
+	ctState  uint32 // ct state bits (expr.CtStateBit*)
+	spoofed  bool   // the source address does not route back through iif
+	l4       byte   // IPPROTO_*; TCP when zero
 	icmpType byte
 }
 
@@ -47,6 +49,9 @@ func runRule(t *testing.T, r []expr.Any, p packet) (string, bool) {
 			reg = []byte{0}
 			if p.reply {
 				reg[0] = ctDirReply
+			}
+			if e.Key == expr.CtKeySTATE {
+				reg = binaryutil.NativeEndian.PutUint32(p.ctState)
 			}
 		case *expr.Payload:
 			reg = payload(e, p)
@@ -97,15 +102,17 @@ func metaValue(t *testing.T, key expr.MetaKey, p packet) []byte {
 	return nil
 }
 
-// payload reads from an IPv4 or IPv6 header holding p's destination, or a transport header
-// starting with p's ICMP type.
+// payload reads from an IPv4 or IPv6 header holding p's source and destination, or a
+// transport header starting with p's ICMP type.
 func payload(e *expr.Payload, p packet) []byte {
 	hdr := make([]byte, 40)
 	if e.Base == expr.PayloadBaseTransportHeader {
 		hdr[0] = p.icmpType
 	} else if p.dst.Is4() {
+		copy(hdr[12:], p.src.AsSlice())
 		copy(hdr[16:], p.dst.AsSlice())
 	} else {
+		copy(hdr[8:], p.src.AsSlice())
 		copy(hdr[24:], p.dst.AsSlice())
 	}
 	return bytes.Clone(hdr[e.Offset : e.Offset+e.Len])
