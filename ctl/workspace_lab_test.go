@@ -136,7 +136,7 @@ func (wm *workmachine) start(ml *meshLab, agentArgs ...string) {
 		"--state", wm.state, "--hostname", wm.name}, agentArgs...)...)
 }
 
-// removeAll stops the agent and removes every workspace it left: they outlive agents.
+// removeAll stops the agent and removes every workspace and service it left: they outlive agents.
 func (wm *workmachine) removeAll(t testing.TB) {
 	wm.proc.Kill()
 	rt := wm.runtime(t)
@@ -150,6 +150,22 @@ func (wm *workmachine) removeAll(t testing.TB) {
 	}
 	if err != nil {
 		t.Errorf("cleanup: %s: %v", wm.name, err)
+	}
+	svcs, err := rt.ListServices(ctx)
+	envs := map[string]bool{}
+	for _, s := range svcs {
+		envs[s.EnvID] = true
+		if err := rt.DeleteService(ctx, s.ID); err != nil {
+			t.Errorf("cleanup: service %s on %s: %v", s.ID, wm.name, err)
+		}
+	}
+	for id := range envs {
+		if err := rt.DeleteVolumes(ctx, id); err != nil {
+			t.Errorf("cleanup: volumes of %s on %s: %v", id, wm.name, err)
+		}
+	}
+	if err != nil {
+		t.Errorf("cleanup: %s's services: %v", wm.name, err)
 	}
 }
 
