@@ -49,6 +49,7 @@ type agent struct {
 	workers map[string]*worker
 	state   *api.MachineState // the last coord sent
 	ssh     *wsSSH            // set once, before the workers start; nil without sshDir
+	envs    *envs             // the environments' workers; nil until the runtime exists, or when it runs no services
 	wg      sync.WaitGroup    // the workers and the reporter
 }
 
@@ -105,6 +106,7 @@ func (a *agent) started(ctx context.Context, rt Runtime, src source) error {
 func (a *agent) run(ctx context.Context, src source, advertise func(context.Context, []netip.Prefix) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	reports := make(chan api.WorkspaceReport, 256)
+	svcReports := make(chan api.ServiceReport, 256)
 	defer func() {
 		cancel()
 		if a.ssh != nil {
@@ -113,7 +115,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 		a.wg.Wait()
 	}()
 	a.wg.Add(1)
-	go a.reporter(ctx, src, reports)
+	go a.reporter(ctx, src, reports, svcReports)
 	var (
 		rt      Runtime
 		last    *api.MachineState
@@ -138,6 +140,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 			if rt, err = a.runtimeFor(ctx, st, machine == "", src, reports); err != nil {
 				return err
 			}
+			a.envsFor(ctx, rt, st, svcReports)
 			machine = st.Machine
 		}
 		last = st
@@ -145,6 +148,11 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 		a.state = st
 		a.mu.Unlock()
 		a.apply(ctx, rt, st, reports)
+		if a.envs != nil {
+			a.envs.apply(st)
+		} else if len(st.Environments) > 0 {
+			a.logf("agent: this machine's runtime runs no environment services: %d environments wait", len(st.Environments))
+		}
 		routes.advertise(ctx, a, workspaceRoutes(st), advertise)
 	}
 	return nil
@@ -164,6 +172,17 @@ func (a *agent) runtimeFor(ctx context.Context, st *api.MachineState, first bool
 	}
 	a.adopt(ctx, rt, st, reports)
 	return rt, nil
+}
+
+// envsFor starts reconciling environments once there is a runtime that runs services,
+// adopting the services an earlier agent left.
+func (a *agent) envsFor(ctx context.Context, rt Runtime, st *api.MachineState, reports chan<- api.ServiceReport) {
+	svc, ok := rt.(Services)
+	if !ok || a.envs != nil {
+		return
+	}
+	a.envs = &envs{a: a, svc: svc, ctx: ctx, reports: reports}
+	a.envs.adopt(ctx, st)
 }
 
 // routeState is what the agent last advertised.
