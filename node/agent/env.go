@@ -312,18 +312,21 @@ func (r *envRun) up(ctx context.Context, plan *envPlan) error {
 		r.b.set(step.Service, api.ServicePending, "") // before any dependant looks
 	}
 	for _, name := range fresh {
-		r.startRunner(plan.specs[name], depsOf(plan.specs[name].Service, plan.specs))
+		r.startRunner(plan.specs[name], depsOf(plan.specs[name].Service, plan.specs), isJob(name, plan.specs))
 	}
 	r.found = nil
 	return errors.Join(errs...)
 }
 
 // startRunner starts the goroutine that keeps spec's service running.
-func (r *envRun) startRunner(spec ctrd.ServiceSpec, deps []dep) {
+func (r *envRun) startRunner(spec ctrd.ServiceSpec, deps []dep, job bool) {
 	name := spec.Service.Name
 	ctx, cancel := context.WithCancel(r.e.ctx)
-	run := &svcRunner{name: name, svc: r.e.svc, b: r.b, logf: r.e.a.logf, deps: deps, cancel: cancel,
+	run := &svcRunner{name: name, svc: r.e.svc, b: r.b, logf: r.e.a.logf, deps: deps, job: job, cancel: cancel,
 		done: make(chan struct{}), spec: spec}
+	// What an earlier agent left of it: a running container of this definition is adopted;
+	// a job that finished (exit 0) is not run again. A stopped service that is no job runs
+	// again (after a reboot every task is gone, and the environment is up).
 	var found *ctrd.ServiceStatus
 	if f, ok := r.found[name]; ok && f.Hash == spec.Hash {
 		found = &f

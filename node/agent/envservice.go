@@ -24,6 +24,7 @@ type svcRunner struct {
 	b      *board
 	logf   func(format string, args ...any)
 	deps   []dep
+	job    bool // a service depends on it completing: a one-shot job
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the goroutine has ended
 
@@ -79,7 +80,7 @@ func (r *svcRunner) needsAllow(allow []netip.Prefix) bool {
 func (r *svcRunner) run(ctx context.Context, found *ctrd.ServiceStatus) {
 	defer close(r.done)
 	policy := r.current().Service.Restart
-	if found != nil && found.State != ctrd.StateRunning && found.ExitCode == 0 && (policy.Policy == "no" || policy.Policy == "on-failure") {
+	if r.job && found != nil && found.State != ctrd.StateRunning && found.ExitCode == 0 && (policy.Policy == "no" || policy.Policy == "on-failure") {
 		r.b.update(r.name, func(s *api.ServiceReport) { s.State, s.ExitCode, s.Reason = api.ServiceExited, 0, "" })
 		<-ctx.Done() // a job an earlier agent saw through: it does not run again
 		return
@@ -247,6 +248,16 @@ func depsOf(s compose.Spec, specs map[string]ctrd.ServiceSpec) []dep {
 		out = append(out, dep{name: name, cond: s.DependsOn[name], hasHealth: specs[name].Service.Healthcheck != nil})
 	}
 	return out
+}
+
+// isJob says whether another service waits for svc to complete.
+func isJob(svc string, specs map[string]ctrd.ServiceSpec) bool {
+	for _, s := range specs {
+		if s.Service.DependsOn[svc] == compose.ServiceCompletedSuccessfully {
+			return true
+		}
+	}
+	return false
 }
 
 // restartPolicy says whether a service that exited with code after restarts restarts

@@ -124,8 +124,8 @@ func (a *agent) work(ctx context.Context, rt Runtime, w *worker, reports chan<- 
 	defer a.wg.Done()
 	var (
 		wish    *wsWish
-		started bool   // wish holds a wish received
-		done    bool   // the last reconcile succeeded
+		started bool // wish holds a wish received
+		done    bool // the last reconcile succeeded
 		run     wsRun
 		fails   int
 		timer   = time.NewTimer(time.Hour)
