@@ -309,7 +309,9 @@ func (r *envRun) up(ctx context.Context, plan *envPlan) error {
 			delete(r.runners, step.Service)
 		}
 		fresh = append(fresh, step.Service)
-		r.b.set(step.Service, api.ServicePending, "") // before any dependant looks
+		r.b.update(step.Service, func(s *api.ServiceReport) { // before any dependant looks
+			*s = api.ServiceReport{Env: s.Env, Name: s.Name, State: api.ServicePending}
+		})
 	}
 	for _, name := range fresh {
 		r.startRunner(plan.specs[name], depsOf(plan.specs[name].Service, plan.specs), isJob(name, plan.specs))
