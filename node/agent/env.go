@@ -225,9 +225,8 @@ func (r *envRun) reconcile(ctx context.Context, wish *envWish) error {
 
 // stopRunners ends every runner's goroutine; the services stay as they are.
 func (r *envRun) stopRunners() {
-	for name, run := range r.runners {
-		run.stop()
-		delete(r.runners, name)
+	for name := range r.runners {
+		r.stopRunner(name)
 	}
 }
 
@@ -269,27 +268,9 @@ func (r *envRun) stop(ctx context.Context, spec api.EnvironmentSpec) error {
 // changed are recreated, new ones started (each after what it depends on); the others keep
 // running untouched, only told of a new Allow.
 func (r *envRun) up(ctx context.Context, plan *envPlan) error {
-	var errs []error
-	for _, name := range slices.Sorted(maps.Keys(r.known)) {
-		if _, ok := plan.specs[name]; ok || plan.bad[name] != "" {
-			continue
-		}
-		if run := r.runners[name]; run != nil {
-			run.stop()
-			delete(r.runners, name)
-		}
-		if err := r.e.svc.DeleteService(ctx, serviceID(r.id, name)); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("removing service %s: %w", name, err))
-			continue
-		}
-		delete(r.known, name)
-		r.b.forget(name)
-	}
+	errs := []error{r.dropRemoved(ctx, plan)}
 	for _, name := range slices.Sorted(maps.Keys(plan.bad)) {
-		if run := r.runners[name]; run != nil {
-			run.stop()
-			delete(r.runners, name)
-		}
+		r.stopRunner(name)
 		r.b.set(name, api.ServiceFailed, plan.bad[name])
 	}
 	var fresh []string
@@ -298,16 +279,13 @@ func (r *envRun) up(ctx context.Context, plan *envPlan) error {
 		if !ok {
 			continue
 		}
-		if run := r.runners[step.Service]; run != nil {
-			if run.current().Hash == spec.Hash {
-				if run.needsAllow(spec.Allow) {
-					errs = append(errs, run.setAllow(ctx, spec.Allow))
-				}
-				continue
+		if run := r.runners[step.Service]; run != nil && run.current().Hash == spec.Hash {
+			if run.needsAllow(spec.Allow) {
+				errs = append(errs, run.setAllow(ctx, spec.Allow))
 			}
-			run.stop()
-			delete(r.runners, step.Service)
+			continue
 		}
+		r.stopRunner(step.Service)
 		fresh = append(fresh, step.Service)
 		r.b.update(step.Service, func(s *api.ServiceReport) { // before any dependant looks
 			*s = api.ServiceReport{Env: s.Env, Name: s.Name, State: api.ServicePending}
@@ -318,6 +296,32 @@ func (r *envRun) up(ctx context.Context, plan *envPlan) error {
 	}
 	r.found = nil
 	return errors.Join(errs...)
+}
+
+// dropRemoved deletes the services that are no longer in the compose file.
+func (r *envRun) dropRemoved(ctx context.Context, plan *envPlan) error {
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(r.known)) {
+		if _, ok := plan.specs[name]; ok || plan.bad[name] != "" {
+			continue
+		}
+		r.stopRunner(name)
+		if err := r.e.svc.DeleteService(ctx, serviceID(r.id, name)); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("removing service %s: %w", name, err))
+			continue
+		}
+		delete(r.known, name)
+		r.b.forget(name)
+	}
+	return errors.Join(errs...)
+}
+
+// stopRunner ends the named service's runner, if it has one; the service stays as it is.
+func (r *envRun) stopRunner(name string) {
+	if run := r.runners[name]; run != nil {
+		run.stop()
+		delete(r.runners, name)
+	}
 }
 
 // startRunner starts the goroutine that keeps spec's service running.

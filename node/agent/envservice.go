@@ -76,61 +76,84 @@ func (r *svcRunner) needsAllow(allow []netip.Prefix) bool {
 	return r.allowStale || !slices.Equal(r.spec.Allow, allow)
 }
 
-// run serves until ctx ends. found is what an earlier agent left running, if anything.
+// run serves until ctx ends. found is what an earlier agent left of the service, if anything.
 func (r *svcRunner) run(ctx context.Context, found *ctrd.ServiceStatus) {
 	defer close(r.done)
-	policy := r.current().Service.Restart
-	if r.job && found != nil && found.State != ctrd.StateRunning && found.ExitCode == 0 && (policy.Policy == "no" || policy.Policy == "on-failure") {
+	if r.finishedJob(found) {
 		r.b.update(r.name, func(s *api.ServiceReport) { s.State, s.ExitCode, s.Reason = api.ServiceExited, 0, "" })
-		<-ctx.Done() // a job an earlier agent saw through: it does not run again
+		<-ctx.Done() // an earlier agent saw it through: it does not run again
 		return
 	}
 	adopted := found != nil && found.State == ctrd.StateRunning
 	if !adopted && !r.waitDeps(ctx) {
 		return
 	}
-	var (
-		restarts, fails int
-		delay           restartDelay
-	)
-	for ctx.Err() == nil {
-		if err := r.start(ctx, adopted); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
+	rs := restartState{policy: r.current().Service.Restart}
+	for fails := 0; ctx.Err() == nil; {
+		began := time.Now()
+		code, err := r.startAndWatch(ctx, adopted)
+		adopted = false
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
 			fails++
 			r.logf("agent: service %s/%s: %v (again in %v)", r.b.env, r.name, err, backoff(fails).Round(10*time.Millisecond))
 			sleep(ctx, backoff(fails))
 			continue
 		}
-		adopted, fails = false, 0
-		began := time.Now()
-		code, err := r.watch(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			r.b.set(r.name, api.ServiceFailed, fmt.Sprintf("watching the service: %v", err))
-			fails++
-			sleep(ctx, backoff(fails))
-			continue
-		}
-		again, why := restartPolicy(policy, code, restarts)
+		fails = 0
+		wait, again := r.exited(&rs, code, time.Since(began))
 		if !again {
-			r.b.update(r.name, func(s *api.ServiceReport) {
-				s.State, s.ExitCode, s.Reason, s.Health, s.HealthOutput = api.ServiceExited, code, why, "", ""
-			})
 			<-ctx.Done()
 			return
 		}
-		restarts++
-		wait := delay.next(time.Since(began))
-		r.b.update(r.name, func(s *api.ServiceReport) {
-			s.State, s.ExitCode, s.Restarts, s.Health, s.HealthOutput = api.ServiceRestarting, code, restarts, "", ""
-			s.Reason = fmt.Sprintf("exited with code %d; restart %d (%s) in %v", code, restarts, policy.Policy, wait)
-		})
 		sleep(ctx, wait)
 	}
+}
+
+// finishedJob says whether found is a one-shot job that completed before this agent.
+func (r *svcRunner) finishedJob(found *ctrd.ServiceStatus) bool {
+	p := r.current().Service.Restart.Policy
+	return r.job && found != nil && found.State != ctrd.StateRunning && found.ExitCode == 0 && (p == "no" || p == "on-failure")
+}
+
+// startAndWatch runs the service and waits until it exits.
+func (r *svcRunner) startAndWatch(ctx context.Context, adopted bool) (int, error) {
+	if err := r.start(ctx, adopted); err != nil {
+		return 0, err
+	}
+	code, err := r.watch(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.b.set(r.name, api.ServiceFailed, fmt.Sprintf("watching the service: %v", err))
+	}
+	return code, err
+}
+
+// restartState is what a restart policy counts.
+type restartState struct {
+	policy   compose.Restart
+	restarts int
+	delay    restartDelay
+}
+
+// exited reports the service's exit after it ran for ran and says whether, and after what
+// wait, it runs again.
+func (r *svcRunner) exited(rs *restartState, code int, ran time.Duration) (time.Duration, bool) {
+	again, why := restartPolicy(rs.policy, code, rs.restarts)
+	if !again {
+		r.b.update(r.name, func(s *api.ServiceReport) {
+			s.State, s.ExitCode, s.Reason, s.Health, s.HealthOutput = api.ServiceExited, code, why, "", ""
+		})
+		return 0, false
+	}
+	rs.restarts++
+	wait := rs.delay.next(ran)
+	r.b.update(r.name, func(s *api.ServiceReport) {
+		s.State, s.ExitCode, s.Restarts, s.Health, s.HealthOutput = api.ServiceRestarting, code, rs.restarts, "", ""
+		s.Reason = fmt.Sprintf("exited with code %d; restart %d (%s) in %v", code, rs.restarts, rs.policy.Policy, wait)
+	})
+	return wait, true
 }
 
 // start runs the service (an adopted one already runs) and reports it running.
