@@ -586,3 +586,21 @@ func TestEnvAdoptionAfterReboot(t *testing.T) {
 		}
 	})
 }
+
+func TestBoardCutsHealthOutput(t *testing.T) {
+	reports := make(chan api.ServiceReport, 4)
+	b := newBoard(context.Background(), "staging", reports)
+	b.update("redis", func(s *api.ServiceReport) {
+		s.State, s.HealthOutput = api.ServiceRunning, strings.Repeat("x", maxHealthOutput-1)+"é and more"
+	})
+	r := <-reports
+	if len(r.HealthOutput) != maxHealthOutput-1 || r.Env != "staging" || r.Name != "redis" {
+		t.Errorf("report %q/%q with %d bytes of output, want %d (cut to 1 KiB, whole characters)", r.Env, r.Name, len(r.HealthOutput), maxHealthOutput-1)
+	}
+	b.update("redis", func(s *api.ServiceReport) {})
+	select {
+	case r := <-reports:
+		t.Errorf("a report without a change: %+v", r)
+	default:
+	}
+}

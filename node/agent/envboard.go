@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"maps"
+	"strings"
 	"sync"
 
 	"meshwork.dev/coord/api"
@@ -42,7 +43,7 @@ func (b *board) update(svc string, f func(r *api.ServiceReport)) {
 	r.Env, r.Name = b.env, svc
 	f(&r)
 	if len(r.HealthOutput) > maxHealthOutput {
-		r.HealthOutput = r.HealthOutput[:maxHealthOutput]
+		r.HealthOutput = strings.ToValidUTF8(r.HealthOutput[:maxHealthOutput], "")
 	}
 	if _, ok := b.svcs[svc]; ok && r == old {
 		b.mu.Unlock()
