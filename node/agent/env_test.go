@@ -604,3 +604,21 @@ func TestBoardCutsHealthOutput(t *testing.T) {
 	default:
 	}
 }
+
+// An image that can be had again is retried, and what waited for its service starts.
+func TestEnvRecoversFromAMissingImage(t *testing.T) {
+	m, c := newFakeMachine(t.TempDir()), newFakeCoord()
+	m.missing["postgres"] = true
+	c.setEnvs(envSpec("staging", api.Running, `
+services:
+  db: {image: postgres}
+  web: {image: web, depends_on: [db]}
+`, "db", "web"))
+	startAgent(t, m, c)
+	eventually(t, "web failed", func() bool { return c.svc("staging", "web").State == api.ServiceFailed })
+	m.with(func() { m.missing["postgres"] = false })
+	eventually(t, "web running", func() bool { return c.svc("staging", "web").State == api.ServiceRunning })
+	if r := c.svc("staging", "db"); r.State != api.ServiceRunning || r.Reason != "" {
+		t.Errorf("db: %+v, want running with no reason left", r)
+	}
+}

@@ -30,6 +30,7 @@ type fakeServices struct {
 	order    []string // service IDs in the order their tasks started
 	execs    [][]string
 	health   func(id string) (int, string, error) // healthcheck answers; nil: pass
+	missing  map[string]bool                      // images that cannot be had for now
 }
 
 type fakeSvc struct {
@@ -42,14 +43,14 @@ var _ Services = (*fakeServices)(nil)
 
 func newFakeServices(dir string) *fakeServices {
 	return &fakeServices{dir: dir, svcs: map[string]*fakeSvc{}, starts: map[string]int{}, creates: map[string]int{},
-		volumes: map[string]bool{}, allows: map[string][]netip.Prefix{}, allowSet: map[string]int{}, searches: map[string][]string{}}
+		volumes: map[string]bool{}, allows: map[string][]netip.Prefix{}, allowSet: map[string]int{}, searches: map[string][]string{}, missing: map[string]bool{}}
 }
 
 func (f *fakeServices) RunService(ctx context.Context, s ctrd.ServiceSpec, progress func(ctrd.Status)) (ctrd.ServiceStatus, error) {
 	progress(ctrd.Status{State: ctrd.StatePulling, Reason: "resolving " + s.Service.Image})
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if s.Service.Image == "bad" {
+	if s.Service.Image == "bad" || f.missing[s.Service.Image] {
 		return ctrd.ServiceStatus{}, fmt.Errorf("image %q: not found", s.Service.Image)
 	}
 	sv := f.svcs[s.ID]
