@@ -69,10 +69,11 @@ func (e *envs) adopt(ctx context.Context, st *api.MachineState) {
 			found[s.EnvID] = append(found[s.EnvID], s)
 		}
 	}
+	ids := slices.Sorted(maps.Keys(found)) // the workers take from found as soon as they start
 	e.mu.Lock()
 	e.found = found
 	e.mu.Unlock()
-	for id := range found {
+	for _, id := range ids {
 		if !slices.ContainsFunc(st.Environments, func(env api.EnvironmentSpec) bool { return env.ID == id }) {
 			e.a.logf("agent: environment %s is no longer wanted here; removing its services and volumes", id)
 			e.set(id, nil)
