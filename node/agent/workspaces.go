@@ -223,7 +223,7 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 	}
 	if st.State == ctrd.StateRunning {
 		if err := a.setSearch(ctx, rt, name, spec.Search, run); err != nil {
-			return err
+			a.logf("agent: %s: %v (again at the next check)", name, err) // it runs: report it so
 		}
 	}
 	rep := api.WorkspaceReport{Name: name, State: string(st.State), Reason: st.Reason}
