@@ -25,7 +25,10 @@ type Runtime interface {
 	SocketDir(name string) string // a host directory the workspace sees at ctrd.SocketsPath
 }
 
-var _ Runtime = (*ctrd.Runtime)(nil)
+var (
+	_ Runtime  = (*ctrd.Runtime)(nil)
+	_ Services = (*ctrd.Runtime)(nil)
+)
 
 // agent makes a workmachine run what coord wants on it. It follows the machine's desired
 // state as a stream of changes (a long poll over the Noise channel, authenticated by the
@@ -51,6 +54,7 @@ type agent struct {
 	ssh     *wsSSH            // set once, before the workers start; nil without sshDir
 	coord   *coordClient      // set once, before the workers start; nil in tests
 	wsAPI   wsAPIs            // each running workspace's own API
+	envs    *envs             // the environments' workers; nil until the runtime exists, or when it runs no services
 	wg      sync.WaitGroup    // the workers and the reporter
 }
 
@@ -108,6 +112,7 @@ func (a *agent) started(ctx context.Context, rt Runtime, src source) error {
 func (a *agent) run(ctx context.Context, src source, advertise func(context.Context, []netip.Prefix) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	reports := make(chan api.WorkspaceReport, 256)
+	svcReports := make(chan api.ServiceReport, 256)
 	defer func() {
 		cancel()
 		if a.ssh != nil {
@@ -117,7 +122,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 		a.wg.Wait()
 	}()
 	a.wg.Add(1)
-	go a.reporter(ctx, src, reports)
+	go a.reporter(ctx, src, reports, svcReports)
 	var (
 		rt      Runtime
 		last    *api.MachineState
@@ -142,6 +147,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 			if rt, err = a.runtimeFor(ctx, st, machine == "", src, reports); err != nil {
 				return err
 			}
+			a.envsFor(ctx, rt, st, svcReports)
 			machine = st.Machine
 		}
 		last = st
@@ -149,6 +155,11 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 		a.state = st
 		a.mu.Unlock()
 		a.apply(ctx, rt, st, reports)
+		if a.envs != nil {
+			a.envs.apply(st)
+		} else if len(st.Environments) > 0 {
+			a.logf("agent: this machine's runtime runs no environment services: %d environments wait", len(st.Environments))
+		}
 		routes.advertise(ctx, a, workspaceRoutes(st), advertise)
 	}
 	return nil
@@ -168,6 +179,17 @@ func (a *agent) runtimeFor(ctx context.Context, st *api.MachineState, first bool
 	}
 	a.adopt(ctx, rt, st, reports)
 	return rt, nil
+}
+
+// envsFor starts reconciling environments once there is a runtime that runs services,
+// adopting the services an earlier agent left.
+func (a *agent) envsFor(ctx context.Context, rt Runtime, st *api.MachineState, reports chan<- api.ServiceReport) {
+	svc, ok := rt.(Services)
+	if !ok || a.envs != nil {
+		return
+	}
+	a.envs = &envs{a: a, svc: svc, ctx: ctx, reports: reports}
+	a.envs.adopt(ctx, st)
 }
 
 // routeState is what the agent last advertised.

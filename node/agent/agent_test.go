@@ -83,12 +83,13 @@ type fakeCoord struct {
 	st      api.MachineState
 	changed chan struct{}
 	reports map[string]api.WorkspaceReport
+	svcs    map[string]api.ServiceReport // by env/name
 	failed  bool
 }
 
 func newFakeCoord() *fakeCoord {
 	return &fakeCoord{st: api.MachineState{Index: 1, Machine: "wm1", Domain: "mesh.internal"},
-		changed: make(chan struct{}), reports: map[string]api.WorkspaceReport{}}
+		changed: make(chan struct{}), reports: map[string]api.WorkspaceReport{}, svcs: map[string]api.ServiceReport{}}
 }
 
 func (c *fakeCoord) set(ws ...api.WorkspaceSpec) {
@@ -126,6 +127,9 @@ func (c *fakeCoord) report(ctx context.Context, rep *api.MachineReport) error {
 	}
 	for _, r := range rep.Workspaces {
 		c.reports[r.Name] = r
+	}
+	for _, r := range rep.Services {
+		c.svcs[r.Env+"/"+r.Name] = r
 	}
 	return nil
 }

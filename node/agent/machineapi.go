@@ -44,6 +44,20 @@ func (a *agent) machineAPI(rt Runtime, who func(r *http.Request) (string, error)
 		}
 		a.serveLogs(w, r, rt.LogPath(spec.Name))
 	})
+	mux.HandleFunc("GET /v1/environments/{env}/services/{svc}/logs", func(w http.ResponseWriter, r *http.Request) {
+		id, err := a.authorizeService(r, who)
+		svc, ok := rt.(Services)
+		if err == nil && !ok {
+			err = &httpErr{http.StatusNotFound, "this machine runs no environment services"}
+		}
+		if err != nil {
+			var he *httpErr
+			errors.As(err, &he)
+			http.Error(w, err.Error(), he.status)
+			return
+		}
+		a.serveLogs(w, r, svc.ServiceLogPath(id))
+	})
 	mux.HandleFunc("GET /v1/shield", func(w http.ResponseWriter, r *http.Request) {
 		if !a.adminCall(w, r, who) {
 			return
@@ -109,6 +123,32 @@ func (a *agent) authorize(r *http.Request, who func(r *http.Request) (string, er
 		return nil, &httpErr{http.StatusNotFound, fmt.Sprintf("no workspace %q of yours (%s) on this machine", name, user)}
 	}
 	return spec, nil
+}
+
+// authorizeService finds the service a request names, if its caller owns its environment
+// or is an admin, and returns the runtime's ID of it.
+func (a *agent) authorizeService(r *http.Request, who func(r *http.Request) (string, error)) (string, error) {
+	user, err := who(r)
+	if err != nil {
+		return "", &httpErr{http.StatusUnauthorized, "who are you? " + err.Error()}
+	}
+	name, svc := r.PathValue("env"), r.PathValue("svc")
+	st := a.current()
+	var env *api.EnvironmentSpec
+	if st != nil {
+		if i := slices.IndexFunc(st.Environments, func(e api.EnvironmentSpec) bool { return e.Name == name }); i >= 0 {
+			env = &st.Environments[i]
+		}
+	}
+	switch {
+	case env == nil:
+		return "", &httpErr{http.StatusNotFound, fmt.Sprintf("no environment %q on this machine", name)}
+	case env.User != user && !slices.Contains(st.Admins, user):
+		return "", &httpErr{http.StatusForbidden, fmt.Sprintf("%s may not read the logs of environment %q: only its owner and admins may", user, name)}
+	case !slices.ContainsFunc(env.Services, func(s api.ServiceAddr) bool { return s.Name == svc }):
+		return "", &httpErr{http.StatusNotFound, fmt.Sprintf("environment %q has no service %q (meshctl env status %s lists them)", name, svc, name)}
+	}
+	return serviceID(env.ID, svc), nil
 }
 
 // serveLogs writes the log's last ?tail= lines (all, up to 4 MiB, by default) and with

@@ -81,3 +81,49 @@ func TestWorkspaceLogs(t *testing.T) {
 		t.Errorf("follow read %q, want three then four", got)
 	}
 }
+
+func TestServiceLogs(t *testing.T) {
+	m := newFakeMachine(t.TempDir())
+	if err := os.WriteFile(m.ServiceLogPath("e_1.redis"), []byte("ready\naccepting connections\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{state: &api.MachineState{Admins: []string{"root"}, Environments: []api.EnvironmentSpec{
+		{ID: "e_1", Name: "staging", User: "alice", Services: []api.ServiceAddr{{Name: "redis"}}},
+	}}}
+	who := func(r *http.Request) (string, error) {
+		if u := r.Header.Get("X-Test-User"); u != "" {
+			return u, nil
+		}
+		return "", errors.New("not on the mesh")
+	}
+	srv := httptest.NewServer(a.machineAPI(m, who))
+	defer srv.Close()
+	for _, tt := range []struct {
+		user, path string
+		code       int
+		body       string
+	}{
+		{"alice", "/v1/environments/staging/services/redis/logs", 200, "ready\naccepting connections\n"},
+		{"alice", "/v1/environments/staging/services/redis/logs?tail=1", 200, "accepting connections\n"},
+		{"root", "/v1/environments/staging/services/redis/logs?tail=1", 200, "accepting connections\n"},
+		{"bob", "/v1/environments/staging/services/redis/logs", 403, "bob may not read the logs of environment \"staging\": only its owner and admins may\n"},
+		{"bob", "/v1/environments/staging/services/nope/logs", 403, "bob may not read the logs of environment \"staging\": only its owner and admins may\n"},
+		{"", "/v1/environments/staging/services/redis/logs", 401, "who are you? not on the mesh\n"},
+		{"alice", "/v1/environments/prod/services/redis/logs", 404, "no environment \"prod\" on this machine\n"},
+		{"alice", "/v1/environments/staging/services/web/logs", 404, "environment \"staging\" has no service \"web\" (meshctl env status staging lists them)\n"},
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+tt.path, nil)
+		if tt.user != "" {
+			req.Header.Set("X-Test-User", tt.user)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tt.code || string(b) != tt.body {
+			t.Errorf("%s as %q: %d %q, want %d %q", tt.path, tt.user, res.StatusCode, b, tt.code, tt.body)
+		}
+	}
+}

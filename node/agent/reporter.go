@@ -7,17 +7,12 @@ import (
 	"meshwork.dev/coord/api"
 )
 
-// reporter sends coord what the workers observe: batched, only the latest per workspace,
-// retried until it lands (a report lost to a dead replica is sent to the next).
-func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.WorkspaceReport) {
+// reporter sends coord what the workers observe: batched, only the latest per workspace and
+// per service, retried until it lands (a report lost to a dead replica is sent to the next).
+func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.WorkspaceReport, svcReports <-chan api.ServiceReport) {
 	defer a.wg.Done()
-	pending := map[string]api.WorkspaceReport{}
-	sent := map[string]api.WorkspaceReport{}
-	add := func(r api.WorkspaceReport) {
-		if sent[r.Name] != r {
-			pending[r.Name] = r
-		}
-	}
+	ws := newLatest(func(r api.WorkspaceReport) string { return r.Name })
+	svcs := newLatest(func(r api.ServiceReport) string { return r.Env + "/" + r.Name })
 	fails := 0
 	var retry *time.Timer // set while a failed report waits to be sent again
 	for {
@@ -29,21 +24,18 @@ func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.Wor
 		case <-ctx.Done():
 			return
 		case r := <-reports:
-			add(r)
-			drain(reports, add)
-			if retry != nil {
-				continue
-			}
+			ws.add(r)
+		case r := <-svcReports:
+			svcs.add(r)
 		case <-retryC:
 			retry = nil
 		}
-		if len(pending) == 0 {
+		drain(reports, ws.add)
+		drain(svcReports, svcs.add)
+		if retry != nil || len(ws.pending)+len(svcs.pending) == 0 {
 			continue
 		}
-		rep := &api.MachineReport{}
-		for _, r := range pending {
-			rep.Workspaces = append(rep.Workspaces, r)
-		}
+		rep := &api.MachineReport{Workspaces: ws.list(), Services: svcs.list()}
 		if err := src.report(ctx, rep); err != nil {
 			fails++
 			a.logf("agent: reporting to coord: %v", err)
@@ -51,15 +43,50 @@ func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.Wor
 			continue
 		}
 		fails = 0
-		for n, r := range pending {
-			sent[n] = r
-			delete(pending, n)
-		}
+		ws.sent()
+		svcs.sent()
+	}
+}
+
+// latest holds the reports not yet sent, only the latest of each thing.
+type latest[R comparable] struct {
+	key      func(R) string
+	pending  map[string]R
+	lastSent map[string]R
+}
+
+func newLatest[R comparable](key func(R) string) *latest[R] {
+	return &latest[R]{key: key, pending: map[string]R{}, lastSent: map[string]R{}}
+}
+
+// add queues r, unless coord already has it.
+func (l *latest[R]) add(r R) {
+	k := l.key(r)
+	if s, ok := l.lastSent[k]; ok && s == r {
+		delete(l.pending, k) // back to what coord has: an older change queued must not go
+		return
+	}
+	l.pending[k] = r
+}
+
+func (l *latest[R]) list() []R {
+	var out []R
+	for _, r := range l.pending {
+		out = append(out, r)
+	}
+	return out
+}
+
+// sent records that coord has every pending report.
+func (l *latest[R]) sent() {
+	for k, r := range l.pending {
+		l.lastSent[k] = r
+		delete(l.pending, k)
 	}
 }
 
 // drain takes whatever else is queued, without waiting.
-func drain(reports <-chan api.WorkspaceReport, add func(api.WorkspaceReport)) {
+func drain[R any](reports <-chan R, add func(R)) {
 	for {
 		select {
 		case r := <-reports:

@@ -53,14 +53,22 @@ func (a *agent) apply(ctx context.Context, rt Runtime, st *api.MachineState, rep
 	}
 }
 
-// workspaceRoutes are the single-address prefixes of every workspace on the machine.
+// workspaceRoutes are the single-address prefixes of every workspace and every environment
+// service on the machine (those of environments that are down too: they keep their addresses).
 func workspaceRoutes(st *api.MachineState) []netip.Prefix {
-	var out []netip.Prefix
+	var addrs []string
 	for _, w := range st.Workspaces {
-		for _, s := range []string{w.IPv4, w.IPv6} {
-			if ip, err := netip.ParseAddr(s); err == nil {
-				out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-			}
+		addrs = append(addrs, w.IPv4, w.IPv6)
+	}
+	for _, e := range st.Environments {
+		for _, s := range e.Services {
+			addrs = append(addrs, s.IPv4, s.IPv6)
+		}
+	}
+	var out []netip.Prefix
+	for _, s := range addrs {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
 		}
 	}
 	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
@@ -116,9 +124,9 @@ func (a *agent) work(ctx context.Context, rt Runtime, w *worker, reports chan<- 
 	defer a.wg.Done()
 	var (
 		wish    *wsWish
-		started bool   // wish holds a wish received
-		done    bool   // the last reconcile succeeded
-		runID   string // the ID of the workspace this name runs as, to notice a replacement
+		started bool // wish holds a wish received
+		done    bool // the last reconcile succeeded
+		run     wsRun
 		fails   int
 		timer   = time.NewTimer(time.Hour)
 	)
@@ -140,7 +148,7 @@ func (a *agent) work(ctx context.Context, rt Runtime, w *worker, reports chan<- 
 			wish, started, fails = next, true, 0
 		case <-timer.C:
 		}
-		err := a.reconcile(ctx, rt, w.name, wish, &runID, reports)
+		err := a.reconcile(ctx, rt, w.name, wish, &run, reports)
 		done = err == nil
 		if wish == nil && done && a.retire(w) {
 			return
@@ -166,9 +174,15 @@ func (a *agent) retire(w *worker) bool {
 	return true
 }
 
+// wsRun is what a worker knows of the workspace it runs.
+type wsRun struct {
+	id     string   // the ID of the workspace this name runs as, to notice a replacement
+	search []string // the search domains it was last given (nil: not known)
+}
+
 // reconcile makes one workspace what its wish says and reports what it then is.
-func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *wsWish, runID *string, reports chan<- api.WorkspaceReport) error {
-	gone := wish == nil || (*runID != "" && *runID != wish.spec.ID) // deleted, or replaced by another of its name
+func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *wsWish, run *wsRun, reports chan<- api.WorkspaceReport) error {
+	gone := wish == nil || (run.id != "" && run.id != wish.spec.ID) // deleted, or replaced by another of its name
 	if gone || wish.spec.Desired == api.Stopped {
 		a.wsAPI.down(name)
 		if a.ssh != nil {
@@ -179,7 +193,7 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 		if err := rt.Delete(ctx, name); err != nil {
 			return fmt.Errorf("removing: %w", err)
 		}
-		*runID = ""
+		*run = wsRun{}
 		if wish == nil {
 			a.logf("agent: %s removed", name)
 			return nil
@@ -192,6 +206,7 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 		if err := rt.Stop(ctx, name); err != nil {
 			return fmt.Errorf("stopping: %w", err)
 		}
+		run.search = nil
 		say(ctrd.Status{Name: name, State: ctrd.StateStopped})
 		return nil
 	}
@@ -200,7 +215,7 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 		say(ctrd.Status{Name: name, State: ctrd.StateFailed, Reason: err.Error()})
 		return err
 	}
-	*runID = spec.ID
+	run.id = spec.ID
 	st, err := rt.Run(ctx, spec, say)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -208,6 +223,11 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 		}
 		say(ctrd.Status{Name: name, State: ctrd.StateFailed, Reason: cmp.Or(st.Reason, err.Error())})
 		return err
+	}
+	if st.State == ctrd.StateRunning {
+		if err := a.setSearch(ctx, rt, name, spec.Search, run); err != nil {
+			a.logf("agent: %s: %v (again at the next check)", name, err) // it runs: report it so
+		}
 	}
 	rep := api.WorkspaceReport{Name: name, State: string(st.State), Reason: st.Reason}
 	if a.ssh != nil && st.State == ctrd.StateRunning {
@@ -222,10 +242,30 @@ func (a *agent) reconcile(ctx context.Context, rt Runtime, name string, wish *ws
 	return nil
 }
 
+// setSearch gives a running workspace the search domains of the environment it is connected
+// to (env connect/disconnect), without restarting it.
+func (a *agent) setSearch(ctx context.Context, rt Runtime, name string, search []string, run *wsRun) error {
+	if run.search != nil && slices.Equal(run.search, search) {
+		return nil
+	}
+	svc, ok := rt.(Services)
+	if !ok {
+		return nil
+	}
+	if err := svc.SetSearch(ctx, name, search); err != nil {
+		return fmt.Errorf("setting its search domains: %w", err)
+	}
+	run.search = search
+	return nil
+}
+
 // runtimeSpec turns coord's spec into the runtime's.
 func runtimeSpec(w *wsWish) (ctrd.Spec, error) {
 	s := ctrd.Spec{ID: w.spec.ID, Name: w.spec.Name, User: w.spec.User, Image: w.spec.Image,
 		CPU: w.spec.CPU, Memory: w.spec.Memory, DNS: []string{meshdns.Resolver.String()}, Search: []string{w.domain}}
+	if w.spec.Env != "" {
+		s.Search = envSearch(w.spec.Env, w.domain)
+	}
 	var err error
 	if s.IPv4, err = netip.ParseAddr(w.spec.IPv4); err != nil {
 		return s, fmt.Errorf("workspace %s has no mesh address: %w", w.spec.Name, err)
