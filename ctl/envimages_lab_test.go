@@ -202,14 +202,14 @@ func runImage(t *testing.T, h *lab.Host, rt *ctrd.Runtime, name, ref string, hos
 	return s
 }
 
-// wsOutput runs args as root in workspace s and returns what they print; a non-zero exit is
-// an error.
+// wsOutput runs args in workspace s, as root in the service images and as the workspace user
+// in envdevImage, and returns what they print; a non-zero exit is an error.
 func wsOutput(t *testing.T, rt *ctrd.Runtime, s ctrd.Spec, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	p, err := rt.Exec(ctx, s.Name, wsexec.Spec{Args: args, Root: true, Stdout: &out, Stderr: &out})
+	p, err := rt.Exec(ctx, s.Name, wsexec.Spec{Args: args, Root: s.Image != envdevImage, Stdout: &out, Stderr: &out})
 	if err != nil {
 		return "", err
 	}
