@@ -30,7 +30,23 @@ declare -A want=(
 	[tmux]=/usr/bin/tmux
 	[socat]=/usr/bin/socat
 	[ca-certificates]=/etc/ssl/certs/ca-certificates.crt
+	[curl]=/usr/bin/curl
+	[redis-server]=/usr/bin/redis-server # packed into images by the environment tests
+	[redis-tools]=/usr/bin/redis-cli
 )
+# quiet_service stops and disables the system service a package just installed and started:
+# tests run their own redis-server on ports they choose; a system one would hold 6379.
+quiet_service() {
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now --quiet "$1" >/dev/null 2>&1 || true
+	fi
+	if [ -x "/etc/init.d/$1" ]; then
+		invoke-rc.d "$1" stop >/dev/null 2>&1 || true
+		update-rc.d "$1" disable >/dev/null 2>&1 || true
+	fi
+	say "$1 installed; its system service is stopped and disabled (tests start their own)"
+}
+
 missing=()
 for pkg in "${!want[@]}"; do
 	[ -e "${want[$pkg]}" ] || missing+=("$pkg")
@@ -41,6 +57,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	# policy-rc.d keeps the package from starting a system containerd: we run our own.
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+		quiet_service redis-server
+	fi
 else
 	say "packages present"
 fi

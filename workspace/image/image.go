@@ -110,7 +110,7 @@ func buildLayer(files []File) (gz []byte, diffID digest.Digest, err error) {
 		return nil, "", err
 	}
 	var out bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&out, gzip.DefaultCompression) // header left zero: no name, no time
+	zw, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed) // header left zero: no name, no time
 	if _, err := zw.Write(raw.Bytes()); err != nil {
 		return nil, "", err
 	}
