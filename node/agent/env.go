@@ -25,7 +25,7 @@ type Services interface {
 	DeleteService(ctx context.Context, id string) error
 	DeleteVolumes(ctx context.Context, envID string) error
 	ListServices(ctx context.Context) ([]ctrd.ServiceStatus, error)
-	SetServiceAllow(ctx context.Context, id string, allow []netip.Prefix) error
+	SetServicePeers(ctx context.Context, id string, hosts []ctrd.HostEntry, allow []netip.Prefix) error
 	ServiceLogPath(id string) string
 	SetSearch(ctx context.Context, name string, search []string) error
 }
@@ -267,7 +267,7 @@ func (r *envRun) stop(ctx context.Context, spec api.EnvironmentSpec) error {
 
 // up runs plan: services removed from the compose file are deleted, those whose definition
 // changed are recreated, new ones started (each after what it depends on); the others keep
-// running untouched, only told of a new Allow.
+// running untouched, only told of new peers (services added or removed, workspaces connected).
 func (r *envRun) up(ctx context.Context, plan *envPlan) error {
 	errs := []error{r.dropRemoved(ctx, plan)}
 	for _, name := range slices.Sorted(maps.Keys(plan.bad)) {
@@ -281,8 +281,8 @@ func (r *envRun) up(ctx context.Context, plan *envPlan) error {
 			continue
 		}
 		if run := r.runners[step.Service]; run != nil && run.current().Hash == spec.Hash {
-			if run.needsAllow(spec.Allow) {
-				errs = append(errs, run.setAllow(ctx, spec.Allow))
+			if run.needsPeers(spec.Hosts, spec.Allow) {
+				errs = append(errs, run.setPeers(ctx, spec.Hosts, spec.Allow))
 			}
 			continue
 		}

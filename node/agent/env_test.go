@@ -351,8 +351,8 @@ func TestEnvUpdate(t *testing.T) {
 	v3 := v2
 	v3.Allow = []string{"100.64.9.9", "100.64.7.7"}
 	c.setEnvs(v3)
-	eventually(t, "allow set live", func() bool { return m.count(m.allowSet, "e_staging.redis") == 1 })
-	eventually(t, "allow set live on api", func() bool { return m.count(m.allowSet, "e_staging.api") == 1 })
+	eventually(t, "allow set live", func() bool { return m.count(m.peersSet, "e_staging.redis") == 1 })
+	eventually(t, "allow set live on api", func() bool { return m.count(m.peersSet, "e_staging.api") == 1 })
 	m.with(func() {
 		want := []netip.Prefix{netip.MustParsePrefix("100.64.7.7/32"), netip.MustParsePrefix("100.64.9.9/32")}
 		if !slices.Equal(m.allows["e_staging.redis"], want) {
@@ -364,11 +364,20 @@ func TestEnvUpdate(t *testing.T) {
 	})
 
 	v4 := envSpec("staging", api.Running, "services:\n  redis: {image: redis, volumes: [data:/data]}\nvolumes:\n  data: {}\n", "redis")
+	v4.Allow, v4.Services = v3.Allow, v3.Services[1:] // redis keeps its addresses
 	c.setEnvs(v4)
 	eventually(t, "api removed", func() bool { _, ok := m.state("e_staging.api"); return !ok })
+	eventually(t, "redis told api is gone", func() bool {
+		var hosts []ctrd.HostEntry
+		m.with(func() { hosts = m.hosts["e_staging.redis"] })
+		return len(hosts) == 2 && hosts[0].Names[0] == "redis" && hosts[1].Names[0] == "redis" // IPv4 and IPv6
+	})
 	m.with(func() {
 		if len(m.volDels) != 0 {
 			t.Errorf("removing a service removed the environment's volumes")
+		}
+		if m.creates["e_staging.redis"] != 1 || m.starts["e_staging.redis"] != 1 {
+			t.Errorf("removing api recreated or restarted redis: creates %v, starts %v", m.creates, m.starts)
 		}
 	})
 }
@@ -447,8 +456,8 @@ func TestEnvAdoption(t *testing.T) {
 		if m.starts["e_staging.migrate"] != 0 {
 			t.Errorf("a finished job ran again")
 		}
-		if m.allowSet["e_staging.redis"] != 1 {
-			t.Errorf("adopted redis's Allow not set: %d calls", m.allowSet["e_staging.redis"])
+		if m.peersSet["e_staging.redis"] != 1 {
+			t.Errorf("adopted redis's Allow not set: %d calls", m.peersSet["e_staging.redis"])
 		}
 		if !slices.Equal(m.volDels, []string{"e_old"}) {
 			t.Errorf("volumes removed: %v, want only e_old's", m.volDels)

@@ -25,7 +25,8 @@ type fakeServices struct {
 	volumes  map[string]bool
 	volDels  []string
 	allows   map[string][]netip.Prefix
-	allowSet map[string]int // SetServiceAllow calls by ID
+	hosts    map[string][]ctrd.HostEntry
+	peersSet map[string]int // SetServicePeers calls by ID
 	searches map[string][]string
 	order    []string // service IDs in the order their tasks started
 	execs    [][]string
@@ -43,7 +44,7 @@ var _ Services = (*fakeServices)(nil)
 
 func newFakeServices(dir string) *fakeServices {
 	return &fakeServices{dir: dir, svcs: map[string]*fakeSvc{}, starts: map[string]int{}, creates: map[string]int{},
-		volumes: map[string]bool{}, allows: map[string][]netip.Prefix{}, allowSet: map[string]int{}, searches: map[string][]string{}, missing: map[string]bool{}}
+		volumes: map[string]bool{}, allows: map[string][]netip.Prefix{}, peersSet: map[string]int{}, hosts: map[string][]ctrd.HostEntry{}, searches: map[string][]string{}, missing: map[string]bool{}}
 }
 
 func (f *fakeServices) RunService(ctx context.Context, s ctrd.ServiceSpec, progress func(ctrd.Status)) (ctrd.ServiceStatus, error) {
@@ -67,7 +68,7 @@ func (f *fakeServices) RunService(ctx context.Context, s ctrd.ServiceSpec, progr
 	}
 	sv.spec = s
 	f.volumes[s.EnvID] = true
-	f.allows[s.ID] = s.Allow
+	f.allows[s.ID], f.hosts[s.ID] = s.Allow, s.Hosts
 	f.starts[s.ID]++
 	f.order = append(f.order, s.ID)
 	sv.st.State, sv.st.PID, sv.st.ExitCode = ctrd.StateRunning, 1000+f.starts[s.ID], 0
@@ -176,14 +177,14 @@ func (f *fakeServices) ListServices(ctx context.Context) ([]ctrd.ServiceStatus, 
 	return out, nil
 }
 
-func (f *fakeServices) SetServiceAllow(ctx context.Context, id string, allow []netip.Prefix) error {
+func (f *fakeServices) SetServicePeers(ctx context.Context, id string, hosts []ctrd.HostEntry, allow []netip.Prefix) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.svcs[id] == nil {
 		return fmt.Errorf("service %s: %w", id, ctrd.ErrNotFound)
 	}
-	f.allows[id] = allow
-	f.allowSet[id]++
+	f.allows[id], f.hosts[id] = allow, hosts
+	f.peersSet[id]++
 	return nil
 }
 

@@ -28,9 +28,9 @@ type svcRunner struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the goroutine has ended
 
-	mu         sync.Mutex // guards spec and allowStale
+	mu         sync.Mutex // guards spec and peersStale
 	spec       ctrd.ServiceSpec
-	allowStale bool // setting spec.Allow on the service failed
+	peersStale bool // setting spec.Hosts and spec.Allow on the service failed
 }
 
 // dep is one dependency of a service: what it waits for.
@@ -53,27 +53,34 @@ func (r *svcRunner) stop() {
 	<-r.done
 }
 
-// setAllow replaces, live, who may connect to the service; one not made yet gets it when
-// it is (start applies what changed while it ran RunService).
-func (r *svcRunner) setAllow(ctx context.Context, allow []netip.Prefix) error {
+// setPeers replaces, live, whom the service knows by name (its environment's services) and
+// who may connect to it; one not made yet gets them when it is (start applies what changed
+// while it ran RunService).
+func (r *svcRunner) setPeers(ctx context.Context, hosts []ctrd.HostEntry, allow []netip.Prefix) error {
 	r.mu.Lock()
-	r.spec.Allow, r.allowStale = allow, true
+	r.spec.Hosts, r.spec.Allow, r.peersStale = hosts, allow, true
 	id := r.spec.ID
 	r.mu.Unlock()
-	if err := r.svc.SetServiceAllow(ctx, id, allow); err != nil && !isNotFound(err) {
-		return fmt.Errorf("service %s: setting who may connect: %w", r.name, err)
+	if err := r.svc.SetServicePeers(ctx, id, hosts, allow); err != nil && !isNotFound(err) {
+		return fmt.Errorf("service %s: setting its peers: %w", r.name, err)
 	}
 	r.mu.Lock()
-	r.allowStale = false
+	r.peersStale = false
 	r.mu.Unlock()
 	return nil
 }
 
-// needsAllow says whether allow is not (known to be) what the service has.
-func (r *svcRunner) needsAllow(allow []netip.Prefix) bool {
+// needsPeers says whether hosts and allow are not (known to be) what the service has.
+func (r *svcRunner) needsPeers(hosts []ctrd.HostEntry, allow []netip.Prefix) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.allowStale || !slices.Equal(r.spec.Allow, allow)
+	return r.peersStale || !samePeers(r.spec, hosts, allow)
+}
+
+func samePeers(s ctrd.ServiceSpec, hosts []ctrd.HostEntry, allow []netip.Prefix) bool {
+	return slices.Equal(s.Allow, allow) && slices.EqualFunc(s.Hosts, hosts, func(a, b ctrd.HostEntry) bool {
+		return a.Addr == b.Addr && slices.Equal(a.Names, b.Names)
+	})
 }
 
 // run serves until ctx ends. found is what an earlier agent left of the service, if anything.
@@ -172,10 +179,10 @@ func (r *svcRunner) start(ctx context.Context, adopted bool) error {
 			return err
 		}
 	}
-	if now := r.current(); adopted || !slices.Equal(now.Allow, spec.Allow) {
-		// Allow changed while the service started, or while no agent watched it.
-		if err := r.svc.SetServiceAllow(ctx, spec.ID, now.Allow); err != nil {
-			r.b.set(r.name, api.ServiceFailed, fmt.Sprintf("setting who may connect: %v", err))
+	if now := r.current(); adopted || !samePeers(now, spec.Hosts, spec.Allow) {
+		// Its peers changed while the service started, or while no agent watched it.
+		if err := r.svc.SetServicePeers(ctx, spec.ID, now.Hosts, now.Allow); err != nil {
+			r.b.set(r.name, api.ServiceFailed, fmt.Sprintf("setting its peers: %v", err))
 			return err
 		}
 	}

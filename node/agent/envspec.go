@@ -131,8 +131,9 @@ func parseAllow(in []string) []netip.Prefix {
 }
 
 // serviceHash digests everything that defines s's container: its compose definition (with
-// the contents of secrets and configs digested, never written out), its addresses, hosts
-// and resolver. Allow is left out: it changes live (SetServiceAllow).
+// the contents of secrets and configs digested, never written out), its addresses and
+// resolver. Hosts and Allow are left out: they change live (SetServicePeers), so adding or
+// removing a service recreates no other.
 func serviceHash(s ctrd.ServiceSpec) string {
 	svc := s.Service
 	svc.Secrets, svc.Configs = digestFiles(svc.Secrets), digestFiles(svc.Configs)
@@ -140,10 +141,9 @@ func serviceHash(s ctrd.ServiceSpec) string {
 		Service    compose.Spec
 		Env, EnvID string
 		IPv4, IPv6 netip.Addr
-		Hosts      []ctrd.HostEntry
 		DNS        []string
 		Search     []string
-	}{svc, s.Env, s.EnvID, s.IPv4, s.IPv6, s.Hosts, s.DNS, s.Search})
+	}{svc, s.Env, s.EnvID, s.IPv4, s.IPv6, s.DNS, s.Search})
 	if err != nil {
 		panic(fmt.Sprintf("agent: hashing a service spec: %v", err)) // plain data: cannot fail
 	}

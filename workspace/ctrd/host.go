@@ -40,7 +40,7 @@ func (r *Runtime) prepareHost(s Spec) error {
 		netFile:       string(ncJSON) + "\n",
 	}
 	for name, content := range files {
-		if err := writeFileAtomic(filepath.Join(run, name), content); err != nil {
+		if err := writeInPlace(filepath.Join(run, name), content); err != nil {
 			return fmt.Errorf("prepare: %w", err)
 		}
 	}
@@ -113,9 +113,9 @@ func hostsFile(s Spec) string {
 	return b.String()
 }
 
-// writeFileAtomic replaces path's content in place when it exists (a running container has it
+// writeInPlace replaces path's content in place when it exists (a running container has it
 // bind-mounted, so renaming over it would detach the mount), else creates it.
-func writeFileAtomic(path, content string) error {
+func writeInPlace(path, content string) error {
 	if cur, err := os.ReadFile(path); err == nil && string(cur) == content {
 		return nil
 	}

@@ -34,7 +34,7 @@ func (r *Runtime) SetSearch(_ context.Context, name string, search []string) err
 	} else if err != nil {
 		return fmt.Errorf("ws search %s: %w", name, err)
 	}
-	if err := writeFileAtomic(path, withSearch(string(b), search)); err != nil {
+	if err := writeInPlace(path, withSearch(string(b), search)); err != nil {
 		return fmt.Errorf("ws search %s: %w", name, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 
 // TestServiceGuard connects to a service from several addresses of another namespace (the
 // workmachine's): its environment's and the allowed ones get in, the rest are dropped, over
-// IPv4 and IPv6; SetServiceAllow changes who, live, and leaves open connections be.
+// IPv4 and IPv6; SetServicePeers changes who, live, and leaves open connections be.
 func TestServiceGuard(t *testing.T) {
 	e := newSvcEnv(t)
 	s := svcSpec("redis", 30)
@@ -50,7 +51,7 @@ func TestServiceGuard(t *testing.T) {
 		}
 	}
 
-	if err := e.rt.SetServiceAllow(e.ctx(), s.ID, []netip.Prefix{netip.PrefixFrom(other4, 32)}); err != nil {
+	if err := e.rt.SetServicePeers(e.ctx(), s.ID, s.Hosts, []netip.Prefix{netip.PrefixFrom(other4, 32)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -61,11 +62,25 @@ func TestServiceGuard(t *testing.T) {
 		{allowed4, s.IPv4, false}, {allowed6, s.IPv6, false},
 	} {
 		if got := e.canConnect(c.from, c.to); got != c.want {
-			t.Errorf("after SetServiceAllow: %v → %v: connected %v, want %v", c.from, c.to, got, c.want)
+			t.Errorf("after SetServicePeers: %v → %v: connected %v, want %v", c.from, c.to, got, c.want)
 		}
 	}
 	if err := echo(open); err != nil {
-		t.Errorf("a connection open before SetServiceAllow: %v", err)
+		t.Errorf("a connection open before SetServicePeers: %v", err)
+	}
+
+	// The environment changes (api gone, cache new): /etc/hosts follows in the running
+	// container, and so does the guard.
+	hosts := []ctrd.HostEntry{{Addr: other4, Names: []string{"cache"}}}
+	if err := e.rt.SetServicePeers(e.ctx(), s.ID, hosts, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, out, err := e.rt.ExecService(e.ctx(), s.ID, []string{"cat", "/etc/hosts"}, 10*time.Second); err != nil ||
+		!strings.Contains(string(out), "100.64.0.2\tcache\n") || strings.Contains(string(out), "\tapi") {
+		t.Errorf("/etc/hosts in the running service after SetServicePeers: %q %v", out, err)
+	}
+	if !e.canConnect(other4, s.IPv4) || e.canConnect(peer, s.IPv4) {
+		t.Errorf("the guard did not follow the environment's new services")
 	}
 }
 

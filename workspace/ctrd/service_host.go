@@ -23,14 +23,16 @@ import (
 // DefaultSecretsDir is the default of Runtime.SecretsDir.
 const DefaultSecretsDir = "/run/meshwork-secrets"
 
-// serviceFile, in a service's dir, records its network config, its environment's addresses and
-// who else may connect: what DeleteService and SetServiceAllow work from.
+// serviceFile, in a service's dir, records its network config, its host name, its
+// environment's names and addresses and who else may connect: what DeleteService and
+// SetServicePeers work from.
 const serviceFile = "service.json"
 
 type serviceState struct {
-	Net   wsnet.Config
-	Hosts []netip.Addr
-	Allow []netip.Prefix
+	Net      wsnet.Config
+	Hostname string
+	Hosts    []HostEntry
+	Allow    []netip.Prefix
 }
 
 func (r *Runtime) serviceDir(id string) string { return filepath.Join(r.Dir, "services", id) }
@@ -74,19 +76,16 @@ func (r *Runtime) prepareService(s ServiceSpec) error {
 			return fmt.Errorf("prepare: %w", err)
 		}
 	}
-	st := serviceState{Net: ServiceNetConfig(s), Allow: s.Allow}
-	for _, h := range s.Hosts {
-		st.Hosts = append(st.Hosts, h.Addr)
-	}
+	st := serviceState{Net: ServiceNetConfig(s), Hostname: serviceHostname(s), Hosts: s.Hosts, Allow: s.Allow}
 	stJSON, _ := json.Marshal(st)
 	files := map[string]string{
 		"resolv.conf": resolvConf(Spec{DNS: s.DNS, Search: s.Search}),
-		"hosts":       serviceHosts(s),
-		"hostname":    serviceHostname(s) + "\n",
+		"hosts":       st.hostsFile(),
+		"hostname":    st.Hostname + "\n",
 		serviceFile:   string(stJSON) + "\n",
 	}
 	for name, content := range files {
-		if err := writeFileAtomic(filepath.Join(dir, name), content); err != nil {
+		if err := writeInPlace(filepath.Join(dir, name), content); err != nil {
 			return fmt.Errorf("prepare: %w", err)
 		}
 	}
@@ -99,8 +98,8 @@ func (r *Runtime) prepareService(s ServiceSpec) error {
 // guard applies st's firewall in the service's namespace.
 func guard(st serviceState) error {
 	allow := make([]netip.Prefix, 0, len(st.Hosts)+len(st.Allow))
-	for _, a := range st.Hosts {
-		allow = append(allow, netip.PrefixFrom(a, a.BitLen()))
+	for _, h := range st.Hosts {
+		allow = append(allow, netip.PrefixFrom(h.Addr, h.Addr.BitLen()))
 	}
 	return wsnet.Guard(st.Net.Netns, append(allow, st.Allow...))
 }
@@ -114,17 +113,17 @@ func (r *Runtime) loadServiceState(id string) (serviceState, bool) {
 	return st, true
 }
 
-// serviceHosts is s's /etc/hosts: localhost, its environment, and its own hostname.
-func serviceHosts(s ServiceSpec) string {
+// hostsFile is the service's /etc/hosts: localhost, its environment, and its own hostname.
+func (st serviceState) hostsFile() string {
 	var b strings.Builder
 	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 	self := false
-	for _, h := range s.Hosts {
+	for _, h := range st.Hosts {
 		fmt.Fprintf(&b, "%s\t%s\n", h.Addr, strings.Join(h.Names, " "))
-		self = self || h.Addr == s.IPv4
+		self = self || h.Addr == st.Net.IPv4
 	}
 	if !self {
-		fmt.Fprintf(&b, "%s\t%s\n", s.IPv4, serviceHostname(s))
+		fmt.Fprintf(&b, "%s\t%s\n", st.Net.IPv4, st.Hostname)
 	}
 	return b.String()
 }

@@ -269,24 +269,28 @@ func (r *Runtime) WaitService(ctx context.Context, id string) (int, error) {
 	}
 }
 
-// SetServiceAllow replaces, live, who besides its environment (its Hosts) may connect to
-// service id: the guard in its namespace drops every other new connection.
-func (r *Runtime) SetServiceAllow(ctx context.Context, id string, allow []netip.Prefix) error {
+// SetServicePeers replaces, live, whom service id knows and who may reach it: hosts are its
+// environment's services by name (its /etc/hosts, rewritten in place so the running container
+// sees it at once), and the guard in its namespace lets in their addresses and allow, and
+// drops every other new connection. Open connections stay.
+func (r *Runtime) SetServicePeers(ctx context.Context, id string, hosts []HostEntry, allow []netip.Prefix) error {
 	if err := r.check(); err != nil {
 		return err
 	}
 	defer r.lock("service " + id)()
 	st, ok := r.loadServiceState(id)
 	if !ok || !wsnet.Exists(st.Net) {
-		return fmt.Errorf("service allow %s: %w (run it first)", id, errNoService)
+		return fmt.Errorf("service peers %s: %w (run it first)", id, errNoService)
 	}
-	st.Allow = allow
+	st.Hosts, st.Allow = hosts, allow
 	b, _ := json.Marshal(st)
-	if err := writeFileAtomic(filepath.Join(r.serviceDir(id), serviceFile), string(b)+"\n"); err != nil {
-		return fmt.Errorf("service allow %s: %w", id, err)
+	dir := r.serviceDir(id)
+	if err := errors.Join(writeInPlace(filepath.Join(dir, serviceFile), string(b)+"\n"),
+		writeInPlace(filepath.Join(dir, "hosts"), st.hostsFile())); err != nil {
+		return fmt.Errorf("service peers %s: %w", id, err)
 	}
 	if err := guard(st); err != nil {
-		return fmt.Errorf("service allow %s: %w", id, err)
+		return fmt.Errorf("service peers %s: %w", id, err)
 	}
 	return nil
 }

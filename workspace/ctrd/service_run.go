@@ -73,7 +73,7 @@ func (s ServiceSpec) Validate() error {
 }
 
 // RunService makes service s exist and run: its image (progress hears the pull), its network
-// namespace, veth and guard (see SetServiceAllow), its container (recreated when its hash
+// namespace, veth and guard (see SetServicePeers), its container (recreated when its hash
 // differs from s.Hash) and a task unless one runs. A running task of the same hash is adopted,
 // never restarted; one that exited is started again.
 func (r *Runtime) RunService(ctx context.Context, s ServiceSpec, progress func(Status)) (ServiceStatus, error) {

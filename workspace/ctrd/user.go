@@ -131,8 +131,8 @@ func (r *Runtime) ensureUsers(ctx context.Context, c *containerd.Client, ctr con
 	}
 	u := userAccount(s.User, shell)
 	return errors.Join(
-		writeFileAtomic(pw, withUser(passwd, u, false)),
-		writeFileAtomic(gr, withUser(group, u, true)),
+		writeInPlace(pw, withUser(passwd, u, false)),
+		writeInPlace(gr, withUser(group, u, true)),
 	)
 }
 
