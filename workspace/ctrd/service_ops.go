@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
@@ -57,6 +58,12 @@ func (r *Runtime) serviceContainer(ctx context.Context, c *containerd.Client, id
 // endTask deletes task (killing it if it runs), keeping its exit code for WaitService.
 func (r *Runtime) endTask(ctx context.Context, task containerd.Task, id string) error {
 	st, err := task.Delete(ctx, containerd.WithProcessKill)
+	// containerd 1.6 may answer the exit of a killed task before its shim stops calling it
+	// running: ask again, briefly.
+	for try := 0; err != nil && strings.Contains(err.Error(), "cannot delete a running process") && try < 20; try++ {
+		time.Sleep(100 * time.Millisecond)
+		st, err = task.Delete(ctx, containerd.WithProcessKill)
+	}
 	if errdefs.IsNotFound(err) {
 		return nil
 	} else if err != nil {
