@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,7 +91,7 @@ func envCreate(ctx context.Context, e *env, args []string) error {
 	if !e.global.json {
 		e.printf("created environment %s on %s (%s)\n", out.Name, out.Machine, serviceNames(out))
 	}
-	return e.waitEnvironment(ctx, &envWait{name: out.Name, up: true, timeout: *timeout})
+	return e.waitEnvironment(ctx, &envWait{name: out.Name, up: true, timeout: *timeout, gen: out.Generation})
 }
 
 // maxCompose is the largest compose file coord takes.
@@ -331,10 +330,6 @@ func envUpdate(ctx context.Context, e *env, args []string) error {
 	if req.Compose, req.Variables, err = e.readCompose(name, *file); err != nil {
 		return err
 	}
-	before, err := e.getEnvironment(ctx, name)
-	if err != nil {
-		return err
-	}
 	var out api.Environment
 	if err := e.call(ctx, "PUT", "/v1/environments/"+url.PathEscape(name), req, &out); err != nil {
 		return err
@@ -348,24 +343,7 @@ func envUpdate(ctx context.Context, e *env, args []string) error {
 	if !e.global.json {
 		e.printf("updated environment %s (%s)\n", name, serviceNames(out))
 	}
-	return e.waitEnvironment(ctx, &envWait{name: name, up: true, timeout: *timeout, since: out.UpdatedAt, changed: changedServices(before, out)})
-}
-
-// changedServices are the services of after that are new or whose image or ports differ
-// from before: the ones an update surely recreates.
-func changedServices(before, after api.Environment) map[string]bool {
-	old := map[string]api.Service{}
-	for _, s := range before.Services {
-		old[s.Name] = s
-	}
-	out := map[string]bool{}
-	for _, s := range after.Services {
-		o, ok := old[s.Name]
-		if !ok || o.Image != s.Image || !slices.Equal(o.Ports, s.Ports) {
-			out[s.Name] = true
-		}
-	}
-	return out
+	return e.waitEnvironment(ctx, &envWait{name: name, up: true, timeout: *timeout, gen: out.Generation})
 }
 
 func envDelete(ctx context.Context, e *env, args []string) error {
@@ -396,7 +374,7 @@ func envSetter(verb string) func(ctx context.Context, e *env, args []string) err
 			}
 			return e.printf("environment %s: wanted %s\n", name, out.Desired)
 		}
-		return e.waitEnvironment(ctx, &envWait{name: name, up: verb == "up", timeout: *timeout})
+		return e.waitEnvironment(ctx, &envWait{name: name, up: verb == "up", timeout: *timeout, gen: out.Generation})
 	}
 }
 

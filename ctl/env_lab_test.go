@@ -287,6 +287,34 @@ func TestEnvironments(t *testing.T) {
 		return getK()
 	})
 
+	// An update recreates only what changed (api gains a variable; redis keeps running), and
+	// its wait ends once the machine has answered it.
+	t.Logf("%v: update", time.Since(start).Round(time.Millisecond))
+	redisPID, oldAPI := wm1.servicePID(t, "shop", "redis"), wm1.servicePID(t, "shop", "api")
+	updated := strings.Replace(shopCompose, "    ports: [\"8080\"]\n", "    ports: [\"8080\"]\n    environment: {REVISION: \"2\"}\n", 1)
+	if err := os.WriteFile(file, []byte(updated), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = ml.ctlAs(ml.token, withToken, "env", "update", "shop", "-f", file)
+	if err != nil || !strings.Contains(out, "api: running") {
+		t.Fatalf("env update: %v\n%s", err, out)
+	}
+	shop = ml.envStatus(t, "shop")
+	for _, s := range shop.Services {
+		if !s.Ready() || s.Generation != shop.Generation {
+			t.Errorf("when env update returned: %s is %s/%s under generation %d, want ready under %d", s.Name, s.State, s.Health, s.Generation, shop.Generation)
+		}
+	}
+	if again := wm1.servicePID(t, "shop", "redis"); again != redisPID {
+		t.Errorf("env update restarted redis, whose definition did not change: pid %d, was %d", again, redisPID)
+	}
+	if wm1.servicePID(t, "shop", "api") == oldAPI {
+		t.Errorf("env update did not recreate api, whose definition changed")
+	}
+	if err := getK(); err != nil {
+		t.Errorf("k after env update: %v", err)
+	}
+
 	// The secret is in the API's /run/secrets, 0400, and nowhere else.
 	t.Logf("%v: secret", time.Since(start).Round(time.Millisecond))
 	apiPID := wm1.servicePID(t, "shop", "api")

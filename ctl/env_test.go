@@ -473,32 +473,40 @@ connect a workspace to reach them by bare name (migrate:6379): meshctl env conne
 	}
 }
 
-// TestEnvWaitUpdate: after an update, a changed service's old ready state does not count,
-// nor does a failure from before the update (the update may mend it): only states observed
-// after the update do.
+// TestEnvWaitUpdate: after an update (or up, down), a service's state observed under an
+// older generation does not count: not its old ready state, nor an old failure (the update
+// may mend it); only what its machine observed under the update's generation does.
 func TestEnvWaitUpdate(t *testing.T) {
-	at := time.Now()
-	old := svc("redis", api.ServiceRunning, "")
-	old.StateAt = at.Add(-time.Minute)
-	fresh := svc("redis", api.ServiceStarting, "")
-	fresh.StateAt = at.Add(time.Second)
-	ready := svc("redis", api.ServiceRunning, "")
-	ready.StateAt = at.Add(2 * time.Second)
-	broken := api.Service{Name: "api", State: api.ServiceFailed, Reason: "exec: no such file", StateAt: at.Add(-time.Minute)}
-	mended := svc("api", api.ServiceRunning, "")
-	mended.StateAt = at.Add(time.Second)
-	seq := &states{seq: []api.Environment{envOf(broken, old), envOf(broken, old), envOf(mended, fresh), envOf(mended, ready)}}
+	gen := func(s api.Service, g uint64) api.Service { s.Generation = g; return s }
+	old := gen(svc("redis", api.ServiceRunning, ""), 7)
+	broken := api.Service{Name: "api", State: api.ServiceFailed, Reason: "exec: no such file", Generation: 7}
+	at9 := func(services ...api.Service) api.Environment { e := envOf(services...); e.Generation = 9; return e }
+	seq := &states{seq: []api.Environment{
+		envOf(broken, old), // a replica behind the update: the wait knows better
+		at9(broken, old),
+		at9(gen(svc("api", api.ServiceRunning, ""), 9), gen(svc("redis", api.ServicePending, ""), 9)),
+		at9(gen(svc("api", api.ServiceRunning, ""), 9), gen(svc("redis", api.ServiceRunning, api.HealthStarting), 9)),
+		at9(gen(svc("api", api.ServiceRunning, ""), 9), gen(svc("redis", api.ServiceRunning, ""), 9)),
+	}}
 	var out bytes.Buffer
 	e := &env{stdout: &out, stderr: &out}
-	w := &envWait{name: "staging", up: true, timeout: 10 * time.Second, since: at, changed: map[string]bool{"redis": true}, get: seq.get, every: time.Millisecond}
+	w := &envWait{name: "staging", up: true, timeout: 10 * time.Second, gen: 9, get: seq.get, every: time.Millisecond}
 	if err := e.waitEnvironment(context.Background(), w); err != nil {
 		t.Fatal(err)
 	}
-	if seq.next != 4 {
-		t.Errorf("the wait ended after %d reads, want 4 (the old ready state must not count, nor the old failure)", seq.next)
+	if seq.next != 5 {
+		t.Errorf("the wait ended after %d reads, want 5 (the old ready state must not count, nor the old failure)", seq.next)
 	}
-	if want := "  redis: updating\n  api: running\n  redis: starting\n  redis: running\n"; !strings.HasPrefix(out.String(), want) {
+	want := "  api: updating\n  redis: updating\n  api: running\n  redis: pending\n  redis: running, health starting\n  redis: running\n"
+	if !strings.HasPrefix(out.String(), want) {
 		t.Errorf("printed %q, want it to start with %q", out.String(), want)
+	}
+
+	// A down ends only once every service was observed stopped under its generation.
+	seq = &states{seq: []api.Environment{at9(gen(svc("api", api.ServiceStopped, ""), 7)), at9(gen(svc("api", api.ServiceStopped, ""), 9))}}
+	w = &envWait{name: "staging", timeout: 10 * time.Second, gen: 9, get: seq.get, every: time.Millisecond}
+	if err := e.waitEnvironment(context.Background(), w); err != nil || seq.next != 2 {
+		t.Errorf("down: %v after %d reads, want success after 2", err, seq.next)
 	}
 }
 

@@ -17,10 +17,10 @@ type envWait struct {
 	name    string
 	up      bool // ready, else stopped
 	timeout time.Duration
-	// since and changed are for an update: a changed service counts only once its machine
-	// has observed it after since (before, its state is the old container's).
-	since   time.Time
-	changed map[string]bool
+	// gen is the environment's generation the command made (api.Environment.Generation): a
+	// service's state counts only once its machine observed it under gen or a later one
+	// (before, it is the answer to an older create, update, up or down).
+	gen uint64
 
 	// get reads the environment; nil: GET it from coord. every is how often; 0: 100 ms.
 	get   func(ctx context.Context) (api.Environment, error)
@@ -70,10 +70,10 @@ func (w *envWait) show(e *env, env api.Environment) {
 	}
 	for _, s := range env.Services {
 		line := progress(s)
-		if !w.fresh(s) {
+		switch {
+		case s.State != "" && !w.fresh(env, s):
 			line = "updating"
-		}
-		if w.up && s.State == api.ServiceFailed {
+		case w.up && s.State == api.ServiceFailed:
 			continue // the error says it
 		}
 		if w.shown[s.Name] != line {
@@ -111,16 +111,9 @@ func progress(s api.Service) string {
 	return s.State + reasonSuffix(firstLine(s.Reason, 80))
 }
 
-// fresh reports whether s's state may be taken as its current definition's: it was observed
-// after the update, or s is not one the update surely changed (see envWait.since).
-func (w *envWait) fresh(s api.Service) bool {
-	return !w.changed[s.Name] || w.observedAfter(s)
-}
-
-// observedAfter reports whether s's state was observed after the update (or there was none,
-// or coord does not say when).
-func (w *envWait) observedAfter(s api.Service) bool {
-	return w.since.IsZero() || s.StateAt.IsZero() || s.StateAt.After(w.since)
+// fresh reports whether s's state answers the latest change of env (see envWait.gen).
+func (w *envWait) fresh(env api.Environment, s api.Service) bool {
+	return s.Generation >= max(w.gen, env.Generation)
 }
 
 // done reports whether every service is where w wants it.
@@ -129,7 +122,7 @@ func (w *envWait) done(env api.Environment) bool {
 		return false
 	}
 	for _, s := range env.Services {
-		if w.up && !(s.Ready() && w.fresh(s)) || !w.up && !down(s) {
+		if !w.fresh(env, s) || w.up && !s.Ready() || !w.up && !down(s) {
 			return false
 		}
 	}
@@ -142,8 +135,8 @@ func down(s api.Service) bool {
 }
 
 // failed is the error of a wait for up that cannot end well: a service failed, or a job
-// exited with an error (a service that restarts passes through restarting instead). After
-// an update, only what failed since counts.
+// exited with an error (a service that restarts passes through restarting instead). Only
+// what failed since the latest change counts.
 func (w *envWait) failed(env api.Environment) error {
 	if !w.up {
 		return nil
@@ -151,8 +144,8 @@ func (w *envWait) failed(env api.Environment) error {
 	var bad []string
 	first := ""
 	for _, s := range env.Services {
-		if !w.observedAfter(s) {
-			continue // an update may be what mends it
+		if !w.fresh(env, s) {
+			continue // the latest change may be what mends it
 		}
 		switch {
 		case s.State == api.ServiceFailed:
@@ -177,7 +170,10 @@ func (w *envWait) failed(env api.Environment) error {
 func (w *envWait) late(env api.Environment) error {
 	var behind []string
 	for _, s := range env.Services {
-		if w.up && !(s.Ready() && w.fresh(s)) || !w.up && !down(s) {
+		switch {
+		case s.State != "" && !w.fresh(env, s):
+			behind = append(behind, s.Name+" updating")
+		case w.up && !s.Ready() || !w.up && !down(s):
 			behind = append(behind, s.Name+" "+progress(s))
 		}
 	}

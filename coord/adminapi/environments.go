@@ -28,12 +28,12 @@ func OpenCompose(k *secret.Key, e *fsm.Environment) ([]byte, error) {
 
 func (s *Server) apiEnvironment(e *fsm.Environment, owner string) api.Environment {
 	out := api.Environment{ID: e.ID, Name: e.Name, Owner: owner, Machine: e.Machine, Desired: e.Desired,
-		Services: []api.Service{}, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
+		Generation: e.Generation, Services: []api.Service{}, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
 	for _, svc := range e.Services {
 		out.Services = append(out.Services, api.Service{Name: svc.Name, Image: svc.Image, Ports: svc.Ports,
 			IPv4: svc.IPv4, IPv6: svc.IPv6, DNSName: meshdns.ServiceName(svc.Name, e.Name, s.domain()),
 			State: svc.State, Health: svc.Health, HealthOutput: svc.HealthOutput, Restarts: svc.Restarts,
-			ExitCode: svc.ExitCode, Reason: svc.Reason, StateAt: svc.StateAt})
+			ExitCode: svc.ExitCode, Reason: svc.Reason, StateAt: svc.StateAt, Generation: svc.Generation})
 	}
 	return out
 }

@@ -156,6 +156,10 @@ type Environment struct {
 	Desired   string    `json:"desired"` // running or stopped
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Generation changes with every change of what should run (create, update, up, down).
+	// A service whose Generation is lower was last observed under an older one: its state
+	// is not yet the answer to the latest change.
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // Service is one service of an environment: what its compose file declares, where it is on
@@ -175,6 +179,7 @@ type Service struct {
 	ExitCode     int       `json:"exit_code,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
 	StateAt      time.Time `json:"state_at,omitzero"`
+	Generation   uint64    `json:"generation,omitempty"` // of the definition it was observed under
 }
 
 // Observed states of an environment service. A one-shot job that finished is Exited (with
@@ -327,7 +332,10 @@ type EnvironmentSpec struct {
 	Desired   string            `json:"desired"`
 	Compose   string            `json:"compose"`
 	Variables map[string]string `json:"variables,omitempty"` // see CreateEnvironment.Variables
-	Services  []ServiceAddr     `json:"services"`
+	// Generation is the definition's (Environment.Generation): reports carry the one they
+	// were observed under.
+	Generation uint64        `json:"generation,omitempty"`
+	Services   []ServiceAddr `json:"services"`
 	// Allow are the mesh addresses (IPs) that may connect to the services besides the
 	// services themselves: the connected workspaces' and the machines of the owner and of
 	// the admins. The agent enforces it in each service's network namespace.
@@ -382,6 +390,7 @@ type ServiceReport struct {
 	Restarts     int    `json:"restarts,omitempty"`
 	ExitCode     int    `json:"exit_code,omitempty"`
 	Reason       string `json:"reason,omitempty"` // the last error, or how far a pull has come
+	Generation   uint64 `json:"generation,omitempty"`
 }
 
 // WorkspaceReport is one workspace's observed state.

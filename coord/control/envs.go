@@ -26,7 +26,8 @@ func (s *Server) environmentSpecs(store *fsm.Store, name string) ([]api.Environm
 }
 
 func (s *Server) environmentSpec(store *fsm.Store, e *fsm.Environment) (api.EnvironmentSpec, error) {
-	spec := api.EnvironmentSpec{ID: e.ID, Name: e.Name, Desired: e.Desired, Services: []api.ServiceAddr{}, Allow: []string{}}
+	spec := api.EnvironmentSpec{ID: e.ID, Name: e.Name, Desired: e.Desired, Generation: e.Generation,
+		Services: []api.ServiceAddr{}, Allow: []string{}}
 	if s.Secrets == nil {
 		return spec, fmt.Errorf("environment %q: coord has no secret key to open its compose file: start every replica with the same --secret-key-file FILE", e.Name)
 	}
@@ -105,7 +106,8 @@ func (s *Server) recordServices(ctx context.Context, store *fsm.Store, n *fsm.No
 			order = append(order, rep.Env)
 		}
 		byEnv[rep.Env] = append(byEnv[rep.Env], fsm.ServiceStatus{Name: rep.Name, State: rep.State, Health: rep.Health,
-			HealthOutput: rep.HealthOutput, Restarts: rep.Restarts, ExitCode: rep.ExitCode, Reason: rep.Reason})
+			HealthOutput: rep.HealthOutput, Restarts: rep.Restarts, ExitCode: rep.ExitCode, Reason: rep.Reason,
+			Generation: rep.Generation})
 	}
 	for _, env := range order {
 		e := store.Environment(env)

@@ -108,7 +108,8 @@ func TestMachineStateEnvironments(t *testing.T) {
 		t.Fatalf("wm1's state: %+v, %v", st, err)
 	}
 	env := st.Environments[0]
-	if env.Name != "staging" || env.User != "alice" || env.Compose != stagingCompose || env.Variables["DB_PASSWORD"] != stagingSecret || env.Desired != fsm.Running {
+	if env.Name != "staging" || env.User != "alice" || env.Compose != stagingCompose || env.Variables["DB_PASSWORD"] != stagingSecret || env.Desired != fsm.Running ||
+		env.Generation == 0 || env.Generation != w.store().Environment("staging").Generation {
 		t.Errorf("staging as wm1 gets it: %+v", env)
 	}
 	wantSvcs := []api.ServiceAddr{
@@ -167,7 +168,7 @@ func TestServiceReports(t *testing.T) {
 	w := newWorld(t)
 	wm1, wm2 := w.store().Node("wm1"), w.store().Node("wm2")
 	ctx := context.Background()
-	rep := []api.ServiceReport{{Env: "staging", Name: "api", State: api.ServiceRunning, Health: api.HealthHealthy},
+	rep := []api.ServiceReport{{Env: "staging", Name: "api", State: api.ServiceRunning, Health: api.HealthHealthy, Generation: 4},
 		{Env: "staging", Name: "ghost", State: api.ServiceRunning}, {Env: "nope", Name: "x", State: api.ServiceRunning}}
 	w.s.recordServices(ctx, w.store(), wm2, rep[:1])
 	if svc := w.store().Environment("staging").Services[0]; svc.State != "" {
@@ -175,7 +176,7 @@ func TestServiceReports(t *testing.T) {
 	}
 	w.s.recordServices(ctx, w.store(), wm1, rep)
 	svc := w.store().Environment("staging").Services[0]
-	if svc.Name != "api" || svc.State != api.ServiceRunning || svc.Health != api.HealthHealthy {
+	if svc.Name != "api" || svc.State != api.ServiceRunning || svc.Health != api.HealthHealthy || svc.Generation != 4 {
 		t.Errorf("api after wm1's report: %+v", svc)
 	}
 	index := w.l.index

@@ -56,7 +56,7 @@ func environmentCreate(t *tx) (any, string, error) {
 	if _, err := leaseServices(t, e.Name, e.Services); err != nil {
 		return nil, "", err
 	}
-	e.Desired, e.CreatedAt, e.UpdatedAt = Running, t.c.Time, t.c.Time
+	e.Desired, e.CreatedAt, e.UpdatedAt, e.Generation = Running, t.c.Time, t.c.Time, t.index
 	t.add(tEnvs, &e)
 	touchNode(t, e.Machine)
 	return &e, "environment/" + e.Name, nil
@@ -134,6 +134,7 @@ func environmentUpdate(t *tx) (any, string, error) {
 	}
 	e := *old
 	e.Compose, e.Variables, e.Services, e.UpdatedAt = req.Compose, req.Variables, declared(req.Services), t.c.Time
+	e.Generation = t.index
 	if err := firstErr(e.checkSizes(), checkServices(e.Name, e.Services)); err != nil {
 		return nil, "", err
 	}
@@ -197,6 +198,7 @@ func environmentSet(t *tx) (any, string, error) {
 	}
 	e := *old
 	e.Desired, e.UpdatedAt, e.Services = req.Desired, t.c.Time, slices.Clone(old.Services)
+	e.Generation = t.index // what runs changes: reports from before it are stale
 	// An environment from before services had addresses gets them here.
 	leased, err := leaseServices(t, e.Name, e.Services)
 	if err != nil {

@@ -138,6 +138,42 @@ func TestEnvironmentStatus(t *testing.T) {
 	}
 }
 
+// TestEnvironmentGeneration: create, update, up and down each give the environment a new
+// generation (what should run changed); status reports keep the one they were observed
+// under.
+func TestEnvironmentGeneration(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	gen := func() uint64 { return h.f.Store().Environment("staging").Generation }
+	h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "api", Image: "api"}}})
+	created := gen()
+	if created == 0 {
+		t.Fatal("a created environment has no generation")
+	}
+	h.ok("environment.status", EnvironmentStatus{Env: "staging", Machine: "wm1", Services: []ServiceStatus{{Name: "api", State: "running", Generation: created}}})
+	if svc := h.f.Store().Environment("staging").Services[0]; svc.Generation != created {
+		t.Errorf("a report under generation %d stored as %d", created, svc.Generation)
+	}
+	last := created
+	for _, step := range []struct {
+		cmd string
+		req any
+	}{
+		{"environment.update", EnvironmentUpdate{Name: "staging", Compose: "sealed2", Services: []Service{{Name: "api", Image: "api:2"}}}},
+		{"environment.set", WorkspaceState{Name: "staging", Desired: Stopped}},
+		{"environment.set", WorkspaceState{Name: "staging", Desired: Running}},
+	} {
+		h.ok(step.cmd, step.req)
+		if g := gen(); g <= last {
+			t.Errorf("%s %+v: generation %d, want above %d", step.cmd, step.req, g, last)
+		}
+		last = gen()
+	}
+	if svc := h.f.Store().Environment("staging").Services[0]; svc.Generation != created {
+		t.Errorf("the service's observed generation changed without a report: %d", svc.Generation)
+	}
+}
+
 // TestBackupServiceLeases: a backup whose service holds an address not leased to it (two
 // things would share it) is refused.
 func TestBackupServiceLeases(t *testing.T) {

@@ -22,6 +22,7 @@ type ServiceStatus struct {
 	Restarts     int    `json:"restarts,omitempty"`
 	ExitCode     int    `json:"exit_code,omitempty"`
 	Reason       string `json:"reason,omitempty"`
+	Generation   uint64 `json:"generation,omitempty"`
 }
 
 // Observed states and health of a service, as agents report them (api.Service*, api.Health*).
@@ -84,12 +85,12 @@ func (st *ServiceStatus) observed() ServiceStatus {
 
 func observedOf(s *Service) ServiceStatus {
 	return ServiceStatus{State: s.State, Health: s.Health, HealthOutput: s.HealthOutput,
-		Restarts: s.Restarts, ExitCode: s.ExitCode, Reason: s.Reason}
+		Restarts: s.Restarts, ExitCode: s.ExitCode, Reason: s.Reason, Generation: s.Generation}
 }
 
 func (st *ServiceStatus) apply(s *Service, t *tx) {
-	s.State, s.Health, s.HealthOutput, s.Restarts, s.ExitCode, s.Reason, s.StateAt =
-		st.State, st.Health, st.HealthOutput, st.Restarts, st.ExitCode, st.Reason, t.c.Time
+	s.State, s.Health, s.HealthOutput, s.Restarts, s.ExitCode, s.Reason, s.Generation, s.StateAt =
+		st.State, st.Health, st.HealthOutput, st.Restarts, st.ExitCode, st.Reason, st.Generation, t.c.Time
 }
 
 // Holds reports whether s already holds what st reports (as environment.status would

@@ -114,6 +114,9 @@ type Environment struct {
 	Desired   string    `json:"desired"` // "running" or "stopped"
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Generation is the log index of the command that last changed what should run: create,
+	// update, up and down.
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // Service is one service of an environment: what its compose file declares, the mesh
@@ -132,6 +135,7 @@ type Service struct {
 	ExitCode     int       `json:"exit_code,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
 	StateAt      time.Time `json:"state_at,omitzero"`
+	Generation   uint64    `json:"generation,omitempty"` // the environment's, as the machine observed it
 }
 
 // Intercept sends an environment service's port to a workspace's port.

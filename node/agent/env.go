@@ -182,7 +182,7 @@ func sameEnvWish(a, b *envWish) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.domain == b.domain && a.spec.Name == b.spec.Name && a.spec.Desired == b.spec.Desired &&
+	return a.domain == b.domain && a.spec.Name == b.spec.Name && a.spec.Desired == b.spec.Desired && a.spec.Generation == b.spec.Generation &&
 		a.spec.Compose == b.spec.Compose && maps.Equal(a.spec.Variables, b.spec.Variables) &&
 		slices.Equal(a.spec.Services, b.spec.Services) && slices.Equal(a.spec.Allow, b.spec.Allow)
 }
@@ -211,6 +211,7 @@ func (r *envRun) reconcile(ctx context.Context, wish *envWish) error {
 	if r.b == nil || r.b.env != wish.spec.Name {
 		r.b = newBoard(r.e.ctx, wish.spec.Name, r.e.reports)
 	}
+	defer r.b.advance(wish.spec.Generation) // the services are now what it wants, or on their way
 	if wish.spec.Desired == api.Stopped {
 		return r.stop(ctx, wish.spec)
 	}

@@ -614,6 +614,59 @@ func TestBoardCutsHealthOutput(t *testing.T) {
 	}
 }
 
+// advance re-reports every service under the new generation, once: a report of a
+// generation is what the machine observed under it.
+func TestBoardAdvance(t *testing.T) {
+	reports := make(chan api.ServiceReport, 8)
+	b := newBoard(context.Background(), "staging", reports)
+	b.set("redis", api.ServiceRunning, "")
+	b.set("api", api.ServicePending, "")
+	<-reports
+	<-reports
+	b.advance(7)
+	got := []api.ServiceReport{<-reports, <-reports}
+	want := []api.ServiceReport{{Env: "staging", Name: "api", State: api.ServicePending, Generation: 7},
+		{Env: "staging", Name: "redis", State: api.ServiceRunning, Generation: 7}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("reports after advance (-want +got):\n%s", diff)
+	}
+	b.advance(7)
+	b.set("api", api.ServiceRunning, "")
+	if r := <-reports; r.Name != "api" || r.Generation != 7 {
+		t.Errorf("after a second advance to the same generation: %+v, want only api's own change, under 7", r)
+	}
+}
+
+// Every change of what should run (update, down, up) is reported back under its
+// generation, for every service: meshctl's wait knows when the machine has answered it.
+func TestEnvReportsGeneration(t *testing.T) {
+	m, c := newFakeMachine(t.TempDir()), newFakeCoord()
+	spec := envSpec("staging", api.Running, fmt.Sprintf(updateYAML, "api:1"), "api", "redis")
+	spec.Generation = 3
+	c.setEnvs(spec)
+	startAgent(t, m, c)
+	reported := func(gen uint64, state string) func() bool {
+		return func() bool {
+			for _, s := range []string{"api", "redis"} {
+				if r := c.svc("staging", s); r.Generation != gen || r.State != state {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	eventually(t, "running under 3", reported(3, api.ServiceRunning))
+	spec.Compose, spec.Generation = fmt.Sprintf(updateYAML, "api:2"), 5 // api changes, redis does not
+	c.setEnvs(spec)
+	eventually(t, "running under 5", reported(5, api.ServiceRunning))
+	spec.Desired, spec.Generation = api.Stopped, 6
+	c.setEnvs(spec)
+	eventually(t, "stopped under 6", reported(6, api.ServiceStopped))
+	spec.Desired, spec.Generation = api.Running, 8
+	c.setEnvs(spec)
+	eventually(t, "running under 8", reported(8, api.ServiceRunning))
+}
+
 // An image that can be had again is retried, and what waited for its service starts.
 func TestEnvRecoversFromAMissingImage(t *testing.T) {
 	m, c := newFakeMachine(t.TempDir()), newFakeCoord()

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -19,7 +20,8 @@ type board struct {
 	ctx     context.Context          // the agent's run: reports stop with it
 	reports chan<- api.ServiceReport // to the reporter
 
-	mu      sync.Mutex // guards svcs and changed
+	mu      sync.Mutex // guards gen, svcs and changed
+	gen     uint64     // the environment's generation every report carries (see advance)
 	svcs    map[string]api.ServiceReport
 	changed chan struct{} // closed (and replaced) on every change
 }
@@ -40,7 +42,7 @@ func (b *board) update(svc string, f func(r *api.ServiceReport)) {
 	b.mu.Lock()
 	r := b.svcs[svc]
 	old := r
-	r.Env, r.Name = b.env, svc
+	r.Env, r.Name, r.Generation = b.env, svc, b.gen
 	f(&r)
 	if len(r.HealthOutput) > maxHealthOutput {
 		r.HealthOutput = strings.ToValidUTF8(r.HealthOutput[:maxHealthOutput], "")
@@ -56,6 +58,23 @@ func (b *board) update(svc string, f func(r *api.ServiceReport)) {
 	select {
 	case b.reports <- r:
 	case <-b.ctx.Done():
+	}
+}
+
+// advance makes gen the generation of every report, and reports every service again under
+// it: call it once the services are what generation gen wants, or on their way there
+// (stopped, or reset to pending), so that a report of gen never carries an older state.
+func (b *board) advance(gen uint64) {
+	b.mu.Lock()
+	if gen == b.gen {
+		b.mu.Unlock()
+		return
+	}
+	b.gen = gen
+	names := slices.Sorted(maps.Keys(b.svcs))
+	b.mu.Unlock()
+	for _, name := range names {
+		b.update(name, func(*api.ServiceReport) {})
 	}
 }
 
