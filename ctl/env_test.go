@@ -497,7 +497,7 @@ func TestEnvWaitUpdate(t *testing.T) {
 	if seq.next != 5 {
 		t.Errorf("the wait ended after %d reads, want 5 (the old ready state must not count, nor the old failure)", seq.next)
 	}
-	want := "  api: updating\n  redis: updating\n  api: running\n  redis: pending\n  redis: running, health starting\n  redis: running\n"
+	want := "  api: changing\n  redis: changing\n  api: running\n  redis: pending\n  redis: running, health starting\n  redis: running\n"
 	if !strings.HasPrefix(out.String(), want) {
 		t.Errorf("printed %q, want it to start with %q", out.String(), want)
 	}

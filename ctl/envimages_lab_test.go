@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"os"
 	"strings"
@@ -17,28 +16,21 @@ import (
 	"meshwork.dev/overlay/lab"
 	"meshwork.dev/workspace/ctrd"
 	"meshwork.dev/workspace/image"
+	"meshwork.dev/workspace/image/samples"
 	"meshwork.dev/workspace/wsexec"
 )
 
 // The images of the environment tests (issue 17), built offline from this machine's Debian
 // packages (scripts/deps.sh installs them) and imported by importEnvImages.
 const (
-	// redisImage runs Debian's redis-server with its data in /data (mount a named volume
-	// there); redis-cli and busybox's sh are in it for healthchecks (`redis-cli ping`).
+	// redisImage runs Debian's redis-server with its data in /data (samples.Redis).
 	redisImage = "meshwork.dev/redis:7"
 	// envapiImage runs scripts/envapi (static) from /bin, so `envapi -migrate` is a command
 	// a compose file can give; busybox is in it (`wget -qO- localhost:8080/healthz`).
 	envapiImage = "meshwork.dev/envapi:1"
-	// envdevImage is a workspace image: busybox, redis-cli and curl, idling as the demo's does.
+	// envdevImage is the workspace image make run's dev is (samples.Dev): redis-cli, curl.
 	envdevImage = "meshwork.dev/envdev:1"
 )
-
-// envPath is the PATH of the three images.
-const envPath = "PATH=/usr/local/bin:/usr/bin:/bin"
-
-// redisCmd keeps Redis's data in /data: an RDB snapshot each second with a change, and the
-// append-only file, so a key written survives the container's death.
-var redisCmd = []string{"redis-server", "--save", "1 1", "--appendonly", "yes", "--dir", "/data", "--protected-mode", "no"}
 
 var envImagesOnce sync.Map // containerd namespace → func() error, the import into it
 
@@ -85,28 +77,9 @@ func buildEnvImages(ns string) error {
 	return nil
 }
 
-// withHostBinaries is busybox plus the host programs at paths with their libraries.
-func withHostBinaries(paths ...string) ([]image.File, error) {
-	busybox, err := image.Busybox()
-	if err != nil {
-		return nil, err
-	}
-	host, err := image.HostBinaries(paths...)
-	if err != nil {
-		return nil, err
-	}
-	return image.Merge(busybox, host), nil
-}
-
 func redisFiles(string) (string, []image.File, image.Config, error) {
-	files, err := withHostBinaries("/usr/bin/redis-server", "/usr/bin/redis-cli")
-	if err != nil {
-		return redisImage, nil, image.Config{}, err
-	}
-	files = image.Merge(files,
-		image.Accounts(image.User{Name: "redis", UID: 999, GID: 999, Home: "/data"}), // compose `user: redis` works
-		[]image.File{{Path: "/data", Mode: fs.ModeDir | 0o755}})
-	return redisImage, files, image.Config{Cmd: redisCmd, Env: []string{envPath}, WorkingDir: "/data"}, nil
+	files, cfg, err := samples.Redis()
+	return redisImage, files, cfg, err
 }
 
 func envapiFiles(dir string) (string, []image.File, image.Config, error) {
@@ -123,19 +96,12 @@ func envapiFiles(dir string) (string, []image.File, image.Config, error) {
 		return envapiImage, nil, image.Config{}, err
 	}
 	files = append(files, image.File{Path: "/bin/envapi", Mode: 0o755, Data: data})
-	return envapiImage, files, image.Config{Cmd: []string{"envapi"}, Env: []string{envPath}}, nil
+	return envapiImage, files, image.Config{Cmd: []string{"envapi"}, Env: []string{samples.Path}}, nil
 }
 
 func envdevFiles(string) (string, []image.File, image.Config, error) {
-	files, err := withHostBinaries("/usr/bin/redis-cli", "/usr/bin/curl")
-	if err != nil {
-		return envdevImage, nil, image.Config{}, err
-	}
-	files = append(files, image.File{Path: "/etc/profile", Data: []byte("export PS1='\\u@\\h:\\w\\$ '\ncd ~\n")})
-	// The demo's tiny init (scripts/demo): ends at once on SIGTERM and reaps what shells leave.
-	cfg := image.Config{Env: []string{envPath},
-		Cmd: []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"}}
-	return envdevImage, files, cfg, nil
+	files, cfg, err := samples.Dev()
+	return envdevImage, files, cfg, err
 }
 
 // TestEnvImages: in the redis image redis-server starts, keeping its data in /data, and

@@ -72,7 +72,7 @@ func (w *envWait) show(e *env, env api.Environment) {
 		line := progress(s)
 		switch {
 		case s.State != "" && !w.fresh(env, s):
-			line = "updating"
+			line = "changing"
 		case w.up && s.State == api.ServiceFailed:
 			continue // the error says it
 		}
@@ -172,7 +172,7 @@ func (w *envWait) late(env api.Environment) error {
 	for _, s := range env.Services {
 		switch {
 		case s.State != "" && !w.fresh(env, s):
-			behind = append(behind, s.Name+" updating")
+			behind = append(behind, s.Name+" changing")
 		case w.up && !s.Ready() || !w.up && !down(s):
 			behind = append(behind, s.Name+" "+progress(s))
 		}

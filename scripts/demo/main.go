@@ -1,6 +1,7 @@
 // Command demo is `make run`: a whole Meshwork on this one machine. A coord, a workmachine
 // and a laptop, each in a network namespace of its own (built with overlay/lab), joined in one
-// mesh, with a workspace "dev" on the workmachine that you can ssh into by name. It prints what
+// mesh, with a workspace "dev" on the workmachine that you can ssh into by name, connected to an
+// environment "shop" (a Redis, from a compose file) that it reaches as redis:6379. It prints what
 // to type next and keeps running until Ctrl-C (or `make stop`), which tears it all down; state
 // stays under -state, so the next run is quick.
 package main
@@ -29,12 +30,29 @@ import (
 	"meshwork.dev/overlay/lab"
 	"meshwork.dev/workspace/ctrd"
 	"meshwork.dev/workspace/image"
+	"meshwork.dev/workspace/image/samples"
 )
 
 const (
-	devImage = "meshwork.dev/dev:1"
-	machine  = "demo-wm"
+	devImage   = "meshwork.dev/dev:1"
+	redisImage = "meshwork.dev/redis:7"
+	machine    = "demo-wm"
 )
+
+// shopCompose is the demo's environment: Redis, its data in a named volume (kept between
+// runs), healthy once it answers PING.
+const shopCompose = `services:
+  redis:
+    image: ` + redisImage + `
+    expose: ["6379"]
+    volumes: ["data:/data"]
+    healthcheck:
+      test: ["CMD", "redis-cli", "ping"]
+      interval: 1s
+      retries: 30
+volumes:
+  data: {}
+`
 
 func main() {
 	meshctl := flag.String("meshctl", "bin/meshctl", "the (static) meshctl binary to run")
@@ -57,7 +75,7 @@ func main() {
 	r.meshctl = bin
 	start := time.Now()
 	r.up()
-	fmt.Printf("\nMeshwork is up, in %v: coord, workmachine %s, laptop; workspace dev.\n", time.Since(start).Round(100*time.Millisecond), machine)
+	fmt.Printf("\nMeshwork is up, in %v: coord, workmachine %s, laptop; workspace dev, connected to environment shop.\n", time.Since(start).Round(100*time.Millisecond), machine)
 	r.instructions()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -133,7 +151,7 @@ func (r *run) do(step string, f func() error) {
 func (r *run) up() {
 	fmt.Println("make run: a Meshwork on this machine (log: " + filepath.Join(r.state, "demo.log") + ")")
 	r.do("checking the machine", r.check)
-	r.do("building and importing the dev image", r.image)
+	r.do("building and importing the images (dev, redis)", r.images)
 	r.do("making the network (coord, workmachine, laptop)", func() error {
 		r.lab = lab.New(r)
 		in := r.lab.Internet()
@@ -146,6 +164,8 @@ func (r *run) up() {
 	r.do("joining the laptop with meshctl up", r.joinLaptop)
 	r.do("creating the workspace dev (or starting it)", r.workspace)
 	r.do("writing an ssh config for it", r.sshConfig)
+	r.do("creating the environment shop (or starting it)", r.environment)
+	r.do("connecting dev to shop", func() error { _, err := r.ctl("env", "connect", "dev", "shop"); return err })
 }
 
 func (r *run) check() error {
@@ -161,25 +181,25 @@ func (r *run) check() error {
 	return nil
 }
 
-// image builds the dev image offline (busybox: a shell and the usual tools) and imports it.
-func (r *run) image() error {
-	files, err := image.Busybox()
-	if err != nil {
-		return err
-	}
-	files = append(files, image.File{Path: "/etc/profile", Data: []byte("export PS1='\\u@\\h:\\w\\$ '\ncd ~\n")})
-	var tar bytes.Buffer
-	// A tiny init: PID 1 ignores SIGTERM unless it handles it, and ws stop would wait out
-	// its grace period; this one ends at once, and reaps what the shells leave.
-	cfg := image.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"},
-		Cmd: []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"}}
-	if err := image.Build(&tar, devImage, files, cfg); err != nil {
-		return err
-	}
+// images builds the dev and redis images offline (samples: busybox and this machine's
+// redis-cli, curl, redis-server) and imports them.
+func (r *run) images() error {
 	rt := &ctrd.Runtime{Machine: "demo-import", Identity: "demo-import", Dir: filepath.Join(r.state, "import")}
 	defer rt.Close()
-	_, err = rt.Import(context.Background(), &tar)
-	return err
+	for ref, build := range map[string]func() ([]image.File, image.Config, error){devImage: samples.Dev, redisImage: samples.Redis} {
+		files, cfg, err := build()
+		if err != nil {
+			return fmt.Errorf("image %s: %w (scripts/deps.sh installs redis-server, redis-tools and curl)", ref, err)
+		}
+		var tar bytes.Buffer
+		if err := image.Build(&tar, ref, files, cfg); err != nil {
+			return err
+		}
+		if _, err := rt.Import(context.Background(), &tar); err != nil {
+			return fmt.Errorf("importing %s: %w", ref, err)
+		}
+	}
+	return nil
 }
 
 func (r *run) startCoord() error {
@@ -264,7 +284,7 @@ func (r *run) startWorkmachine() error {
 	}
 	p := r.wm.StartShared(nil, r.meshctl, "node", "--coord", r.coordURL, "--auth-key", key,
 		"--state", filepath.Join(r.state, "wm"), "--hostname", machine)
-	r.Cleanup(func() { p.Stop(); r.removeWorkspaces() })
+	r.Cleanup(func() { p.Stop(); r.removeContainers() })
 	return r.wait(60*time.Second, machine+" on the mesh", func() error {
 		var nodes []api.Node
 		if err := r.call("GET", "/v1/nodes", nil, &nodes); err != nil {
@@ -280,8 +300,9 @@ func (r *run) startWorkmachine() error {
 	})
 }
 
-// removeWorkspaces stops the workmachine's containers: make run leaves nothing running.
-func (r *run) removeWorkspaces() {
+// removeContainers removes the workmachine's workspace and service containers (volumes and
+// homes stay): make run leaves nothing running, and the next one's agent makes them again.
+func (r *run) removeContainers() {
 	rt := &ctrd.Runtime{Machine: machine, Identity: r.wmID, Dir: filepath.Join(r.state, "wm", "workspaces")}
 	defer rt.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -289,6 +310,10 @@ func (r *run) removeWorkspaces() {
 	l, _ := rt.List(ctx)
 	for _, s := range l {
 		rt.Delete(ctx, s.Name)
+	}
+	svcs, _ := rt.ListServices(ctx)
+	for _, s := range svcs {
+		rt.DeleteService(ctx, s.ID)
 	}
 }
 
@@ -348,19 +373,47 @@ func (r *run) workspace() error {
 }
 
 func (r *run) sshConfig() error {
-	// coord is inside the lab: ssh-config runs in the laptop's namespace.
-	cmd := r.laptop.Command(context.Background(), r.meshctl, "ssh-config", "--known-hosts", filepath.Join(r.state, "known_hosts"))
-	cmd.Env = append(os.Environ(), "MESHCTL_COORD="+r.coordURL, "MESHCTL_TOKEN="+r.token, "MESHCTL_SOCKET="+r.socket())
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%v: %s", err, errb.String())
+	out, err := r.ctl("ssh-config", "--known-hosts", filepath.Join(r.state, "known_hosts"))
+	if err != nil {
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(r.state, "ssh_config"), out.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(r.state, "ssh_config"), []byte(out), 0o600); err != nil {
 		return err
 	}
 	env := fmt.Sprintf("export MESHCTL_COORD=http://%s MESHCTL_TOKEN=%s MESHCTL_SOCKET=%s\n", r.listen, r.token, r.socket())
 	return os.WriteFile(filepath.Join(r.state, "env"), []byte(env), 0o600)
+}
+
+// environment creates shop on the workmachine and waits until Redis is healthy; after an
+// earlier run it is there already, and starts again with its data.
+func (r *run) environment() error {
+	file := filepath.Join(r.state, "shop.yaml")
+	if err := os.WriteFile(file, []byte(shopCompose), 0o600); err != nil {
+		return err
+	}
+	var e api.Environment
+	if err := r.call("GET", "/v1/environments/shop", nil, &e); err == nil {
+		_, err := r.ctl("env", "up", "shop")
+		return err
+	}
+	_, err := r.ctl("env", "create", "shop", "-f", file, "--machine", machine)
+	return err
+}
+
+// ctl runs meshctl as the admin on the laptop (coord is inside the lab), its output logged.
+func (r *run) ctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := r.laptop.Command(ctx, r.meshctl, args...)
+	cmd.Env = append(os.Environ(), "MESHCTL_COORD="+r.coordURL, "MESHCTL_TOKEN="+r.token, "MESHCTL_SOCKET="+r.socket())
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r.Logf("meshctl %s:\n%s%s", strings.Join(args, " "), out.String(), errb.String())
+	if err != nil {
+		return "", fmt.Errorf("meshctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
 }
 
 func (r *run) instructions() {
@@ -370,6 +423,8 @@ In another terminal, from this directory:
   bin/meshctl ssh dev          # a shell in the workspace, over the mesh
   ssh -F %[1]s/ssh_config dev  # plain OpenSSH, the same way
   bin/meshctl ws list          # the workspace and its state
+  bin/meshctl env status shop  # the environment: redis, healthy
+  bin/meshctl ssh dev -- redis-cli -h redis ping   # dev reaches shop's services by bare name
   bin/meshctl status           # the laptop on the mesh and its peers
 Ctrl-C here (or make stop) tears it all down; the next make run picks up the same state.
 `, r.state)
