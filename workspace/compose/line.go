@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v4"
 )
@@ -207,8 +208,8 @@ func syntaxError(b []byte, err error) *fileError {
 			col := v.FieldByName("ContextMark").FieldByName("Column").Int() + 1
 			fe.msg += fmt.Sprintf(", in %s that starts on line %d, column %d", ctx, line("ContextMark"), col)
 		}
-		if last := bytes.Count(b, []byte("\n")) + 1 - btoi(bytes.HasSuffix(b, []byte("\n"))); fe.line > last {
-			fe.line = max(last, 1)
+		if last := lineCount(b); fe.line > last {
+			fe.line = last
 			fe.msg = strings.Replace(fe.msg, "YAML:", "YAML at the end of the file (is a bracket or a quote left open?):", 1)
 		}
 		return fe
@@ -216,11 +217,24 @@ func syntaxError(b []byte, err error) *fileError {
 	return nil
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
+// lineCount is the number of lines of b as YAML counts them (a break is CR LF, CR, LF, NEL,
+// LS or PS), at least 1; a break at the end starts no line.
+func lineCount(b []byte) int {
+	n := 1
+	for s := string(b); s != ""; {
+		i := strings.IndexAny(s, "\r\n\u0085\u2028\u2029")
+		if i < 0 {
+			break
+		}
+		_, size := utf8.DecodeRuneInString(s[i:])
+		if strings.HasPrefix(s[i:], "\r\n") {
+			size = 2
+		}
+		if s = s[i+size:]; s != "" {
+			n++
+		}
 	}
-	return 0
+	return n
 }
 
 // schemaPath is where a compose-go validation or decoding error points: "services.web.bogus

@@ -293,9 +293,13 @@ func FuzzLoad(f *testing.F) {
 	f.Add(svc("    depends_on: [web]\n"))
 	f.Add(svc("    environment:\n      A: ${X:-${Y:-z}}\n"))
 	f.Add("services:\n  a:\n    image: x\n    depends_on: {b: {condition: service_healthy}}\n  b:\n    image: y\n")
+	f.Add("services:\n  web:\n    image: x\n    cap_add:\n      - SYS_ADMIN\n")
+	f.Add("x-b: &b\n  privileged: true\nservices:\n  web:\n    image: x\n    <<: *b\n")
+	f.Add("services:\n  web:\n    image: x\n  bad: [\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := Load("env", []byte(s))
 		if err != nil {
+			checkLine(t, s, err)
 			return
 		}
 		if len(p.Services) == 0 || len(p.Services) > maxServices {
@@ -306,6 +310,20 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("StartOrder of an accepted project: %d steps, %v", len(order), err)
 		}
 	})
+}
+
+// checkLine fails t unless err is a compose file's error whose line, if it says one, is in s.
+func checkLine(t *testing.T, s string, err error) {
+	var line int
+	if _, serr := fmt.Sscanf(err.Error(), "compose file line %d:", &line); serr != nil {
+		if !strings.HasPrefix(err.Error(), "compose file: ") {
+			t.Fatalf("error %q does not start with the compose file", err)
+		}
+		return
+	}
+	if last := lineCount([]byte(s)); line < 1 || line > last {
+		t.Fatalf("error %q names line %d of %d", err, line, last)
+	}
 }
 
 func TestLoadHealthcheckForms(t *testing.T) {

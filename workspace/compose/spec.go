@@ -156,7 +156,8 @@ func networks(s *Spec, _ *types.Project, sc types.ServiceConfig) error {
 	if s.Hostname != "" && !validLabel(s.Hostname) {
 		return refusal(s.Name, "hostname", fmt.Sprintf("%q is not a DNS label", s.Hostname), "use 1-63 lower-case letters, digits and '-'")
 	}
-	for net, n := range sc.Networks {
+	for _, net := range slices.Sorted(maps.Keys(sc.Networks)) {
+		n := sc.Networks[net]
 		if n == nil {
 			continue
 		}
