@@ -293,9 +293,9 @@ func TestEnvCreateRefusesLocally(t *testing.T) {
 		name, compose string
 		want          []string
 	}{
-		{"broken yaml", "services:\n  web:\n    image: [nginx\n", []string{`environment "staging": compose file:`}},
-		{"build", "services:\n  web:\n    build: .\n", []string{`service "web"`, "build", "image:"}},
-		{"privileged", "services:\n  web:\n    image: nginx\n    privileged: true\n", []string{`service "web"`, "privileged"}},
+		{"broken yaml", "services:\n  web:\n    image: [nginx\n", []string{`environment "staging": compose file line 3: not valid YAML`}},
+		{"build", "services:\n  web:\n    build: .\n", []string{`compose file line 3: service "web": build:`, "image:"}},
+		{"privileged", "services:\n  web:\n    image: nginx\n    privileged: true\n", []string{`compose file line 4: service "web": privileged:`}},
 		{"too large", "services:\n  web:\n    image: nginx\n#" + strings.Repeat("x", 300<<10) + "\n", []string{"at most 256 KiB"}},
 		{"unset secret variable", "services:\n  db:\n    image: postgres\n    secrets: [db_pass]\nsecrets:\n  db_pass:\n    environment: DB_PASS_UNSET_FOR_TEST\n",
 			[]string{`service "db"`, `secret "db_pass"`, "DB_PASS_UNSET_FOR_TEST", "export DB_PASS_UNSET_FOR_TEST="}},

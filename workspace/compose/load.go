@@ -15,18 +15,27 @@ import (
 )
 
 // Load reads a compose file for environment env into the project Meshwork runs. Errors name
-// the service, the key and what to write instead. Variables (${X}) are not interpolated from
-// coord's environment, which is not the user's: a variable needs a default (${X:-value}).
+// the line, the service, the key and what to write instead. Variables (${X}) are not
+// interpolated from coord's environment, which is not the user's: a variable needs a default
+// (${X:-value}).
 func Load(env string, yaml []byte) (*Project, error) {
+	p, err := loadProject(env, yaml)
+	if err != nil {
+		return nil, placed(yaml, err)
+	}
+	return p, nil
+}
+
+func loadProject(env string, yaml []byte) (*Project, error) {
 	p, err := load(env, yaml)
 	if err != nil {
 		return nil, err
 	}
 	if len(p.Services) == 0 {
-		return nil, errors.New("compose file: no services; an environment needs at least one (under services)")
+		return nil, fileErrorf([]string{"services"}, "no services; an environment needs at least one (under services)")
 	}
 	if len(p.Services) > maxServices {
-		return nil, fmt.Errorf("compose file: %d services, at most %d: split the environment in two", len(p.Services), maxServices)
+		return nil, fileErrorf([]string{"services"}, "%d services, at most %d: split the environment in two", len(p.Services), maxServices)
 	}
 	out := &Project{Name: env}
 	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
@@ -62,13 +71,30 @@ func load(env string, yaml []byte) (*types.Project, error) {
 	if errors.As(err, &mv) {
 		return nil, mv.refusal(err)
 	}
-	if err != nil && strings.Contains(err.Error(), "secrets.") && strings.Contains(err.Error(), "'content'") {
-		return nil, fmt.Errorf("compose file: %v: a secret's value comes from environment: VAR (the compose spec has no content: for secrets; configs have it)", err)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("compose file: %v", err)
+		return nil, loadError(yaml, err)
 	}
 	return p, nil
+}
+
+// loadError says an error of compose-go's with the line it is on and, where Meshwork knows
+// one, the fix.
+func loadError(yaml []byte, err error) error {
+	if ye := yamlError(yaml, err); ye != nil {
+		return ye
+	}
+	msg := err.Error()
+	for _, noise := range []string{"validating compose.yaml: ", "decoding failed due to the following error(s):\n\n"} {
+		msg = strings.TrimPrefix(msg, noise)
+	}
+	fe := fileErrorf(schemaPath(msg), "%s", msg)
+	switch {
+	case strings.HasPrefix(msg, "secrets.") && strings.Contains(msg, "'content'"):
+		fe.msg += ": a secret's value comes from environment: VAR (the compose spec has no content: for secrets; configs have it)"
+	case strings.HasSuffix(msg, " false schema"):
+		fe.msg = strings.TrimSuffix(msg, " false schema") + ": no such key in the compose spec: remove it or correct its spelling"
+	}
+	return fe
 }
 
 // substitute interpolates like compose, but a variable with no value and no default is an error.
@@ -98,12 +124,14 @@ func (e missingVar) refusal(wrapped error) error {
 	if parts := strings.SplitN(where, ".", 3); len(parts) == 3 && parts[0] == "services" {
 		return refusal(parts[1], parts[2], why, fix)
 	}
-	return fmt.Errorf("compose file: %s: %s; %s", where, why, fix)
+	return fileErrorf(strings.Split(where, "."), "%s: %s; %s", where, why, fix)
 }
 
 var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*`)
 
-// refusal is the error for a key Meshwork does not run.
-func refusal(svc, key, why, fix string) error {
-	return fmt.Errorf("compose file: service %q: %s: %s; %s", svc, key, why, fix)
+// refusal is the error for a key Meshwork does not run, at services.<svc>.<key>, then at
+// (an item: "SYS_ADMIN", "0"), in the file.
+func refusal(svc, key, why, fix string, at ...string) *fileError {
+	path := append([]string{"services", svc}, strings.Split(key, ".")...)
+	return fileErrorf(append(path, at...), "service %q: %s: %s; %s", svc, key, why, fix)
 }

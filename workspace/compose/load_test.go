@@ -174,6 +174,8 @@ func TestLoadRestartPolicies(t *testing.T) {
 
 func svc(body string) string { return "services:\n  web:\n    image: x\n" + body }
 
+// TestLoadRefuses: each key Meshwork does not run, and each broken file, is refused with the
+// line it is on (counted as an editor does, from 1), the service, the key and the fix.
 func TestLoadRefuses(t *testing.T) {
 	many := "services:\n"
 	for i := range 65 {
@@ -181,50 +183,69 @@ func TestLoadRefuses(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, yaml string
+		line       int      // the error starts "compose file line <line>: "
 		want       []string // all must appear: service, key, fix
 	}{
-		{"build", "services:\n  web:\n    build: .\n", []string{`"web"`, "build:", "set image:"}},
-		{"no image", "services:\n  web:\n    command: x\n", []string{`"web"`, "image:", "set image:"}},
-		{"network_mode", svc("    network_mode: host\n"), []string{`"web"`, "network_mode:", "remove network_mode"}},
-		{"privileged", svc("    privileged: true\n"), []string{`"web"`, "privileged:", "cap_add"}},
-		{"pid host", svc("    pid: host\n"), []string{`"web"`, "pid:", "remove pid: host"}},
-		{"ipc host", svc("    ipc: host\n"), []string{`"web"`, "ipc:", "remove ipc: host"}},
-		{"devices", svc("    devices: [\"/dev/sda:/dev/sda\"]\n"), []string{`"web"`, "devices:", "remove devices"}},
-		{"cap_add", svc("    cap_add: [CHOWN, SYS_ADMIN]\n"), []string{`"web"`, "cap_add:", "SYS_ADMIN", "default capabilities"}},
-		{"cap_add all", svc("    cap_add: [ALL]\n"), []string{`"web"`, "cap_add:", "ALL"}},
-		{"bind relative", svc("    volumes: [\"./d:/d\"]\n"), []string{`"web"`, "volumes:", "bind mount", "named volume"}},
-		{"bind absolute", svc("    volumes: [\"/srv:/d\"]\n"), []string{`"web"`, "volumes:", "bind mount", "named volume"}},
-		{"bind long", svc("    volumes: [{type: bind, source: /srv, target: /d}]\n"), []string{`"web"`, "volumes:", "bind mount", "named volume"}},
-		{"undeclared volume", svc("    volumes: [\"data:/d\"]\n"), []string{`"web"`, "volumes:", "top-level volumes"}},
-		{"env_file", svc("    env_file: .env\n"), []string{`"web"`, "env_file:", "under environment:"}},
-		{"config file", svc("    configs: [c]\nconfigs:\n  c:\n    file: ./c.conf\n"), []string{`"web"`, "configs:", "file:", "content:"}},
-		{"secret file", svc("    secrets: [s]\nsecrets:\n  s:\n    file: ./s.txt\n"), []string{`"web"`, "secrets:", "file:", "content:", "environment:"}},
-		{"secret external", svc("    secrets: [s]\nsecrets:\n  s:\n    external: true\n"), []string{`"web"`, "secrets:", "external"}},
-		{"secret content", svc("    secrets: [s]\nsecrets:\n  s:\n    content: x\n"), []string{"secrets.s", "content", "environment:"}},
-		{"undefined secret", svc("    secrets: [s]\n"), []string{`"web"`, "secrets:", "top-level secrets"}},
-		{"65 services", many, []string{"65 services", "at most 64", "split"}},
-		{"upper-case name", "services:\n  Web:\n    image: x\n", []string{`"Web"`, "DNS label", "web.<env>"}},
-		{"underscore name", "services:\n  my_db:\n    image: x\n", []string{`"my_db"`, "DNS label", "lower-case"}},
-		{"long name", "services:\n  " + strings.Repeat("a", 64) + ":\n    image: x\n", []string{"DNS label", "1-63"}},
-		{"bad alias", svc("    networks:\n      default:\n        aliases: [Bad_Alias]\n"), []string{`"web"`, "networks.aliases:", "DNS label"}},
-		{"bad hostname", svc("    hostname: my_host\n"), []string{`"web"`, "hostname:", "DNS label"}},
-		{"unknown dependency", svc("    depends_on: [db]\n"), []string{`"web"`, "depends_on:", `"db"`, "name a service"}},
-		{"cycle", "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [c]\n  c:\n    image: x\n    depends_on: [a]\n",
+		{"build", "services:\n  web:\n    build: .\n", 3, []string{`"web"`, "build:", "set image:"}},
+		{"no image", "services:\n  web:\n    command: x\n", 2, []string{`"web"`, "image:", "set image:"}},
+		{"network_mode", svc("    network_mode: host\n"), 4, []string{`"web"`, "network_mode:", "remove network_mode"}},
+		{"privileged", svc("    privileged: true\n"), 4, []string{`"web"`, "privileged:", "cap_add"}},
+		{"privileged from a merge", "x-base: &base\n  privileged: true\nservices:\n  web:\n    image: x\n    <<: *base\n", 2, []string{`"web"`, "privileged:"}},
+		{"pid host", svc("    pid: host\n"), 4, []string{`"web"`, "pid:", "remove pid: host"}},
+		{"ipc host", svc("    ipc: host\n"), 4, []string{`"web"`, "ipc:", "remove ipc: host"}},
+		{"devices", svc("    devices: [\"/dev/sda:/dev/sda\"]\n"), 4, []string{`"web"`, "devices:", "remove devices"}},
+		{"cap_add", svc("    cap_add: [CHOWN, SYS_ADMIN]\n"), 4, []string{`"web"`, "cap_add:", "SYS_ADMIN", "default capabilities"}},
+		{"cap_add item", svc("    cap_add:\n      - CHOWN\n      - SYS_ADMIN\n      - KILL\n"), 6, []string{`"web"`, "cap_add:", "SYS_ADMIN", "default capabilities"}},
+		{"cap_add all", svc("    cap_add: [ALL]\n"), 4, []string{`"web"`, "cap_add:", "ALL"}},
+		{"bind relative", svc("    volumes: [\"./d:/d\"]\n"), 4, []string{`"web"`, "volumes:", "bind mount", "named volume"}},
+		{"bind absolute", svc("    volumes: [\"/srv:/d\"]\n"), 4, []string{`"web"`, "volumes:", "bind mount", "named volume"}},
+		{"bind long", svc("    volumes: [{type: bind, source: /srv, target: /d}]\n"), 4, []string{`"web"`, "volumes:", "bind mount", "named volume"}},
+		{"bind item", svc("    volumes:\n      - data:/data\n      - type: tmpfs\n        target: /t\n      - ./src:/src\nvolumes:\n  data: {}\n"), 8,
+			[]string{`"web"`, "volumes:", "/src is a host bind mount", "named volume"}},
+		{"undeclared volume", svc("    volumes: [\"data:/d\"]\n"), 4, []string{`"web"`, "volumes:", "top-level volumes"}},
+		{"env_file", svc("    env_file: .env\n"), 4, []string{`"web"`, "env_file:", "under environment:"}},
+		{"config file", svc("    configs: [c]\nconfigs:\n  c:\n    file: ./c.conf\n"), 7, []string{`"web"`, "configs:", "file:", "content:"}},
+		{"secret file", svc("    secrets: [s]\nsecrets:\n  s:\n    file: ./s.txt\n"), 7, []string{`"web"`, "secrets:", "file:", "content:", "environment:"}},
+		{"secret external", svc("    secrets: [s]\nsecrets:\n  s:\n    external: true\n"), 7, []string{`"web"`, "secrets:", "external"}},
+		{"secret content", svc("    secrets: [s]\nsecrets:\n  s:\n    content: x\n"), 7, []string{"secrets.s", "content", "environment:"}},
+		{"undefined secret", svc("    secrets:\n      - s\n"), 5, []string{`"web"`, "secrets:", "top-level secrets"}},
+		{"65 services", many, 1, []string{"65 services", "at most 64", "split"}},
+		{"upper-case name", "services:\n  Web:\n    image: x\n", 2, []string{`"Web"`, "DNS label", "web.<env>"}},
+		{"underscore name", "services:\n  ok:\n    image: x\n  my_db:\n    image: x\n", 4, []string{`"my_db"`, "DNS label", "lower-case"}},
+		{"long name", "services:\n  " + strings.Repeat("a", 64) + ":\n    image: x\n", 2, []string{"DNS label", "1-63"}},
+		{"bad alias", svc("    networks:\n      default:\n        aliases:\n          - ok\n          - Bad_Alias\n"), 8, []string{`"web"`, "networks.aliases:", "DNS label"}},
+		{"bad hostname", svc("    hostname: my_host\n"), 4, []string{`"web"`, "hostname:", "DNS label"}},
+		{"unknown dependency", svc("    depends_on:\n      db:\n        condition: service_started\n"), 5, []string{`"web"`, "depends_on:", `"db"`, "name a service"}},
+		{"unknown condition", "services:\n  db:\n    image: x\n" + svc("    depends_on:\n      db:\n        condition: later\n")[len("services:\n"):], 8,
+			[]string{"services.web.depends_on.db.condition", "service_healthy"}},
+		{"cycle", "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [c]\n  c:\n    image: x\n    depends_on: [a]\n", 4,
 			[]string{`"a"`, "depends_on:", "a -> b -> c -> a", "remove one"}},
-		{"self dependency", "services:\n  a:\n    image: x\n    depends_on: [a]\n", []string{`"a"`, "depends_on:", "a -> a"}},
-		{"variable without default", svc("    environment:\n      A: ${NOPE}\n"), []string{`"web"`, "environment.A:", "NOPE", "${NOPE:-value}"}},
-		{"image variable without default", "services:\n  web:\n    image: ${IMG}\n", []string{`"web"`, "image:", "IMG", "${IMG:-value}"}},
-		{"environment without value", svc("    environment: [FOO]\n"), []string{`"web"`, "environment:", "FOO=value"}},
-		{"restart", svc("    restart: sometimes\n"), []string{`"web"`, "restart:", "on-failure:N"}},
-		{"expose", svc("    expose: [\"http\"]\n"), []string{`"web"`, "expose:", "port number"}},
-		{"broken yaml", "services:\n  web:\n    image: x\n  bad: [\n", []string{"line 4"}},
-		{"bad indent", "services:\n  web:\n    image: x\n   x: 1\n", []string{"line 3"}},
-		{"empty", "services: {}\n", []string{"no services"}},
+		{"self dependency", "services:\n  a:\n    image: x\n    depends_on: [a]\n", 4, []string{`"a"`, "depends_on:", "a -> a"}},
+		{"variable without default", svc("    environment:\n      B: b\n      A: ${NOPE}\n"), 6, []string{`"web"`, "environment.A:", "NOPE", "${NOPE:-value}"}},
+		{"image variable without default", "services:\n  web:\n    image: ${IMG}\n", 3, []string{`"web"`, "image:", "IMG", "${IMG:-value}"}},
+		{"environment without value", svc("    environment:\n      - A=1\n      - FOO\n"), 6, []string{`"web"`, "environment:", "FOO=value"}},
+		{"restart", svc("    restart: sometimes\n"), 4, []string{`"web"`, "restart:", "on-failure:N"}},
+		{"expose", svc("    expose:\n      - \"80\"\n      - http\n"), 6, []string{`"web"`, "expose:", "port number"}},
+		{"healthcheck retries", svc("    healthcheck:\n      test: [CMD, x]\n      retries: 99999999\n"), 6, []string{`"web"`, "healthcheck.retries:", "at most"}},
+		{"volume driver", svc("volumes:\n  data:\n    driver: nfs\n"), 5, []string{`volume "data"`, "remove driver"}},
+		{"unknown key", svc("    labels: {a: b}\n    bogus: 1\n"), 5, []string{"services.web.bogus", "remove it or correct its spelling"}},
+		{"wrong type", svc("    deploy:\n      resources:\n        limits:\n          memory: lots\n"), 7, []string{"memory", "lots"}},
+		{"duplicate key", svc("    command: a\n    command: b\n"), 5, []string{`"command" already defined at line 4`, "keep one"}},
+		{"broken yaml", "services:\n  web:\n    image: x\n  bad: [\n", 4, []string{"not valid YAML at the end of the file", "left open"}},
+		{"unclosed flow", "services:\n  web:\n    ports: [\"80\"\n  db:\n    image: y\n", 4, []string{"not valid YAML", "flow sequence that starts on line 3"}},
+		// go.yaml.in/yaml/v4 says line 3 here (its parser counts from 0): the stray line is 4
+		{"bad indent", "services:\n  web:\n    image: x\n   x: 1\n", 4, []string{"not valid YAML", "block mapping that starts on line 2"}},
+		{"tab", "services:\n  web:\n\timage: x\n", 3, []string{"not valid YAML", "cannot start any token"}},
+		{"unknown anchor", svc("    command: *nope\n"), 4, []string{"not valid YAML", "unknown anchor"}},
+		{"empty", "services: {}\n", 1, []string{"no services"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load("env", []byte(tc.yaml))
 			if err == nil {
 				t.Fatalf("Load accepted:\n%s", tc.yaml)
+			}
+			if at := fmt.Sprintf("compose file line %d: ", tc.line); !strings.HasPrefix(err.Error(), at) {
+				t.Errorf("error %q does not start %q", err, at)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
@@ -272,9 +293,13 @@ func FuzzLoad(f *testing.F) {
 	f.Add(svc("    depends_on: [web]\n"))
 	f.Add(svc("    environment:\n      A: ${X:-${Y:-z}}\n"))
 	f.Add("services:\n  a:\n    image: x\n    depends_on: {b: {condition: service_healthy}}\n  b:\n    image: y\n")
+	f.Add("services:\n  web:\n    image: x\n    cap_add:\n      - SYS_ADMIN\n")
+	f.Add("x-b: &b\n  privileged: true\nservices:\n  web:\n    image: x\n    <<: *b\n")
+	f.Add("services:\n  web:\n    image: x\n  bad: [\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := Load("env", []byte(s))
 		if err != nil {
+			checkLine(t, s, err)
 			return
 		}
 		if len(p.Services) == 0 || len(p.Services) > maxServices {
@@ -285,6 +310,20 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("StartOrder of an accepted project: %d steps, %v", len(order), err)
 		}
 	})
+}
+
+// checkLine fails t unless err is a compose file's error whose line, if it says one, is in s.
+func checkLine(t *testing.T, s string, err error) {
+	var line int
+	if _, serr := fmt.Sscanf(err.Error(), "compose file line %d:", &line); serr != nil {
+		if !strings.HasPrefix(err.Error(), "compose file: ") {
+			t.Fatalf("error %q does not start with the compose file", err)
+		}
+		return
+	}
+	if last := lineCount([]byte(s)); line < 1 || line > last {
+		t.Fatalf("error %q names line %d of %d", err, line, last)
+	}
 }
 
 func TestLoadHealthcheckForms(t *testing.T) {

@@ -36,7 +36,7 @@ func StartOrder(p *Project) ([]Step, error) {
 		if !progress {
 			cycle := findCycle(deps, done)
 			return nil, refusal(cycle[0], "depends_on", fmt.Sprintf("a dependency cycle: %s", strings.Join(cycle, " -> ")),
-				"remove one of these dependencies")
+				"remove one of these dependencies", cycle[1])
 		}
 	}
 	return order, nil

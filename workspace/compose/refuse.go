@@ -3,6 +3,7 @@ package compose
 import (
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -41,24 +42,25 @@ func refuse(name string, sc types.ServiceConfig) error {
 	}
 	for _, c := range sc.CapAdd {
 		if cc := strings.TrimPrefix(strings.ToUpper(c), "CAP_"); !defaultCaps[cc] {
-			return refusal(name, "cap_add", fmt.Sprintf("%s is beyond Docker's default capability set", c), "remove it; only the default capabilities may be added back")
+			return refusal(name, "cap_add", fmt.Sprintf("%s is beyond Docker's default capability set", c), "remove it; only the default capabilities may be added back", c)
 		}
 	}
-	for _, v := range sc.Volumes {
-		if err := refuseVolume(name, v); err != nil {
+	for i, v := range sc.Volumes {
+		if err := refuseVolume(name, i, v); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func refuseVolume(name string, v types.ServiceVolumeConfig) error {
+// refuseVolume refuses volume i of service name if it is not a named volume or tmpfs.
+func refuseVolume(name string, i int, v types.ServiceVolumeConfig) error {
 	switch {
 	case v.Type == types.VolumeTypeBind || path.IsAbs(v.Source) || strings.HasPrefix(v.Source, "."):
 		return refusal(name, "volumes", fmt.Sprintf("%s is a host bind mount: coord has no files of yours", v.Target),
-			fmt.Sprintf("use a named volume (data:%s, with data under the top-level volumes:) or a config with content:", v.Target))
+			fmt.Sprintf("use a named volume (data:%s, with data under the top-level volumes:) or a config with content:", v.Target), strconv.Itoa(i))
 	case v.Type != types.VolumeTypeVolume && v.Type != types.VolumeTypeTmpfs:
-		return refusal(name, "volumes", fmt.Sprintf("%s: volumes of type %s are not run", v.Target, v.Type), "use a named volume or tmpfs")
+		return refusal(name, "volumes", fmt.Sprintf("%s: volumes of type %s are not run", v.Target, v.Type), "use a named volume or tmpfs", strconv.Itoa(i))
 	}
 	return nil
 }

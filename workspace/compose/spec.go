@@ -46,7 +46,7 @@ func environment(s *Spec, _ *types.Project, sc types.ServiceConfig) error {
 		v := sc.Environment[k]
 		if v == nil {
 			return refusal(s.Name, "environment", fmt.Sprintf("%s has no value and coord has no environment of yours", k),
-				fmt.Sprintf("write %s=value (or %s: ${%s:-value})", k, k, k))
+				fmt.Sprintf("write %s=value (or %s: ${%s:-value})", k, k, k), k)
 		}
 		if s.Environment == nil {
 			s.Environment = map[string]string{}
@@ -63,7 +63,7 @@ func ports(s *Spec, _ *types.Project, sc types.ServiceConfig) error {
 	for _, e := range sc.Expose {
 		port, err := strconv.Atoi(strings.SplitN(e, "/", 2)[0])
 		if err != nil || port < 1 || port > 65535 {
-			return refusal(s.Name, "expose", fmt.Sprintf("%q is not a port", e), "write a port number from 1 to 65535")
+			return refusal(s.Name, "expose", fmt.Sprintf("%q is not a port", e), "write a port number from 1 to 65535", e)
 		}
 		s.Ports = append(s.Ports, port)
 	}
@@ -102,7 +102,7 @@ func dependsOn(s *Spec, p *types.Project, sc types.ServiceConfig) error {
 	for _, dep := range slices.Sorted(maps.Keys(sc.DependsOn)) {
 		d := sc.DependsOn[dep]
 		if _, ok := p.Services[dep]; !ok {
-			return refusal(s.Name, "depends_on", fmt.Sprintf("no service %q in this file", dep), "name a service defined under services:")
+			return refusal(s.Name, "depends_on", fmt.Sprintf("no service %q in this file", dep), "name a service defined under services:", dep)
 		}
 		c := Condition(d.Condition)
 		switch c {
@@ -156,13 +156,15 @@ func networks(s *Spec, _ *types.Project, sc types.ServiceConfig) error {
 	if s.Hostname != "" && !validLabel(s.Hostname) {
 		return refusal(s.Name, "hostname", fmt.Sprintf("%q is not a DNS label", s.Hostname), "use 1-63 lower-case letters, digits and '-'")
 	}
-	for _, n := range sc.Networks {
+	for _, net := range slices.Sorted(maps.Keys(sc.Networks)) {
+		n := sc.Networks[net]
 		if n == nil {
 			continue
 		}
 		for _, a := range n.Aliases {
 			if !validLabel(a) {
-				return refusal(s.Name, "networks.aliases", fmt.Sprintf("%q is not a DNS label", a), "use 1-63 lower-case letters, digits and '-'")
+				return refusal(s.Name, "networks.aliases", fmt.Sprintf("%q is not a DNS label", a), "use 1-63 lower-case letters, digits and '-'").
+					at("services", s.Name, "networks", net, "aliases", a)
 			}
 			s.Aliases = append(s.Aliases, a)
 		}
@@ -173,14 +175,14 @@ func networks(s *Spec, _ *types.Project, sc types.ServiceConfig) error {
 }
 
 func volumes(s *Spec, p *types.Project, sc types.ServiceConfig) error {
-	for _, v := range sc.Volumes {
+	for i, v := range sc.Volumes {
 		if v.Type == types.VolumeTypeTmpfs {
 			s.Tmpfs = append(s.Tmpfs, v.Target)
 			continue
 		}
 		if _, ok := p.Volumes[v.Source]; v.Source != "" && !ok {
 			return refusal(s.Name, "volumes", fmt.Sprintf("no volume %q under the top-level volumes:", v.Source),
-				fmt.Sprintf("add it: volumes: {%s: {}}", v.Source))
+				fmt.Sprintf("add it: volumes: {%s: {}}", v.Source), strconv.Itoa(i))
 		}
 		s.Volumes = append(s.Volumes, Mount{Volume: v.Source, Target: v.Target, ReadOnly: v.ReadOnly})
 	}
@@ -188,10 +190,10 @@ func volumes(s *Spec, p *types.Project, sc types.ServiceConfig) error {
 }
 
 func configs(s *Spec, p *types.Project, sc types.ServiceConfig) error {
-	for _, r := range sc.Configs {
+	for i, r := range sc.Configs {
 		c, ok := p.Configs[r.Source]
 		if !ok {
-			return refusal(s.Name, "configs", fmt.Sprintf("no config %q under the top-level configs:", r.Source), "define it with content:")
+			return refusal(s.Name, "configs", fmt.Sprintf("no config %q under the top-level configs:", r.Source), "define it with content:", strconv.Itoa(i))
 		}
 		f, err := file(s.Name, "configs", types.FileReferenceConfig(r), types.FileObjectConfig(c), "/"+r.Source)
 		if err != nil {
@@ -203,10 +205,10 @@ func configs(s *Spec, p *types.Project, sc types.ServiceConfig) error {
 }
 
 func secrets(s *Spec, p *types.Project, sc types.ServiceConfig) error {
-	for _, r := range sc.Secrets {
+	for i, r := range sc.Secrets {
 		c, ok := p.Secrets[r.Source]
 		if !ok {
-			return refusal(s.Name, "secrets", fmt.Sprintf("no secret %q under the top-level secrets:", r.Source), "define it with environment: or content:")
+			return refusal(s.Name, "secrets", fmt.Sprintf("no secret %q under the top-level secrets:", r.Source), "define it with environment: or content:", strconv.Itoa(i))
 		}
 		f, err := file(s.Name, "secrets", types.FileReferenceConfig(r), types.FileObjectConfig(c), "/run/secrets/"+r.Source)
 		if err != nil {
@@ -222,9 +224,10 @@ func file(svc, key string, r types.FileReferenceConfig, c types.FileObjectConfig
 	switch {
 	case c.File != "":
 		return File{}, refusal(svc, key, fmt.Sprintf("%s comes from a file (file:) and coord has no files of yours", r.Source),
-			"write it inline with content: or from a variable with environment:")
+			"write it inline with content: or from a variable with environment:").at(key, r.Source, "file")
 	case bool(c.External):
-		return File{}, refusal(svc, key, fmt.Sprintf("%s is external", r.Source), "write it inline with content: or from a variable with environment:")
+		return File{}, refusal(svc, key, fmt.Sprintf("%s is external", r.Source), "write it inline with content: or from a variable with environment:").
+			at(key, r.Source, "external")
 	}
 	f := File{Name: r.Source, Target: target, UID: r.UID, GID: r.GID, FromEnv: c.Environment}
 	if c.Content != "" {
@@ -244,7 +247,7 @@ func checkProject(p *types.Project, out *Project) error {
 	for _, name := range slices.Sorted(maps.Keys(p.Volumes)) {
 		v := p.Volumes[name]
 		if v.Driver != "" && v.Driver != "local" || len(v.DriverOpts) > 0 || bool(v.External) {
-			return fmt.Errorf("compose file: volume %q: Meshwork keeps volumes on the workmachine; remove driver, driver_opts and external", name)
+			return fileErrorf([]string{"volumes", name}, "volume %q: Meshwork keeps volumes on the workmachine; remove driver, driver_opts and external", name)
 		}
 		out.Volumes = append(out.Volumes, name)
 	}
