@@ -33,11 +33,16 @@ declare -A want=(
 	[curl]=/usr/bin/curl
 	[redis-server]=/usr/bin/redis-server # packed into images by the environment tests
 	[redis-tools]=/usr/bin/redis-cli
+	[docker.io]=/usr/sbin/dockerd # the environments bench's baseline: Docker Compose, same images
+	[docker-compose]=/usr/bin/docker-compose
 )
-# quiet_service stops and disables the system service a package just installed and started:
-# tests run their own redis-server on ports they choose; a system one would hold 6379.
+# quiet_service stops and disables the system service a package just installed and started
+# (and its socket unit, which would start it again): tests run their own redis-server on ports
+# they choose, a system one would hold 6379; the bench runs its own dockerd, with its own
+# data, socket and network namespace.
 quiet_service() {
 	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now --quiet "$1.socket" >/dev/null 2>&1 || true
 		systemctl disable --now --quiet "$1" >/dev/null 2>&1 || true
 	fi
 	if [ -x "/etc/init.d/$1" ]; then
@@ -59,6 +64,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	if [[ " ${missing[*]} " == *" redis-server "* ]]; then
 		quiet_service redis-server
+	fi
+	if [[ " ${missing[*]} " == *" docker.io "* ]]; then
+		quiet_service docker
 	fi
 else
 	say "packages present"

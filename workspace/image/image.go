@@ -1,5 +1,7 @@
-// Package image builds OCI image-layout tarballs locally and offline, for tests and demos that
-// have no registry: one gzipped layer from a list of files, with a runnable busybox to start from.
+// Package image builds image tarballs locally and offline, for tests and demos that have no
+// registry: one gzipped layer from a list of files, with a runnable busybox to start from. A
+// tarball is both an OCI image layout (containerd's import) and a docker-archive (`docker load`
+// of Docker 20.10, which reads only manifest.json), sharing one set of blobs.
 package image
 
 import (
@@ -43,9 +45,11 @@ type Config struct {
 // epoch is every entry's modification time, so that the same input gives the same bytes.
 var epoch = time.Unix(0, 0).UTC()
 
-// Build writes an OCI image-layout tarball named ref holding files as one gzipped layer. The
-// output depends only on its arguments (and the machine's architecture): building twice gives
-// the same bytes, so the same digests.
+// Build writes an image tarball named ref holding files as one gzipped layer: an OCI image
+// layout with, beside it, the manifest.json of a docker-archive naming the same config and
+// layer blobs, so that containerd's import and `docker load` both take it. The output depends
+// only on its arguments (and the machine's architecture): building twice gives the same bytes,
+// so the same digests.
 func Build(w io.Writer, ref string, files []File, cfg Config) error {
 	if ref == "" {
 		return fmt.Errorf("image build: empty ref; name the image (e.g. meshwork.dev/dev:1)")
@@ -73,11 +77,28 @@ func Build(w io.Writer, ref string, files []File, cfg Config) error {
 		ocispec.AnnotationRefName: ref,
 		AnnotationImageName:       ref,
 	}
-	if err := writeLayout(w, blobs, manifestDesc); err != nil {
+	docker, err := dockerManifest(ref, configDesc, layerDesc)
+	if err != nil {
+		return fmt.Errorf("image build %q: %w", ref, err)
+	}
+	if err := writeLayout(w, blobs, manifestDesc, docker); err != nil {
 		return fmt.Errorf("image build %q: %w", ref, err)
 	}
 	return nil
 }
+
+// dockerManifest is a docker-archive's manifest.json: one image, tagged ref, whose config and
+// layer are the OCI layout's blobs (Docker decompresses a gzipped layer and checks its diff ID).
+func dockerManifest(ref string, config, layer ocispec.Descriptor) ([]byte, error) {
+	type entry struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}
+	return json.Marshal([]entry{{Config: blobPath(config.Digest), RepoTags: []string{ref}, Layers: []string{blobPath(layer.Digest)}}})
+}
+
+func blobPath(d digest.Digest) string { return "blobs/" + d.Algorithm().String() + "/" + d.Encoded() }
 
 func imageConfig(cfg Config, diffID digest.Digest) ocispec.Image {
 	return ocispec.Image{
@@ -214,8 +235,9 @@ func (b blobs) addJSON(mediaType string, v any) (ocispec.Descriptor, error) {
 	return b.add(mediaType, data), nil
 }
 
-// writeLayout writes the OCI image layout: oci-layout, index.json, then blobs/sha256/*.
-func writeLayout(w io.Writer, b blobs, manifest ocispec.Descriptor) error {
+// writeLayout writes the OCI image layout (oci-layout, index.json), the docker-archive's
+// manifest.json, then blobs/sha256/*.
+func writeLayout(w io.Writer, b blobs, manifest ocispec.Descriptor, dockerManifest []byte) error {
 	index, err := json.Marshal(ocispec.Index{
 		Versioned: specsVersioned(),
 		MediaType: ocispec.MediaTypeImageIndex,
@@ -238,13 +260,16 @@ func writeLayout(w io.Writer, b blobs, manifest ocispec.Descriptor) error {
 	if err := addTarFile(tw, "index.json", index); err != nil {
 		return err
 	}
+	if err := addTarFile(tw, "manifest.json", dockerManifest); err != nil {
+		return err
+	}
 	digests := make([]digest.Digest, 0, len(b))
 	for d := range b {
 		digests = append(digests, d)
 	}
 	sort.Slice(digests, func(i, j int) bool { return digests[i] < digests[j] })
 	for _, d := range digests {
-		if err := addTarFile(tw, "blobs/sha256/"+d.Encoded(), b[d]); err != nil {
+		if err := addTarFile(tw, blobPath(d), b[d]); err != nil {
 			return err
 		}
 	}

@@ -1,16 +1,23 @@
 package image_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"meshwork.dev/workspace/image"
 )
@@ -127,5 +134,75 @@ func checkFile(t *testing.T, root, p, want string, mode os.FileMode) {
 	}
 	if st, err := os.Stat(filepath.Join(root, p)); err == nil && st.Mode().Perm() != mode {
 		t.Errorf("%s mode %v, want %v", p, st.Mode().Perm(), mode)
+	}
+}
+
+// TestDockerArchive: the tarball is also a docker-archive, as `docker load` reads one: its
+// manifest.json names the ref, a config blob whose rootfs lists the diff ID of the layer blob
+// it names (the gzipped layer's uncompressed digest, which docker checks), all in the tarball.
+func TestDockerArchive(t *testing.T) {
+	ref := "meshwork.dev/docker-archive:1"
+	entries := untar(t, build(t, ref))
+	var manifest []struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}
+	if err := json.Unmarshal(entries["manifest.json"], &manifest); err != nil {
+		t.Fatalf("manifest.json: %v", err)
+	}
+	if len(manifest) != 1 || len(manifest[0].Layers) != 1 || !slices.Equal(manifest[0].RepoTags, []string{ref}) {
+		t.Fatalf("manifest.json = %+v, want one image tagged %s with one layer", manifest, ref)
+	}
+	m := manifest[0]
+	var cfg ocispec.Image
+	if err := json.Unmarshal(blob(t, entries, m.Config), &cfg); err != nil {
+		t.Fatalf("config %s: %v", m.Config, err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(blob(t, entries, m.Layers[0])))
+	if err != nil {
+		t.Fatalf("layer %s: %v", m.Layers[0], err)
+	}
+	diffID, err := digest.FromReader(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.RootFS.DiffIDs, []digest.Digest{diffID}) {
+		t.Errorf("config's diff IDs %v, the layer's %v", cfg.RootFS.DiffIDs, diffID)
+	}
+	if _, ok := entries["index.json"]; !ok {
+		t.Error("no index.json: the OCI layout is gone")
+	}
+}
+
+// blob is the entry at path, checked against the digest its name spells.
+func blob(t *testing.T, entries map[string][]byte, path string) []byte {
+	t.Helper()
+	data, ok := entries[path]
+	if !ok {
+		t.Fatalf("manifest.json names %s, not in the tarball", path)
+	}
+	if d := "blobs/sha256/" + digest.FromBytes(data).Encoded(); d != path {
+		t.Fatalf("%s holds %s", path, d)
+	}
+	return data
+}
+
+// untar is the regular files of a tarball by name.
+func untar(t *testing.T, data []byte) map[string][]byte {
+	t.Helper()
+	entries := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return entries
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if entries[h.Name], err = io.ReadAll(tr); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
