@@ -170,8 +170,9 @@ func grepTree(dir string, secret []byte) []string {
 // services on wm1, started in dependency order. A workspace on wm2 connected to it reaches
 // them by bare name (redis-cli, curl) and loses them when disconnected; the owner's laptop
 // reaches them, another member's does not. Redis's data survives down/up, the agent's death
-// and the container's, and goes with env delete. The secret is in /run/secrets in the service
-// and nowhere else. Bad input is refused and changes nothing.
+// and the container's, and goes with env delete. An update recreates only what changed. The
+// secret is in /run/secrets in the service and nowhere else. Bad input is refused and changes
+// nothing. With coord down, what runs keeps running.
 func TestEnvironments(t *testing.T) {
 	importEnvImages(t, "")
 	ml := newMeshLab(t)
@@ -413,6 +414,26 @@ func TestEnvironments(t *testing.T) {
 		out, err := inside(dev, "redis-cli", "-h", "redis", "get", "k")
 		if err == nil && out != "\n" {
 			err = fmt.Errorf("k is %q in a new environment", out)
+		}
+		return err
+	})
+
+	// With coord down, what runs keeps running: dev still reaches redis across machines, and
+	// redis still restarts after its death.
+	t.Logf("%v: coord down", time.Since(start).Round(time.Millisecond))
+	ml.coord.proc.Kill()
+	if out, err := inside(dev, "redis-cli", "-h", "redis", "set", "k", "coordless"); err != nil || out != "OK\n" {
+		t.Errorf("set k in dev with coord down: %q %v", out, err)
+	}
+	redisPID = wm1.servicePID(t, "shop", "redis")
+	syscall.Kill(redisPID, syscall.SIGKILL)
+	eventually(t, 60*time.Second, "redis restarted with coord down", func() error {
+		if pid := wm1.servicePID(t, "shop", "redis"); pid == redisPID {
+			return fmt.Errorf("still pid %d", pid)
+		}
+		out, err := inside(dev, "redis-cli", "-h", "redis", "get", "k")
+		if err == nil && out != "coordless\n" {
+			err = fmt.Errorf("k is %q", out)
 		}
 		return err
 	})
