@@ -307,13 +307,18 @@ func (r *run) removeContainers() {
 	defer rt.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, _ := rt.List(ctx)
+	l, err := rt.List(ctx)
 	for _, s := range l {
-		rt.Delete(ctx, s.Name)
+		err = errors.Join(err, rt.Delete(ctx, s.Name))
 	}
-	svcs, _ := rt.ListServices(ctx)
+	svcs, lerr := rt.ListServices(ctx)
+	err = errors.Join(err, lerr)
 	for _, s := range svcs {
-		rt.DeleteService(ctx, s.ID)
+		err = errors.Join(err, rt.DeleteService(ctx, s.ID))
+	}
+	if err != nil {
+		r.Logf("removing %s's containers: %v", machine, err)
+		fmt.Fprintf(os.Stderr, "make run: removing %s's containers: %v\n", machine, err)
 	}
 }
 
