@@ -418,6 +418,10 @@ func TestEnvironments(t *testing.T) {
 		return err
 	})
 
+	if again := wm2.pid(t, "dev"); again != dev {
+		t.Errorf("connecting, disconnecting and connecting again restarted dev: pid %d, was %d", again, dev)
+	}
+
 	// With coord down, what runs keeps running: dev still reaches redis across machines, and
 	// redis still restarts after its death.
 	t.Logf("%v: coord down", time.Since(start).Round(time.Millisecond))
