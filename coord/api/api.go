@@ -238,23 +238,61 @@ type Connect struct {
 	Env string `json:"env"`
 }
 
+// Intercept sends an environment service's port to a workspace's port, over the mesh (flow
+// 5). Global (no Headers): every new connection to the port goes to the workspace (the
+// service's machine DNATs it; connections open before the start keep their path until they
+// close). Personal (Headers): an HTTP proxy in front of the port sends each request whose
+// headers all match to the workspace and every other request to the service. When the
+// workspace does not answer on its port, traffic goes to the service again (TargetDown)
+// until it does.
 type Intercept struct {
-	ID            string    `json:"id"`
-	Env           string    `json:"env"`
-	Service       string    `json:"service"`
-	Port          int       `json:"port"`
-	Workspace     string    `json:"workspace"`
-	WorkspacePort int       `json:"workspace_port"`
-	Owner         string    `json:"owner"`
-	CreatedAt     time.Time `json:"created_at"`
+	ID            string        `json:"id"`
+	Name          string        `json:"name,omitempty"` // unique; meshctl takes it wherever an ID goes
+	Env           string        `json:"env"`
+	Service       string        `json:"service"`
+	Port          int           `json:"port"`
+	Workspace     string        `json:"workspace"`
+	WorkspacePort int           `json:"workspace_port"`
+	Mode          string        `json:"mode"`              // InterceptGlobal or InterceptPersonal
+	Headers       []HeaderMatch `json:"headers,omitempty"` // personal: every one must match
+	Owner         string        `json:"owner"`
+	CreatedAt     time.Time     `json:"created_at"`
+	// Observed by the machine running the service.
+	State       string    `json:"state,omitempty"` // InterceptPending, InterceptActive, InterceptTargetDown, InterceptFailed
+	Reason      string    `json:"reason,omitempty"`
+	Connections uint64    `json:"connections,omitempty"` // diverted to the workspace since the start
+	Requests    uint64    `json:"requests,omitempty"`    // personal: requests diverted since the start
+	StateAt     time.Time `json:"state_at,omitzero"`     // since when State holds
 }
 
+// HeaderMatch is one header a personal intercept's requests must carry: Name (any case) with
+// exactly Value (one of its values, if it has several).
+type HeaderMatch struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Intercept modes and observed states.
+const (
+	InterceptGlobal   = "global"
+	InterceptPersonal = "personal"
+
+	InterceptPending    = "pending"     // its machine has not applied it yet
+	InterceptActive     = "active"      // traffic goes to the workspace
+	InterceptTargetDown = "target-down" // the workspace does not answer: traffic goes to the service
+	InterceptFailed     = "failed"      // its machine could not apply it (Reason says why)
+)
+
+// CreateIntercept starts an intercept (POST /v1/intercepts). Inside a workspace (its own
+// API), Workspace may be empty: this workspace.
 type CreateIntercept struct {
-	Env           string `json:"env"`
-	Service       string `json:"service"`
-	Port          int    `json:"port"`
-	Workspace     string `json:"workspace"`
-	WorkspacePort int    `json:"workspace_port"`
+	Name          string        `json:"name,omitempty"`
+	Env           string        `json:"env"`
+	Service       string        `json:"service"`
+	Port          int           `json:"port"`
+	Workspace     string        `json:"workspace"`
+	WorkspacePort int           `json:"workspace_port"`
+	Headers       []HeaderMatch `json:"headers,omitempty"` // none: global
 }
 
 type Policy struct {
@@ -320,6 +358,22 @@ type MachineState struct {
 	Admins       []string          `json:"admins"`  // users who may reach every workspace's logs and shells
 	Workspaces   []WorkspaceSpec   `json:"workspaces"`
 	Environments []EnvironmentSpec `json:"environments"`
+	Intercepts   []InterceptSpec   `json:"intercepts,omitempty"` // of the services this machine runs
+}
+
+// InterceptSpec is an intercept the machine running its service applies: in the service's
+// network namespace, new connections to Port (global) or the requests matching Headers
+// (personal) go to the workspace's mesh address and TargetPort, while it answers there.
+type InterceptSpec struct {
+	ID         string        `json:"id"`
+	EnvID      string        `json:"env_id"` // the service's environment, as the machine names its containers
+	Env        string        `json:"env"`
+	Service    string        `json:"service"`
+	Port       int           `json:"port"`
+	Headers    []HeaderMatch `json:"headers,omitempty"` // none: global
+	TargetIPv4 string        `json:"target_ipv4"`       // the workspace's
+	TargetIPv6 string        `json:"target_ipv6,omitempty"`
+	TargetPort int           `json:"target_port"`
 }
 
 // EnvironmentSpec is one environment a machine should run (Desired running) or keep stopped
@@ -378,6 +432,17 @@ type SSHGrant struct {
 type MachineReport struct {
 	Workspaces []WorkspaceReport `json:"workspaces"`
 	Services   []ServiceReport   `json:"services,omitempty"`
+	Intercepts []InterceptReport `json:"intercepts,omitempty"`
+}
+
+// InterceptReport is an intercept's observed state on the machine running its service (see
+// Intercept's observed fields).
+type InterceptReport struct {
+	ID          string `json:"id"`
+	State       string `json:"state"`
+	Reason      string `json:"reason,omitempty"`
+	Connections uint64 `json:"connections,omitempty"`
+	Requests    uint64 `json:"requests,omitempty"`
 }
 
 // ServiceReport is one environment service's observed state (see Service).
