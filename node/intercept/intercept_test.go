@@ -220,6 +220,9 @@ func TestTwoRoutes(t *testing.T) {
 			t.Errorf("X-Dev: %s, its target down, went to %q, want the service", who, got)
 		}
 	}
+	if got := get(t, h2cClient(), url, "X-Dev", "alice"); got != "service HTTP/2.0" {
+		t.Errorf("h2c, X-Dev: alice, its target not answering, went to %q, want the service", got)
+	}
 }
 
 // TestH2C: h2c requests (prior knowledge) go to the target with the header, to the service
