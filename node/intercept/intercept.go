@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +128,7 @@ func headersMatch(h http.Header, want []api.HeaderMatch) bool {
 // closes the connections it still holds.
 func (p *Proxy) Serve(ln net.Listener) error {
 	p.init()
-	srv := &http.Server{Handler: p.rp, Protocols: serverProtocols(),
+	srv := &http.Server{Handler: p, Protocols: serverProtocols(),
 		ReadHeaderTimeout: time.Minute}
 	err := srv.Serve(ln)
 	srv.Close()
@@ -139,10 +140,21 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	return fmt.Errorf("intercept proxy for %s: %w", p.Service, err)
 }
 
-// ServeHTTP proxies one request (for use in another server).
+// ServeHTTP proxies one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
+	declineH2CUpgrade(r)
 	p.rp.ServeHTTP(w, r)
+}
+
+// declineH2CUpgrade answers an HTTP/1.1 request asking to upgrade to h2c as plain HTTP/1.1 (as
+// the client must accept): upgraded, the connection would go, whole, wherever its first
+// request went, and later requests on it would not be routed one by one.
+func declineH2CUpgrade(r *http.Request) {
+	if r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Upgrade"), "h2c") {
+		r.Header.Del("Upgrade")
+		r.Header.Del("Http2-Settings")
+	}
 }
 
 func serverProtocols() *http.Protocols {

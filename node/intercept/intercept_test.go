@@ -55,6 +55,10 @@ func serve(t testing.TB, h http.Handler) string {
 }
 
 func (u *upstream) hello(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") == "h2c" { // as a server that takes h2c upgrades would
+		u.upgrade(w, r)
+		return
+	}
 	u.n.Add(1)
 	u.mu.Lock()
 	u.seen = append(u.seen, r.Header.Clone())
@@ -88,10 +92,11 @@ func (u *upstream) grpc(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Grpc-Message", "from "+u.name)
 }
 
-// upgrade switches protocols as a WebSocket server does, then echoes lines prefixed by name.
+// upgrade switches protocols as a WebSocket (or h2c) server does, then echoes lines prefixed by name.
 func (u *upstream) upgrade(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Upgrade") != "websocket" {
-		http.Error(w, "upgrade to websocket", http.StatusBadRequest)
+	up := r.Header.Get("Upgrade")
+	if up != "websocket" && up != "h2c" {
+		http.Error(w, "upgrade to websocket or h2c", http.StatusBadRequest)
 		return
 	}
 	conn, rw, err := http.NewResponseController(w).Hijack()
@@ -99,7 +104,7 @@ func (u *upstream) upgrade(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", up)
 	rw.Flush()
 	for {
 		line, err := rw.ReadString('\n')
@@ -238,6 +243,35 @@ func TestH2C(t *testing.T) {
 	}
 	if got := get(t, c, url); got != "service HTTP/2.0" {
 		t.Errorf("h2c without the header: %q", got)
+	}
+}
+
+// TestH2CUpgrade: a request asking to upgrade to h2c is answered as HTTP/1.1 (by the target
+// with the header), and the next request on that connection is still routed on its own.
+func TestH2CUpgrade(t *testing.T) {
+	svc, ws := newUpstream(t, "service"), newUpstream(t, "workspace")
+	p := &intercept.Proxy{Service: svc.addr}
+	p.SetRoutes([]intercept.Route{alice(ws.addr)})
+	conn, err := net.DialTimeout("tcp", startProxy(t, p), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	for _, tc := range []struct{ head, want string }{
+		{"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nX-Dev: alice\r\n", "workspace HTTP/1.1"},
+		{"", "service HTTP/1.1"},
+	} {
+		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n%s\r\n", tc.head)
+		res, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK || string(b) != tc.want {
+			t.Errorf("request with %q: %d %q, want 200 %q", tc.head, res.StatusCode, b, tc.want)
+		}
 	}
 }
 
