@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,13 +29,16 @@ const (
 	// envapiImage runs scripts/envapi (static) from /bin, so `envapi -migrate` is a command
 	// a compose file can give; busybox is in it (`wget -qO- localhost:8080/healthz`).
 	envapiImage = "meshwork.dev/envapi:1"
+	// whoamiImage runs scripts/whoami (static) from /bin: a server answering with its name
+	// (the hostname, so in a workspace the workspace's) on :3000, or with -client a caller.
+	whoamiImage = "meshwork.dev/whoami:1"
 	// envdevImage is the workspace image make run's dev is (samples.Dev): redis-cli, curl.
 	envdevImage = "meshwork.dev/envdev:1"
 )
 
 var envImagesOnce sync.Map // containerd namespace → func() error, the import into it
 
-// importEnvImages builds redisImage, envapiImage and envdevImage and imports them into the
+// importEnvImages builds redisImage, envapiImage, whoamiImage and envdevImage and imports them into the
 // project's containerd in namespace ns ("" is the agents' default), once per test binary and
 // namespace. Without containerd or the Debian packages the test skips, saying what to run.
 func importEnvImages(t testing.TB, ns string) {
@@ -61,7 +65,7 @@ func buildEnvImages(ns string) error {
 	defer os.RemoveAll(dir)
 	rt := &ctrd.Runtime{Namespace: ns, Machine: "lab-import", Identity: "lab-import", Dir: dir}
 	defer rt.Close()
-	for _, build := range []func(dir string) (string, []image.File, image.Config, error){redisFiles, envapiFiles, envdevFiles} {
+	for _, build := range []func(dir string) (string, []image.File, image.Config, error){redisFiles, envapiFiles, whoamiFiles, envdevFiles} {
 		ref, files, cfg, err := build(dir)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", ref, err)
@@ -83,20 +87,29 @@ func redisFiles(string) (string, []image.File, image.Config, error) {
 }
 
 func envapiFiles(dir string) (string, []image.File, image.Config, error) {
+	return goImage(dir, envapiImage, "meshwork.dev/scripts/envapi", []string{"envapi"})
+}
+
+func whoamiFiles(dir string) (string, []image.File, image.Config, error) {
+	return goImage(dir, whoamiImage, "meshwork.dev/scripts/whoami", []string{"whoami"})
+}
+
+// goImage is busybox with the Go program pkg, built static, as /bin/<its name>, running cmd.
+func goImage(dir, ref, pkg string, cmd []string) (string, []image.File, image.Config, error) {
 	files, err := image.Busybox()
 	if err != nil {
-		return envapiImage, nil, image.Config{}, err
+		return ref, nil, image.Config{}, err
 	}
-	bin, err := goBuild(dir, "meshwork.dev/scripts/envapi")
+	bin, err := goBuild(dir, pkg)
 	if err != nil {
-		return envapiImage, nil, image.Config{}, err
+		return ref, nil, image.Config{}, err
 	}
 	data, err := os.ReadFile(bin)
 	if err != nil {
-		return envapiImage, nil, image.Config{}, err
+		return ref, nil, image.Config{}, err
 	}
-	files = append(files, image.File{Path: "/bin/envapi", Mode: 0o755, Data: data})
-	return envapiImage, files, image.Config{Cmd: []string{"envapi"}, Env: []string{samples.Path}}, nil
+	files = append(files, image.File{Path: "/bin/" + filepath.Base(bin), Mode: 0o755, Data: data})
+	return ref, files, image.Config{Cmd: cmd, Env: []string{samples.Path}}, nil
 }
 
 func envdevFiles(string) (string, []image.File, image.Config, error) {

@@ -55,6 +55,7 @@ type agent struct {
 	coord   *coordClient      // set once, before the workers start; nil in tests
 	wsAPI   wsAPIs            // each running workspace's own API
 	envs    *envs             // the environments' workers; nil until the runtime exists, or when it runs no services
+	ics     *interceptor      // the intercepts of the services here; nil with envs
 	wg      sync.WaitGroup    // the workers and the reporter
 }
 
@@ -113,6 +114,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 	ctx, cancel := context.WithCancel(ctx)
 	reports := make(chan api.WorkspaceReport, 256)
 	svcReports := make(chan api.ServiceReport, 256)
+	icReports := make(chan api.InterceptReport, 256)
 	defer func() {
 		cancel()
 		if a.ssh != nil {
@@ -122,7 +124,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 		a.wg.Wait()
 	}()
 	a.wg.Add(1)
-	go a.reporter(ctx, src, reports, svcReports)
+	go a.reporter(ctx, src, reports, svcReports, icReports)
 	var (
 		rt      Runtime
 		last    *api.MachineState
@@ -147,7 +149,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 			if rt, err = a.runtimeFor(ctx, st, machine == "", src, reports); err != nil {
 				return err
 			}
-			a.envsFor(ctx, rt, st, svcReports)
+			a.envsFor(ctx, rt, st, svcReports, icReports)
 			machine = st.Machine
 		}
 		last = st
@@ -157,6 +159,7 @@ func (a *agent) run(ctx context.Context, src source, advertise func(context.Cont
 		a.apply(ctx, rt, st, reports)
 		if a.envs != nil {
 			a.envs.apply(st)
+			a.ics.apply(st)
 		} else if len(st.Environments) > 0 {
 			a.logf("agent: this machine's runtime runs no environment services: %d environments wait", len(st.Environments))
 		}
@@ -181,15 +184,18 @@ func (a *agent) runtimeFor(ctx context.Context, st *api.MachineState, first bool
 	return rt, nil
 }
 
-// envsFor starts reconciling environments once there is a runtime that runs services,
-// adopting the services an earlier agent left.
-func (a *agent) envsFor(ctx context.Context, rt Runtime, st *api.MachineState, reports chan<- api.ServiceReport) {
+// envsFor starts reconciling environments and their intercepts once there is a runtime that
+// runs services, adopting the services an earlier agent left.
+func (a *agent) envsFor(ctx context.Context, rt Runtime, st *api.MachineState, reports chan<- api.ServiceReport, icReports chan<- api.InterceptReport) {
 	svc, ok := rt.(Services)
 	if !ok || a.envs != nil {
 		return
 	}
 	a.envs = &envs{a: a, svc: svc, ctx: ctx, reports: reports}
 	a.envs.adopt(ctx, st)
+	a.ics = newInterceptor(a, icReports)
+	a.wg.Add(1)
+	go a.ics.run(ctx)
 }
 
 // routeState is what the agent last advertised.

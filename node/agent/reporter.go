@@ -8,11 +8,13 @@ import (
 )
 
 // reporter sends coord what the workers observe: batched, only the latest per workspace and
-// per service, retried until it lands (a report lost to a dead replica is sent to the next).
-func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.WorkspaceReport, svcReports <-chan api.ServiceReport) {
+// per service and per intercept, retried until it lands (a report lost to a dead replica is
+// sent to the next).
+func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.WorkspaceReport, svcReports <-chan api.ServiceReport, icReports <-chan api.InterceptReport) {
 	defer a.wg.Done()
 	ws := newLatest(func(r api.WorkspaceReport) string { return r.Name })
 	svcs := newLatest(func(r api.ServiceReport) string { return r.Env + "/" + r.Name })
+	ics := newLatest(func(r api.InterceptReport) string { return r.ID })
 	fails := 0
 	var retry *time.Timer // set while a failed report waits to be sent again
 	for {
@@ -27,15 +29,18 @@ func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.Wor
 			ws.add(r)
 		case r := <-svcReports:
 			svcs.add(r)
+		case r := <-icReports:
+			ics.add(r)
 		case <-retryC:
 			retry = nil
 		}
 		drain(reports, ws.add)
 		drain(svcReports, svcs.add)
-		if retry != nil || len(ws.pending)+len(svcs.pending) == 0 {
+		drain(icReports, ics.add)
+		if retry != nil || len(ws.pending)+len(svcs.pending)+len(ics.pending) == 0 {
 			continue
 		}
-		rep := &api.MachineReport{Workspaces: ws.list(), Services: svcs.list()}
+		rep := &api.MachineReport{Workspaces: ws.list(), Services: svcs.list(), Intercepts: ics.list()}
 		if err := src.report(ctx, rep); err != nil {
 			fails++
 			a.logf("agent: reporting to coord: %v", err)
@@ -45,6 +50,7 @@ func (a *agent) reporter(ctx context.Context, src source, reports <-chan api.Wor
 		fails = 0
 		ws.sent()
 		svcs.sent()
+		ics.sent()
 	}
 }
 

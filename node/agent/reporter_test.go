@@ -47,7 +47,7 @@ func TestReporterSendsOnlyTheLatest(t *testing.T) {
 	src := &gateSource{entered: make(chan struct{}, 1), gate: make(chan struct{})}
 	ws, svcs := make(chan api.WorkspaceReport, 8), make(chan api.ServiceReport, 8)
 	a.wg.Add(1)
-	go a.reporter(ctx, src, ws, svcs)
+	go a.reporter(ctx, src, ws, svcs, nil)
 	defer func() { cancel(); close(src.gate); a.wg.Wait() }()
 
 	running := api.ServiceReport{Env: "staging", Name: "redis", State: api.ServiceRunning}
