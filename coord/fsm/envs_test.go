@@ -75,7 +75,7 @@ func TestEnvironmentUpdateRefusals(t *testing.T) {
 	h.seed()
 	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
 	h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1", Compose: "c1",
-		Services: []Service{{Name: "api", Image: "api"}, {Name: "db", Image: "pg"}}})
+		Services: []Service{{Name: "api", Image: "api", Ports: []int{8080}}, {Name: "db", Image: "pg"}}})
 	h.ok("intercept.create", Intercept{ID: "i1", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000})
 	before := h.f.Store().Environment("staging")
 	tests := []struct {
