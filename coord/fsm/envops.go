@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"fmt"
 	"slices"
 )
 
@@ -121,7 +122,7 @@ type EnvironmentUpdate struct {
 
 // environmentUpdate replaces an environment's compose file. A service whose name stays
 // keeps its addresses and what was observed of it; a new one gets new addresses; a removed
-// one releases its own. Refused while an intercept targets a service it would remove.
+// one releases its own. Refused while an intercept targets a service or port it would remove.
 func environmentUpdate(t *tx) (any, string, error) {
 	var req EnvironmentUpdate
 	if err := t.decode(&req); err != nil {
@@ -138,7 +139,7 @@ func environmentUpdate(t *tx) (any, string, error) {
 		return nil, "", err
 	}
 	removed := removedServices(old, &e)
-	if err := interceptsOf(t, e.Name, removed); err != nil {
+	if err := interceptsKept(t, &e); err != nil {
 		return nil, "", err
 	}
 	for i := range e.Services {
@@ -170,15 +171,22 @@ func removedServices(old, e *Environment) []Service {
 	return out
 }
 
-// interceptsOf refuses when an intercept targets one of svcs of environment env.
-func interceptsOf(t *tx, env string, svcs []Service) error {
-	for _, ic := range all[Intercept](t.Txn, tIntercepts, "env", env) {
-		for _, s := range svcs {
-			if ic.Service == s.Name {
-				return errorf(CodeConflict, "environment %q: service %q would be removed, but intercept %s (%s) targets it; stop it first (meshctl intercept stop %s)",
-					env, s.Name, ic.Ref(), ic.Target, ic.Ref())
-			}
+// interceptsKept refuses an update of environment e that would take away a service or a
+// port an intercept targets.
+func interceptsKept(t *tx, e *Environment) error {
+	for _, ic := range all[Intercept](t.Txn, tIntercepts, "env", e.Name) {
+		svc := findService(e, ic.Service)
+		what := ""
+		switch {
+		case svc == nil:
+			what = fmt.Sprintf("service %q would be removed", ic.Service)
+		case !slices.Contains(svc.Ports, ic.Port):
+			what = fmt.Sprintf("service %q would no longer expose port %d", ic.Service, ic.Port)
+		default:
+			continue
 		}
+		return errorf(CodeConflict, "environment %q: %s, but intercept %s (%s) targets it; stop it first (meshctl intercept stop %s)",
+			e.Name, what, ic.Ref(), ic.Target, ic.Ref())
 	}
 	return nil
 }

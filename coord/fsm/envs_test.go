@@ -86,6 +86,8 @@ func TestEnvironmentUpdateRefusals(t *testing.T) {
 	}{
 		{"intercepted service removed", EnvironmentUpdate{Name: "staging", Services: []Service{{Name: "db", Image: "pg"}}},
 			ErrConflict, "intercept i1 (staging/api:8080) targets it; stop it first (meshctl intercept stop i1)"},
+		{"intercepted port removed", EnvironmentUpdate{Name: "staging", Services: []Service{{Name: "api", Image: "api", Ports: []int{9090}}, {Name: "db", Image: "pg"}}},
+			ErrConflict, `service "api" would no longer expose port 8080, but intercept i1`},
 		{"no such environment", EnvironmentUpdate{Name: "prod", Services: []Service{{Name: "db", Image: "pg"}}}, ErrNotFound, `no environment "prod"`},
 		{"no services", EnvironmentUpdate{Name: "staging"}, ErrInvalid, "has no services"},
 		{"two of a name", EnvironmentUpdate{Name: "staging", Services: []Service{{Name: "api"}, {Name: "api"}}}, ErrInvalid, `two services named "api"`},

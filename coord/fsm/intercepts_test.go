@@ -110,6 +110,14 @@ func TestInterceptsEnd(t *testing.T) {
 	h := interceptHarness(t)
 	h.ok("intercept.create", personal("i1", "dev", "X-Dev", "alice"))
 	h.ok("intercept.create", personal("i2", "dev2", "X-Dev", "bob"))
+	h.ok("user.create", User{ID: "u3", Name: "carol", Role: RoleAdmin})
+	byCarol := personal("i3", "dev2", "X-Dev", "carol")
+	byCarol.OwnerID = "u3"
+	h.ok("intercept.create", byCarol)
+	h.ok("user.delete", ByName{"carol"})
+	if h.f.Store().Intercept("i3") != nil {
+		t.Errorf("deleting carol left her intercept")
+	}
 	r := h.ok("workspace.delete", ByName{"dev"})
 	if h.f.Store().Intercept("i1") != nil || h.f.Store().Intercept("i2") == nil {
 		t.Errorf("deleting dev: i1 should end, i2 stay")
