@@ -17,6 +17,7 @@ type command struct {
 	name     string
 	summary  string   // one line for `meshctl --help`
 	usage    string   // synopsis after "meshctl NAME"
+	about    string   // what to know before using it, shown by --help under the synopsis
 	examples []string // shown at the end of `meshctl NAME --help`
 	hidden   bool     // left out of `meshctl --help`
 	run      func(ctx context.Context, e *env, args []string) error
@@ -27,7 +28,7 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, envCmd, sshCmd, sshConfigCmd, sftpServerCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, auditCmd, clusterCmd, backupCmd, versionCmd, helpCmd, initCmd}
+	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, envCmd, interceptCmd, sshCmd, sshConfigCmd, sftpServerCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, auditCmd, clusterCmd, backupCmd, versionCmd, helpCmd, initCmd}
 }
 
 func lookup(name string) *command {
@@ -132,6 +133,9 @@ func (c *command) flags(e *env) *flag.FlagSet {
 	fs.Usage = func() {
 		w := e.stdout
 		fmt.Fprintf(w, "%s\n\nUsage:\n  meshctl %s %s\n", c.summary, c.name, c.usage)
+		if c.about != "" {
+			fmt.Fprintf(w, "\n%s\n", c.about)
+		}
 		printFlags(w, fs)
 		fmt.Fprintf(w, "\nGlobal flags: --coord URL, --token KEY, --json (see 'meshctl --help').\n")
 		if len(c.examples) > 0 {

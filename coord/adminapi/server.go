@@ -140,6 +140,7 @@ func (s *Server) routes() map[string]handlerFunc {
 		"PUT /v1/environments/{name}":       s.updateEnvironment,
 		"POST /v1/intercepts":               s.createIntercept,
 		"GET /v1/intercepts":                s.listIntercepts,
+		"GET /v1/intercepts/{id}":           s.getIntercept,
 		"DELETE /v1/intercepts/{id}":        s.deleteIntercept,
 		"GET /v1/policy":                    s.getPolicy,
 		"PUT /v1/policy":                    s.setPolicy,

@@ -11,13 +11,18 @@ import (
 
 // workspaceRoutes are the admin API routes a workspace's own API serves: the node relays
 // them from the socket processes in the workspace see at /run/meshwork/api.sock, and coord
-// answers them as the workspace's owner, with that user's rights and no more. Reads only:
-// what `meshctl status` and `meshctl env status` show inside a workspace.
+// answers them as the workspace's owner, with that user's rights and no more. Reads (what
+// `meshctl status` and `meshctl env status` show inside a workspace), and intercepts that
+// send traffic to this workspace, and no other: `meshctl intercept start ENV/SVC:PORT --to :PORT`.
 var workspaceRoutes = []string{
 	"GET /v1/workspaces",
 	"GET /v1/workspaces/{name}",
 	"GET /v1/environments",
 	"GET /v1/environments/{name}",
+	"POST /v1/intercepts",
+	"GET /v1/intercepts",
+	"GET /v1/intercepts/{id}",
+	"DELETE /v1/intercepts/{id}",
 }
 
 // workspaceMux is the handler of workspaces' own API, made once.

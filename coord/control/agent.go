@@ -39,8 +39,9 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request, mk key.MachineP
 // stateTables are the tables a machine's state is made from.
 var stateTables = []string{fsm.TableWorkspaces, fsm.TableUsers, fsm.TablePolicy, fsm.TableEnvironments, fsm.TableNodes}
 
-// serveMachineState answers a machine's agent with the workspaces and environments wanted
-// on it. Given the digest of what the agent has, it waits (a long poll) until that changes:
+// serveMachineState answers a machine's agent with the workspaces, environments and
+// intercepts wanted on it (an intercept's start and stop touch its service's machine, so
+// the nodes table wakes the poll). Given the digest of what the agent has, it waits (a long poll) until that changes:
 // status reports, other machines' workspaces and the like wake it but send nothing.
 func (s *Server) serveMachineState(w http.ResponseWriter, r *http.Request, mk key.MachinePublic) {
 	store, n := s.machine(w, r, mk)
@@ -103,6 +104,7 @@ func (s *Server) machineState(store *fsm.Store, name string) (*api.MachineState,
 	if st.Environments, err = s.environmentSpecs(store, name); err != nil {
 		return nil, err
 	}
+	st.Intercepts = interceptSpecs(store, name)
 	digested := *st
 	digested.Index = 0
 	b, err := json.Marshal(digested)
@@ -155,6 +157,7 @@ func (s *Server) serveMachineReport(w http.ResponseWriter, r *http.Request, mk k
 		}
 	}
 	s.recordServices(r.Context(), store, n, rep.Services)
+	s.recordIntercepts(r.Context(), store, n, rep.Intercepts)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -62,7 +62,7 @@ func newWorld(t *testing.T) *world {
 	must("environment.create", fsm.Environment{ID: "e1", Name: "staging", OwnerID: "u-a", Machine: "wm1",
 		Compose:   base64.StdEncoding.EncodeToString(k.Seal([]byte(stagingCompose), []byte(secret.ComposeAAD("staging")))),
 		Variables: base64.StdEncoding.EncodeToString(k.Seal(vars, []byte(secret.VariablesAAD("staging")))),
-		Services:  []fsm.Service{{Name: "api", Image: "api"}, {Name: "db", Image: "pg"}}})
+		Services:  []fsm.Service{{Name: "api", Image: "api", Ports: []int{8080}}, {Name: "db", Image: "pg"}}})
 	must("environment.create", fsm.Environment{ID: "e2", Name: "prod", OwnerID: "u-b", Machine: "wm2",
 		Compose:  base64.StdEncoding.EncodeToString(k.Seal([]byte("services:\n  web:\n    image: web\n"), []byte(secret.ComposeAAD("prod")))),
 		Services: []fsm.Service{{Name: "web", Image: "web"}}})

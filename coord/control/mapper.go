@@ -409,7 +409,7 @@ type filterKey struct{ policy, nodes, workspaces, users uint64 }
 // filter is the packet filter every node enforces: the policy's acls, or everything while no
 // policy is set; either way no "*" reaches an environment's services, which only their own
 // environment, its connected workspaces and the machines of its owner and of the admins
-// reach. A policy that does not compile (it was checked when set) fails closed. It is
+// reach; an intercepted service reaches its workspace's port. A policy that does not compile (it was checked when set) fails closed. It is
 // compiled once per change of what it is made from, not once per map stream; gen changes
 // only when the rules do. nodes, when not nil, are the store's nodes (saving a second read).
 func (s *Server) filter(store *fsm.Store, nodes []*fsm.Node) (rules []tailcfg.FilterRule, gen uint64) {
@@ -446,6 +446,7 @@ func (s *Server) compile(store *fsm.Store, pol fsm.Policy, nodes []*fsm.Node) []
 		}
 	}
 	rules = isolate(rules, store.Environments(""), func(e *fsm.Environment) []netip.Addr { return allowed(store, e) })
+	rules = slices.Concat(rules, interceptRules(store)) // a new slice: policy.AllowAll is shared
 	if rules == nil {
 		rules = []tailcfg.FilterRule{} // nil would mean "unchanged" to the client
 	}

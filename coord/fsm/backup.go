@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/hashicorp/go-memdb"
@@ -109,6 +110,7 @@ type backupCheck struct {
 	envs       map[string]*Environment // by name
 	leases     map[string]string       // address lease owners by IPv4
 	seen       map[string]bool         // "table\x00index\x00value" of unique indexes
+	modes      map[string]string       // intercept modes by target ("env/service:port")
 }
 
 func newBackupCheck(bk *Backup) *backupCheck {
@@ -302,8 +304,36 @@ func (c *backupCheck) intercept(ic *Intercept) error {
 	case c.users[ic.OwnerID] == nil:
 		return fmt.Errorf("intercept %s: no user with ID %q", ic.ID, ic.OwnerID)
 	}
-	if err := validPort("port", ic.Port); err != nil {
-		return err
+	if err := firstErr(validPort("port", ic.Port), validPort("workspace port", ic.WorkspacePort), c.interceptShape(ic)); err != nil {
+		return fmt.Errorf("intercept %s: %v", ic.ID, err)
 	}
-	return validPort("workspace port", ic.WorkspacePort)
+	return nil
+}
+
+// interceptShape checks an intercept's name and headers as intercept.create leaves them,
+// and that no global intercept shares its port with another.
+func (c *backupCheck) interceptShape(ic *Intercept) error {
+	if ic.Name != "" {
+		if err := ValidName("intercept", ic.Name); err != nil {
+			return err
+		}
+	}
+	hs, err := CanonicalHeaders(ic.Headers)
+	switch {
+	case err != nil:
+		return err
+	case !slices.Equal(hs, ic.Headers):
+		return fmt.Errorf("headers not in canonical form")
+	case ic.Slot != "" && ic.Slot != ic.slot():
+		return fmt.Errorf("slot %q does not match its target and headers", ic.Slot)
+	}
+	if c.modes == nil {
+		c.modes = map[string]string{}
+	}
+	target := fmt.Sprintf("%s/%s:%d", ic.Env, ic.Service, ic.Port)
+	if m, ok := c.modes[target]; ok && (m == InterceptGlobal || ic.Mode() == InterceptGlobal) {
+		return fmt.Errorf("a global intercept shares %s with another", target)
+	}
+	c.modes[target] = ic.Mode()
+	return nil
 }

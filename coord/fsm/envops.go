@@ -122,7 +122,7 @@ type EnvironmentUpdate struct {
 
 // environmentUpdate replaces an environment's compose file. A service whose name stays
 // keeps its addresses and what was observed of it; a new one gets new addresses; a removed
-// one releases its own. Refused while an intercept targets a service it would remove.
+// one releases its own. Refused while an intercept targets a service or port it would remove.
 func environmentUpdate(t *tx) (any, string, error) {
 	var req EnvironmentUpdate
 	if err := t.decode(&req); err != nil {
@@ -139,7 +139,7 @@ func environmentUpdate(t *tx) (any, string, error) {
 		return nil, "", err
 	}
 	removed := removedServices(old, &e)
-	if err := interceptsOf(t, e.Name, removed); err != nil {
+	if err := interceptsKept(t, &e); err != nil {
 		return nil, "", err
 	}
 	for i := range e.Services {
@@ -171,15 +171,22 @@ func removedServices(old, e *Environment) []Service {
 	return out
 }
 
-// interceptsOf refuses when an intercept targets one of svcs of environment env.
-func interceptsOf(t *tx, env string, svcs []Service) error {
-	for _, ic := range all[Intercept](t.Txn, tIntercepts, "env", env) {
-		for _, s := range svcs {
-			if ic.Service == s.Name {
-				return errorf(CodeConflict, "environment %q: service %q would be removed, but intercept %s (%s) targets it; stop it first (meshctl intercept stop %s)",
-					env, s.Name, ic.ID, ic.Target, ic.ID)
-			}
+// interceptsKept refuses an update of environment e that would take away a service or a
+// port an intercept targets.
+func interceptsKept(t *tx, e *Environment) error {
+	for _, ic := range all[Intercept](t.Txn, tIntercepts, "env", e.Name) {
+		svc := findService(e, ic.Service)
+		what := ""
+		switch {
+		case svc == nil:
+			what = fmt.Sprintf("service %q would be removed", ic.Service)
+		case !slices.Contains(svc.Ports, ic.Port):
+			what = fmt.Sprintf("service %q would no longer expose port %d", ic.Service, ic.Port)
+		default:
+			continue
 		}
+		return errorf(CodeConflict, "environment %q: %s, but intercept %s (%s) targets it; stop it first (meshctl intercept stop %s)",
+			e.Name, what, ic.Ref(), ic.Target, ic.Ref())
 	}
 	return nil
 }
@@ -220,9 +227,7 @@ func environmentDelete(t *tx) (any, string, error) {
 	if e == nil {
 		return nil, "", errorf(CodeNotFound, "no environment %q", req.Name)
 	}
-	if ics := all[Intercept](t.Txn, tIntercepts, "env", e.Name); len(ics) > 0 {
-		return nil, "", errorf(CodeConflict, "environment %q has intercept %s (%s); stop it first (meshctl intercept stop %s)", e.Name, ics[0].ID, ics[0].Target, ics[0].ID)
-	}
+	endIntercepts(t, all[Intercept](t.Txn, tIntercepts, "env", e.Name))
 	for _, w := range all[Workspace](t.Txn, tWorkspaces, "env", e.Name) {
 		c := *w
 		c.Env, c.UpdatedAt = "", t.c.Time
@@ -234,40 +239,6 @@ func environmentDelete(t *tx) (any, string, error) {
 	t.del(tEnvs, e)
 	touchNode(t, e.Machine)
 	return nil, "environment/" + e.Name, nil
-}
-
-func interceptCreate(t *tx) (any, string, error) {
-	var ic Intercept
-	if err := t.decode(&ic); err != nil {
-		return nil, "", err
-	}
-	e := get[Environment](t, tEnvs, "name", ic.Env)
-	if e == nil {
-		return nil, "", errorf(CodeNotFound, "no environment %q (see meshctl env list)", ic.Env)
-	}
-	svc := findService(e, ic.Service)
-	if svc == nil {
-		return nil, "", errorf(CodeNotFound, "environment %q has no service %q (it has %s)", e.Name, ic.Service, serviceNames(e))
-	}
-	if err := validPort("port", ic.Port); err != nil {
-		return nil, "", err
-	}
-	if err := validPort("workspace port", ic.WorkspacePort); err != nil {
-		return nil, "", err
-	}
-	if get[Workspace](t, tWorkspaces, "name", ic.Workspace) == nil {
-		return nil, "", errorf(CodeNotFound, "no workspace %q", ic.Workspace)
-	}
-	ic.Target = fmt.Sprintf("%s/%s:%d", ic.Env, ic.Service, ic.Port)
-	if prev := get[Intercept](t, tIntercepts, "target", ic.Target); prev != nil {
-		return nil, "", errorf(CodeConflict, "%s is already intercepted to %s:%d (intercept %s)", ic.Target, prev.Workspace, prev.WorkspacePort, prev.ID)
-	}
-	if ic.ID == "" || get[Intercept](t, tIntercepts, "id", ic.ID) != nil {
-		return nil, "", errorf(CodeInvalid, "intercept: missing or duplicate ID")
-	}
-	ic.CreatedAt = t.c.Time
-	t.add(tIntercepts, &ic)
-	return &ic, "intercept/" + ic.ID, nil
 }
 
 func findService(e *Environment, name string) *Service {
@@ -295,17 +266,4 @@ func validPort(what string, p int) error {
 		return errorf(CodeInvalid, "%s %d: want 1 to 65535", what, p)
 	}
 	return nil
-}
-
-func interceptDelete(t *tx) (any, string, error) {
-	var req ByID
-	if err := t.decode(&req); err != nil {
-		return nil, "", err
-	}
-	ic := get[Intercept](t, tIntercepts, "id", req.ID)
-	if ic == nil {
-		return nil, "", errorf(CodeNotFound, "no intercept %q", req.ID)
-	}
-	t.del(tIntercepts, ic)
-	return nil, "intercept/" + ic.ID, nil
 }

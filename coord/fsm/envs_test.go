@@ -75,7 +75,7 @@ func TestEnvironmentUpdateRefusals(t *testing.T) {
 	h.seed()
 	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
 	h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1", Compose: "c1",
-		Services: []Service{{Name: "api", Image: "api"}, {Name: "db", Image: "pg"}}})
+		Services: []Service{{Name: "api", Image: "api", Ports: []int{8080}}, {Name: "db", Image: "pg"}}})
 	h.ok("intercept.create", Intercept{ID: "i1", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000})
 	before := h.f.Store().Environment("staging")
 	tests := []struct {
@@ -86,6 +86,8 @@ func TestEnvironmentUpdateRefusals(t *testing.T) {
 	}{
 		{"intercepted service removed", EnvironmentUpdate{Name: "staging", Services: []Service{{Name: "db", Image: "pg"}}},
 			ErrConflict, "intercept i1 (staging/api:8080) targets it; stop it first (meshctl intercept stop i1)"},
+		{"intercepted port removed", EnvironmentUpdate{Name: "staging", Services: []Service{{Name: "api", Image: "api", Ports: []int{9090}}, {Name: "db", Image: "pg"}}},
+			ErrConflict, `service "api" would no longer expose port 8080, but intercept i1`},
 		{"no such environment", EnvironmentUpdate{Name: "prod", Services: []Service{{Name: "db", Image: "pg"}}}, ErrNotFound, `no environment "prod"`},
 		{"no services", EnvironmentUpdate{Name: "staging"}, ErrInvalid, "has no services"},
 		{"two of a name", EnvironmentUpdate{Name: "staging", Services: []Service{{Name: "api"}, {Name: "api"}}}, ErrInvalid, `two services named "api"`},

@@ -107,11 +107,22 @@ func TestRefusals(t *testing.T) {
 		{"service with a bad name", "environment.create", Environment{ID: "e9", Name: "qa", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "DB_1"}}}, ErrInvalid},
 		{"intercept of unknown env", "intercept.create", Intercept{ID: "i9", Env: "prod", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000}, ErrNotFound},
 		{"intercept of unknown service", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "web", Port: 80, Workspace: "dev", WorkspacePort: 3000}, ErrNotFound},
-		{"intercept to unknown workspace", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "postgres", Port: 5432, Workspace: "nope", WorkspacePort: 5432}, ErrNotFound},
+		{"intercept to unknown workspace", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "nope", WorkspacePort: 5432, Headers: []HeaderMatch{{"X-Dev", "a"}}}, ErrNotFound},
+		{"intercept of a port not exposed", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 9090, Workspace: "dev", WorkspacePort: 3000}, ErrInvalid},
+		{"intercept of a service without ports", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "postgres", Port: 5432, Workspace: "dev", WorkspacePort: 5432}, ErrInvalid},
+		{"personal beside a global", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 4000, Headers: []HeaderMatch{{"X-Dev", "a"}}}, ErrConflict},
+		{"intercept header name not a token", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 4000, Headers: []HeaderMatch{{"X Dev", "a"}}}, ErrInvalid},
+		{"intercept header value not printable", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 4000, Headers: []HeaderMatch{{"X-Dev", "a\nb"}}}, ErrInvalid},
+		{"intercept with too many headers", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 4000, Headers: slices.Repeat([]HeaderMatch{{"X-Dev", "a"}}, 9)}, ErrInvalid},
+		{"intercept header twice", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 4000, Headers: []HeaderMatch{{"X-Dev", "a"}, {"x-dev", "b"}}}, ErrInvalid},
+		{"intercept name taken", "intercept.create", Intercept{ID: "i9", Name: "mine", Env: "staging", Service: "api", Port: 8081, Workspace: "dev", WorkspacePort: 4000}, ErrConflict},
+		{"intercept name like an ID", "intercept.create", Intercept{ID: "i9", Name: "i1", Env: "staging", Service: "api", Port: 8081, Workspace: "dev", WorkspacePort: 4000}, ErrConflict},
+		{"intercept bad name", "intercept.create", Intercept{ID: "i9", Name: "My_Intercept", Env: "staging", Service: "api", Port: 8081, Workspace: "dev", WorkspacePort: 4000}, ErrInvalid},
+		{"intercept status from another machine", "intercept.status", InterceptStatus{Machine: "wm2", Intercepts: []InterceptObserved{{ID: "i1", State: "active"}}}, ErrForbidden},
+		{"intercept status unknown state", "intercept.status", InterceptStatus{Machine: "wm1", Intercepts: []InterceptObserved{{ID: "i1", State: "dancing"}}}, ErrInvalid},
+		{"remove an intercepted service", "environment.update", EnvironmentUpdate{Name: "staging", Services: []Service{{Name: "postgres", Image: "pg"}}}, ErrConflict},
 		{"intercept with a bad port", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "postgres", Port: 70000, Workspace: "dev", WorkspacePort: 5432}, ErrInvalid},
 		{"intercept taken", "intercept.create", Intercept{ID: "i9", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 4000}, ErrConflict},
-		{"delete env with an intercept", "environment.delete", ByName{"staging"}, ErrConflict},
-		{"delete workspace with an intercept", "workspace.delete", ByName{"dev"}, ErrConflict},
 		{"connect to unknown env", "workspace.connect", Connect{Workspace: "dev", Env: "prod"}, ErrNotFound},
 		{"stop missing intercept", "intercept.delete", ByID{"i404"}, ErrNotFound},
 		{"status from another machine", "workspace.status", WorkspaceStatus{Name: "dev", Machine: "wm2", State: "running"}, ErrConflict},
@@ -129,8 +140,9 @@ func TestRefusals(t *testing.T) {
 			h.seed()
 			h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
 			h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1",
-				Services: []Service{{Name: "api", Image: "api", Ports: []int{8080}}, {Name: "postgres", Image: "pg"}}})
+				Services: []Service{{Name: "api", Image: "api", Ports: []int{8080, 8081}}, {Name: "postgres", Image: "pg"}}})
 			h.ok("intercept.create", Intercept{ID: "i1", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000})
+			h.ok("intercept.create", Intercept{ID: "i2", Name: "mine", Env: "staging", Service: "api", Port: 8081, Workspace: "dev", WorkspacePort: 3000, Headers: []HeaderMatch{{"X-Dev", "a"}}})
 			before := snapshotBytes(t, h.f.Store())
 			r := h.apply(tt.op, tt.data)
 			if !errors.Is(r.Decode(nil), tt.want) {
@@ -193,7 +205,7 @@ func TestEnvironmentLifecycle(t *testing.T) {
 	h := newHarness(t)
 	h.seed()
 	h.ok("workspace.create", Workspace{ID: "w1", Name: "dev", OwnerID: "u2", Machine: "wm1", Image: "img"})
-	h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "api", Image: "api"}}})
+	h.ok("environment.create", Environment{ID: "e1", Name: "staging", OwnerID: "u2", Machine: "wm1", Services: []Service{{Name: "api", Image: "api", Ports: []int{8080}}}})
 	h.ok("workspace.connect", Connect{Workspace: "dev", Env: "staging"})
 	var ic Intercept
 	if err := h.ok("intercept.create", Intercept{ID: "i1", Env: "staging", Service: "api", Port: 8080, Workspace: "dev", WorkspacePort: 3000}).Decode(&ic); err != nil {

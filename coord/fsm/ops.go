@@ -36,6 +36,7 @@ var ops = map[string]op{
 	"environment.status": {1, environmentStatus},
 	"intercept.create":   {1, interceptCreate},
 	"intercept.delete":   {1, interceptDelete},
+	"intercept.status":   {1, interceptStatus},
 	"policy.set":         {1, policySet},
 	"cluster.init":       {1, clusterInit},
 	"node.join":          {1, nodeJoin},
@@ -108,6 +109,7 @@ func userDelete(t *tx) (any, string, error) {
 		release(t, n.IPv4)
 		t.del(tNodes, n)
 	}
+	endIntercepts(t, all[Intercept](t.Txn, tIntercepts, "owner", u.ID))
 	for _, k := range all[APIKey](t.Txn, tAPIKeys, "user", u.ID) {
 		t.del(tAPIKeys, k)
 	}
@@ -366,9 +368,7 @@ func workspaceDelete(t *tx) (any, string, error) {
 	if w == nil {
 		return nil, "", errorf(CodeNotFound, "no workspace %q", req.Name)
 	}
-	if ics := all[Intercept](t.Txn, tIntercepts, "workspace", w.Name); len(ics) > 0 {
-		return nil, "", errorf(CodeConflict, "workspace %q receives intercept %s (%s); stop it first (meshctl intercept stop %s)", w.Name, ics[0].ID, ics[0].Target, ics[0].ID)
-	}
+	endIntercepts(t, all[Intercept](t.Txn, tIntercepts, "workspace", w.Name))
 	release(t, w.IPv4)
 	deleteRecordings(t, w.ID)
 	t.del(tWorkspaces, w)

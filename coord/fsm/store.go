@@ -124,8 +124,9 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tGone:       table(tGone, byID(), &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
 	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine"), by("env", "Env")),
 	tEnvs:       table(tEnvs, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine")),
-	tIntercepts: table(tIntercepts, byID(), &memdb.IndexSchema{Name: "target", Unique: true, Indexer: str("Target")},
-		by("env", "Env"), by("workspace", "Workspace"), by("owner", "OwnerID")),
+	tIntercepts: table(tIntercepts, byID(), &memdb.IndexSchema{Name: "name", Unique: true, Indexer: str("Name"), AllowMissing: true},
+		&memdb.IndexSchema{Name: "slot", Unique: true, Indexer: str("Slot"), AllowMissing: true},
+		by("target", "Target"), by("env", "Env"), by("workspace", "Workspace"), by("owner", "OwnerID")),
 	tPolicy: table(tPolicy, byID()),
 	tIndex:  table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
 	tAddrs:  table(tAddrs, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Addr")}),
@@ -406,9 +407,23 @@ func (s *Store) Intercepts(ownerID string) []*Intercept {
 	return listBy[Intercept](s, tIntercepts, "owner", ownerID)
 }
 
-// Intercept finds an intercept by ID.
-func (s *Store) Intercept(id string) *Intercept {
-	return first[Intercept](s.read(), tIntercepts, "id", id)
+// Intercept finds an intercept by ID, or else by name.
+func (s *Store) Intercept(ref string) *Intercept {
+	txn := s.read()
+	if ic := first[Intercept](txn, tIntercepts, "id", ref); ic != nil {
+		return ic
+	}
+	return first[Intercept](txn, tIntercepts, "name", ref)
+}
+
+// InterceptsTo lists the intercepts that send traffic to workspace ws.
+func (s *Store) InterceptsTo(ws string) []*Intercept {
+	return all[Intercept](s.read(), tIntercepts, "workspace", ws)
+}
+
+// InterceptsOf lists the intercepts of environment env's services.
+func (s *Store) InterceptsOf(env string) []*Intercept {
+	return all[Intercept](s.read(), tIntercepts, "env", env)
 }
 
 // ULA is the cluster's IPv6 /48 (invalid until the cluster is initialized).

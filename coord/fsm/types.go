@@ -138,17 +138,34 @@ type Service struct {
 	Generation   uint64    `json:"generation,omitempty"` // the environment's, as the machine observed it
 }
 
-// Intercept sends an environment service's port to a workspace's port.
+// Intercept sends an environment service's port to a workspace's port: every new
+// connection (global, no Headers) or the HTTP requests carrying every one of Headers
+// (personal).
 type Intercept struct {
-	ID            string    `json:"id"`
-	Env           string    `json:"env"`
-	Service       string    `json:"service"`
-	Port          int       `json:"port"`
-	Workspace     string    `json:"workspace"`
-	WorkspacePort int       `json:"workspace_port"`
-	OwnerID       string    `json:"owner_id"`
-	Target        string    `json:"target"` // "env/service:port", unique among intercepts
-	CreatedAt     time.Time `json:"created_at"`
+	ID            string        `json:"id"`
+	Name          string        `json:"name,omitempty"` // unique when set
+	Env           string        `json:"env"`
+	Service       string        `json:"service"`
+	Port          int           `json:"port"`
+	Workspace     string        `json:"workspace"`
+	WorkspacePort int           `json:"workspace_port"`
+	Headers       []HeaderMatch `json:"headers,omitempty"` // canonical names, sorted by name
+	OwnerID       string        `json:"owner_id"`
+	Target        string        `json:"target"`         // "env/service:port"
+	Slot          string        `json:"slot,omitempty"` // Target and the header set: unique among intercepts
+	CreatedAt     time.Time     `json:"created_at"`
+	// Observed, as the machine running the service reports it (intercept.status).
+	State       string    `json:"state,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	Connections uint64    `json:"connections,omitempty"`
+	Requests    uint64    `json:"requests,omitempty"`
+	StateAt     time.Time `json:"state_at,omitzero"`
+}
+
+// HeaderMatch is a header a personal intercept's requests must carry with exactly Value.
+type HeaderMatch struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // Policy is the mesh policy, HuJSON as the user wrote it.
