@@ -108,7 +108,7 @@ func goImage(dir, ref, pkg string, cmd []string) (string, []image.File, image.Co
 	if err != nil {
 		return ref, nil, image.Config{}, err
 	}
-	files = append(files, image.File{Path: "/bin/" + filepath.Base(bin), Mode: 0o755, Data: data})
+	files = image.Merge(files, []image.File{{Path: "/bin/" + filepath.Base(bin), Mode: 0o755, Data: data}}) // over busybox's applet of that name
 	return ref, files, image.Config{Cmd: cmd, Env: []string{samples.Path}}, nil
 }
 

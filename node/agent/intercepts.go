@@ -121,7 +121,7 @@ func (ic *interceptor) reconcile(ctx context.Context, st *api.MachineState) {
 	for _, env := range st.Environments {
 		for _, sa := range env.Services {
 			id := serviceID(env.ID, sa.Name)
-			ic.setDiverts(id, ctrd.ServiceNetConfig(ctrd.ServiceSpec{ID: id}), bySvc[id])
+			ic.setDiverts(id, serviceNet(id, sa), bySvc[id])
 		}
 	}
 	ic.dropProxies(targets)
@@ -157,13 +157,22 @@ func (ic *interceptor) targets(st *api.MachineState) []*interceptTarget {
 			continue
 		}
 		t.svc = serviceID(env.ID, spec.Service)
-		t.net = ctrd.ServiceNetConfig(ctrd.ServiceSpec{ID: t.svc})
-		t.addr, _ = netip.ParseAddr(env.Services[i].IPv4)
+		t.net = serviceNet(t.svc, env.Services[i])
+		t.addr = t.net.IPv4
 		if _, err := os.Stat(t.net.NsPath()); err != nil {
 			t.err = fmt.Errorf("service %s is not running", spec.Service)
 		}
 	}
 	return out
+}
+
+// serviceNet is the namespace of service id, with its addresses (what its diverts' replies
+// leave from).
+func serviceNet(id string, sa api.ServiceAddr) wsnet.Config {
+	s := ctrd.ServiceSpec{ID: id}
+	s.IPv4, _ = netip.ParseAddr(sa.IPv4)
+	s.IPv6, _ = netip.ParseAddr(sa.IPv6)
+	return ctrd.ServiceNetConfig(s)
 }
 
 func findEnvSpec(st *api.MachineState, id string) *api.EnvironmentSpec {
