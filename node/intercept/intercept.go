@@ -48,6 +48,7 @@ type Proxy struct {
 	initOnce sync.Once
 	h1, h2   *http.Transport // to upstreams, HTTP/1.1 and h2c (prior knowledge)
 	rp       *httputil.ReverseProxy
+	pool     h1Pool // the HTTP/1.1 path's upstream connections (h1.go)
 
 	mu       sync.Mutex                // guards requests
 	requests map[string]*atomic.Uint64 // diverted per route ID
@@ -134,6 +135,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	srv.Close()
 	p.h1.CloseIdleConnections()
 	p.h2.CloseIdleConnections()
+	p.pool.closeAll()
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -144,6 +146,10 @@ func (p *Proxy) Serve(ln net.Listener) error {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	declineH2CUpgrade(r)
+	if plainH1(r) {
+		p.serveH1(w, r)
+		return
+	}
 	p.rp.ServeHTTP(w, r)
 }
 

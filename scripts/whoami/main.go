@@ -8,8 +8,9 @@
 //	whoami -client URL [-every 100ms]                   # the client
 //
 // The server answers GET / with "NAME PROTO\n" (PROTO: HTTP/1.1 or HTTP/2.0), /ws with a
-// WebSocket that sends back every message as "NAME: message", and POST /echo with the body,
-// streamed back as it comes. The client prints "ok N BODY" or "fail N ERROR" per request, each
+// WebSocket that sends back every message as "NAME: message", POST /echo with the body,
+// streamed back as it comes, and POST /sink with the number of bytes its body had (a
+// throughput test's far end). The client prints "ok N BODY" or "fail N ERROR" per request, each
 // on a new connection.
 package main
 
@@ -77,6 +78,10 @@ func handler(name string) http.Handler {
 				return
 			}
 		}
+	})
+	mux.HandleFunc("POST /sink", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d\n", n)
 	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
