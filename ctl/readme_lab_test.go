@@ -37,13 +37,15 @@ func TestReadme(t *testing.T) {
 	startDemo(t, bin, state)
 
 	want := map[string]string{ // a line's start → what its output must hold
-		"bin/meshctl node list":                         "demo-wm",
-		"bin/meshctl ws list":                           "running",
-		"bin/meshctl ssh dev -- uname":                  "dev",
-		"bin/meshctl ssh api -- cat":                    "hello",
-		"bin/meshctl env status":                        "healthy",
-		"bin/meshctl ssh dev -- redis-cli -h redis set": "OK",
-		"bin/meshctl ssh dev -- redis-cli -h redis get": "hi",
+		"bin/meshctl node list":                           "demo-wm",
+		"bin/meshctl ws list":                             "running",
+		"bin/meshctl ssh dev -- uname":                    "dev",
+		"bin/meshctl ssh api -- cat":                      "hello",
+		"bin/meshctl env status":                          "healthy",
+		"bin/meshctl ssh dev -- redis-cli -h redis set":   "OK",
+		"bin/meshctl ssh dev -- redis-cli -h redis get":   "hi",
+		"bin/meshctl ssh dev -- wget -qO- http://web/":    "hello from web",
+		"bin/meshctl ssh dev -- wget -qO- http://web:80/": "hello from dev",
 	}
 	for _, line := range lines {
 		cmdline := strings.ReplaceAll(line, "/var/lib/meshwork/demo", state)

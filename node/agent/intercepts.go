@@ -23,7 +23,7 @@ const (
 	probeEvery   = 500 * time.Millisecond
 	probeTimeout = 400 * time.Millisecond
 	// countsEvery is how often counters alone (connections, requests) are reported.
-	countsEvery = 5 * time.Second
+	countsEvery = 2 * time.Second
 )
 
 // interceptor applies the intercepts of the services this machine runs (flow 5), in each

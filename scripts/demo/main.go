@@ -1,7 +1,8 @@
 // Command demo is `make run`: a whole Meshwork on this one machine. A coord, a workmachine
 // and a laptop, each in a network namespace of its own (built with overlay/lab), joined in one
 // mesh, with a workspace "dev" on the workmachine that you can ssh into by name, connected to an
-// environment "shop" (a Redis, from a compose file) that it reaches as redis:6379. It prints what
+// environment "shop" (a Redis and a web server, from a compose file) that it reaches as
+// redis:6379 and web:80. It prints what
 // to type next and keeps running until Ctrl-C (or `make stop`), which tears it all down; state
 // stays under -state, so the next run is quick.
 package main
@@ -40,8 +41,12 @@ const (
 )
 
 // shopCompose is the demo's environment: Redis, its data in a named volume (kept between
-// runs), healthy once it answers PING.
+// runs), healthy once it answers PING; and web, a web server (busybox's httpd) to intercept.
 const shopCompose = `services:
+  web:
+    image: ` + devImage + `
+    command: ["sh", "-c", "mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["80"]
   redis:
     image: ` + redisImage + `
     expose: ["6379"]
@@ -389,8 +394,8 @@ func (r *run) sshConfig() error {
 	return os.WriteFile(filepath.Join(r.state, "env"), []byte(env), 0o600)
 }
 
-// environment creates shop on the workmachine and waits until Redis is healthy; after an
-// earlier run it is there already, and starts again with its data.
+// environment creates shop on the workmachine and waits until its services are ready; after
+// an earlier run it is there already: it takes this compose file and starts again with its data.
 func (r *run) environment() error {
 	file := filepath.Join(r.state, "shop.yaml")
 	if err := os.WriteFile(file, []byte(shopCompose), 0o600); err != nil {
@@ -398,6 +403,9 @@ func (r *run) environment() error {
 	}
 	var e api.Environment
 	if err := r.call("GET", "/v1/environments/shop", nil, &e); err == nil {
+		if _, err := r.ctl("env", "update", "shop", "-f", file, "--wait=false"); err != nil {
+			return err
+		}
 		_, err := r.ctl("env", "up", "shop")
 		return err
 	}
@@ -430,6 +438,7 @@ In another terminal, from this directory:
   bin/meshctl ws list          # the workspace and its state
   bin/meshctl env status shop  # the environment: redis, healthy
   bin/meshctl ssh dev -- redis-cli -h redis ping   # dev reaches shop's services by bare name
+  bin/meshctl intercept start shop/web:80 --to dev:3000   # shop's web traffic goes to dev's port 3000
   bin/meshctl status           # the laptop on the mesh and its peers
 Ctrl-C here (or make stop) tears it all down; the next make run picks up the same state.
 `, r.state)
