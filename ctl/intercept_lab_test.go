@@ -18,6 +18,7 @@ import (
 
 	"meshwork.dev/coord/api"
 	"meshwork.dev/overlay/lab"
+	"meshwork.dev/workspace/ctrd"
 )
 
 // interceptCompose is the intercept tests' environment: api answers every request with its
@@ -143,7 +144,7 @@ func (ml *meshLab) intercept(t testing.TB, token, id string) api.Intercept {
 func TestIntercepts(t *testing.T) {
 	importEnvImages(t, "")
 	ml := newMeshLab(t)
-	wm1, wm2 := ml.workmachine(t, "iwm1"), ml.workmachine(t, "iwm2")
+	wm1, wm2 := ml.workmachine(t, "iwm1"), ml.workmachine(t, "iwm2", "--tools", staticTools(t)) // ws1 runs a static meshctl
 	aliceToken, alice := ml.member(t, "alice")
 	bobToken, _ := ml.member(t, "bob")
 	file := filepath.Join(t.TempDir(), "compose.yaml")
@@ -303,6 +304,20 @@ func TestIntercepts(t *testing.T) {
 	}
 	if ic := ml.intercept(t, aliceToken, "alice-api"); ic.Mode != api.InterceptPersonal || ic.State != api.InterceptActive {
 		t.Errorf("alice's personal intercept: %+v", ic)
+	}
+
+	// Inside ws1, meshctl needs no key: it lists the intercepts pointing here, and starts
+	// one to "this workspace".
+	ws1 := wm2.pid(t, "ws1")
+	if out, err := inside(ws1, ctrd.ToolsPath+"/meshctl", "intercept", "list"); err != nil || !strings.Contains(out, "alice-api") || strings.Contains(out, "admin-api") {
+		t.Errorf("meshctl intercept list in ws1: %v\n%s", err, out)
+	}
+	if out, err := inside(ws1, ctrd.ToolsPath+"/meshctl", "intercept", "start", "ishop/api:8080", "--to", ":3000", "--header", "X-Dev=inside", "--name", "inws"); err != nil {
+		t.Errorf("meshctl intercept start --to :3000 in ws1: %v\n%s", err, out)
+	}
+	laptop.CloseIdleConnections()
+	if w, err := who(laptop, apiURL, "X-Dev", "inside"); err != nil || !strings.HasPrefix(w, "ws1 ") {
+		t.Errorf("X-Dev inside after starting it in ws1: %q %v", w, err)
 	}
 
 	// Deleting a workspace ends the intercepts that point at it.
