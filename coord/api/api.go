@@ -121,22 +121,35 @@ type SetTags struct {
 }
 
 type Workspace struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Owner     string    `json:"owner"`
-	Machine   string    `json:"machine"`
-	Image     string    `json:"image"`
-	CPU       float64   `json:"cpu,omitempty"`
-	Memory    int64     `json:"memory_bytes,omitempty"`
-	Desired   string    `json:"desired"` // running or stopped
-	Env       string    `json:"env,omitempty"`
-	IPv4      string    `json:"ipv4,omitempty"`
-	IPv6      string    `json:"ipv6,omitempty"`
-	State     string    `json:"state,omitempty"`    // observed: pending, pulling, starting, running, stopped, failed
-	Reason    string    `json:"reason,omitempty"`   // why it failed, or how far a pull has come
-	HostKey   string    `json:"host_key,omitempty"` // SSH host key (authorized_keys form), for known_hosts
-	CreatedAt time.Time `json:"created_at"`
+	ID      string  `json:"id"`
+	Name    string  `json:"name"`
+	Owner   string  `json:"owner"`
+	Machine string  `json:"machine"`
+	Image   string  `json:"image"`
+	CPU     float64 `json:"cpu,omitempty"`
+	Memory  int64   `json:"memory_bytes,omitempty"`
+	Desired string  `json:"desired"` // running or stopped
+	Env     string  `json:"env,omitempty"`
+	IPv4    string  `json:"ipv4,omitempty"`
+	IPv6    string  `json:"ipv6,omitempty"`
+	State   string  `json:"state,omitempty"`    // observed: pending, pulling, starting, running, stopped, failed
+	Reason  string  `json:"reason,omitempty"`   // why it failed, or how far a pull has come
+	HostKey string  `json:"host_key,omitempty"` // SSH host key (authorized_keys form), for known_hosts
+	// Exit is the exit its internet traffic is pinned to ("": its machine's uplink).
+	Exit string `json:"exit,omitempty"`
+	// EgressState is what its machine last verified of its egress through Exit: "" (not
+	// checked yet, or not pinned), EgressVerified or EgressFailed (EgressReason says which
+	// check failed and why).
+	EgressState  string    `json:"egress_state,omitempty"`
+	EgressReason string    `json:"egress_reason,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
 }
+
+// Observed egress states of a pinned workspace.
+const (
+	EgressVerified = "verified"
+	EgressFailed   = "egress-failed"
+)
 
 type CreateWorkspace struct {
 	Name    string  `json:"name"`
@@ -145,6 +158,46 @@ type CreateWorkspace struct {
 	CPU     float64 `json:"cpu,omitempty"`
 	Memory  string  `json:"memory,omitempty"` // "512m", "2g" or bytes
 	Owner   string  `json:"owner,omitempty"`  // admins may create for another user
+	Exit    string  `json:"exit,omitempty"`   // pin its egress to this exit (see Exit)
+}
+
+// SetExit is the body of POST /v1/workspaces/{name}/exit: the exit to pin the workspace's
+// egress to, or "" to unpin it (its machine's uplink again). It takes effect live.
+type SetExit struct {
+	Exit string `json:"exit"`
+}
+
+// Exit is a way out to the internet that workspaces are pinned to: a mesh node started
+// with `meshctl node --exit` (Kind ExitNode), or an external WireGuard peer imported from a
+// wg-quick file (Kind ExitWireGuard). Our private key in the tunnel is sealed at rest and
+// never returned.
+type Exit struct {
+	Name      string   `json:"name"`
+	Kind      string   `json:"kind"`                 // ExitNode or ExitWireGuard
+	Node      string   `json:"node,omitempty"`       // the exit node's name (ExitNode)
+	Endpoint  string   `json:"endpoint,omitempty"`   // the peer's host:port (ExitWireGuard)
+	PublicKey string   `json:"public_key,omitempty"` // the peer's WireGuard public key (base64)
+	Address   string   `json:"address,omitempty"`    // ours in the tunnel, comma-separated prefixes
+	DNS       []string `json:"dns,omitempty"`        // resolvers reached through the tunnel
+	// PublicIP is the address the internet sees traffic through this exit come from, as
+	// verification expects it ("": not checked against one).
+	PublicIP  string    `json:"public_ip,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Kinds of exit.
+const (
+	ExitNode      = "node"
+	ExitWireGuard = "wireguard"
+)
+
+// CreateExit is the body of POST /v1/exits: WireGuard (the text of a wg-quick file) or Node
+// (a mesh node's name), exactly one.
+type CreateExit struct {
+	Name      string `json:"name"`
+	WireGuard string `json:"wireguard,omitempty"`
+	Node      string `json:"node,omitempty"`
+	PublicIP  string `json:"public_ip,omitempty"`
 }
 
 type Environment struct {
@@ -419,6 +472,24 @@ type WorkspaceSpec struct {
 	Env string `json:"env,omitempty"`
 	// SSH are the policy's grants for this workspace, besides its owner and the admins.
 	SSH []SSHGrant `json:"ssh,omitempty"`
+	// Exit is the exit its egress is pinned to (nil: its machine's uplink).
+	Exit *ExitSpec `json:"exit,omitempty"`
+}
+
+// ExitSpec is what the machine hosting a pinned workspace needs to build its tunnel. It
+// carries our private key in the clear: only that machine's Noise channel sees it, and
+// the agent keeps it in memory only.
+type ExitSpec struct {
+	Name          string   `json:"name"`
+	Kind          string   `json:"kind"`                      // ExitNode or ExitWireGuard
+	Endpoint      string   `json:"endpoint,omitempty"`        // the peer's host:port (ExitWireGuard)
+	PeerPublicKey string   `json:"peer_public_key,omitempty"` // base64
+	PrivateKey    string   `json:"private_key,omitempty"`     // ours, base64 (ExitWireGuard)
+	Address       string   `json:"address,omitempty"`         // ours in the tunnel, comma-separated prefixes
+	DNS           []string `json:"dns,omitempty"`
+	PublicIP      string   `json:"public_ip,omitempty"` // what verification expects to see
+	NodeIPv4      string   `json:"node_ipv4,omitempty"` // the exit node's mesh addresses (ExitNode)
+	NodeIPv6      string   `json:"node_ipv6,omitempty"`
 }
 
 // SSHGrant lets Users (mesh user names, or "*") log in to a workspace as any of Logins

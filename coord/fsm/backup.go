@@ -111,11 +111,15 @@ type backupCheck struct {
 	leases     map[string]string       // address lease owners by IPv4
 	seen       map[string]bool         // "table\x00index\x00value" of unique indexes
 	modes      map[string]string       // intercept modes by target ("env/service:port")
+	exits      map[string]bool         // by name
 }
 
 func newBackupCheck(bk *Backup) *backupCheck {
 	c := &backupCheck{users: map[string]*User{}, nodes: map[string]bool{}, workspaces: map[string]bool{},
-		envs: map[string]*Environment{}, leases: map[string]string{}, seen: map[string]bool{}}
+		envs: map[string]*Environment{}, leases: map[string]string{}, seen: map[string]bool{}, exits: map[string]bool{}}
+	for _, r := range bk.tables[tExits] {
+		c.exits[r.(*Exit).Name] = true
+	}
 	for _, r := range bk.tables[tAddrs] {
 		c.leases[r.(*addrLease).Addr] = r.(*addrLease).Owner
 	}
@@ -203,6 +207,8 @@ func (c *backupCheck) record(obj any) error {
 		return c.environment(o)
 	case *Intercept:
 		return c.intercept(o)
+	case *Exit:
+		return c.exit(o)
 	case *policyRow:
 		if _, err := policy.Parse([]byte(o.Policy.Text)); err != nil {
 			return fmt.Errorf("policy: %v", err)
@@ -254,6 +260,8 @@ func (c *backupCheck) workspace(w *Workspace) error {
 		return fmt.Errorf("workspace %q: no machine %q", w.Name, w.Machine)
 	case w.Env != "" && c.envs[w.Env] == nil:
 		return fmt.Errorf("workspace %q: no environment %q", w.Name, w.Env)
+	case w.Exit != "" && !c.exits[w.Exit]:
+		return fmt.Errorf("workspace %q: no exit %q", w.Name, w.Exit)
 	case w.Image == "":
 		return fmt.Errorf("workspace %q: no image", w.Name)
 	case w.CPU < 0 || w.MemoryBytes < 0:

@@ -26,6 +26,9 @@ var ops = map[string]op{
 	"workspace.delete":   {1, workspaceDelete},
 	"workspace.connect":  {1, workspaceConnect},
 	"workspace.status":   {1, workspaceStatus},
+	"workspace.exit":     {1, workspaceExit},
+	"exit.create":        {1, exitCreate},
+	"exit.delete":        {1, exitDelete},
 	"ssh.start":          {1, sshStart},
 	"ssh.end":            {1, sshEnd},
 	"ssh.block":          {1, sshBlock},
@@ -289,6 +292,9 @@ func hostsNothing(t *tx, n *Node) error {
 	if envs := all[Environment](t.Txn, tEnvs, "machine", n.Name); len(envs) > 0 {
 		return errorf(CodeConflict, "node %q hosts %d environment(s), %s first: delete them before the node", n.Name, len(envs), envs[0].Name)
 	}
+	if xs := all[Exit](t.Txn, tExits, "node", n.Name); len(xs) > 0 {
+		return errorf(CodeConflict, "node %q is exit %q: remove the exit before the node (meshctl exit remove %s)", n.Name, xs[0].Name, xs[0].Name)
+	}
 	return nil
 }
 
@@ -324,6 +330,10 @@ func workspaceCreate(t *tx) (any, string, error) {
 	if w.Desired != Running && w.Desired != Stopped {
 		return nil, "", errorf(CodeInvalid, "workspace %q: state %q: use running or stopped", w.Name, w.Desired)
 	}
+	if err := exitExists(t, w.Exit); err != nil {
+		return nil, "", err
+	}
+	w.EgressState, w.EgressReason = "", ""
 	v4, v6, err := allocate(t, "workspace/"+w.Name)
 	if err != nil {
 		return nil, "", err

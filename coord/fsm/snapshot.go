@@ -63,6 +63,8 @@ func newRecord(table string) (any, error) {
 		return new(NodeGone), nil
 	case tRecordings:
 		return new(Recording), nil
+	case tExits:
+		return new(Exit), nil
 	}
 	return nil, errorf(CodeInvalid, "snapshot: unknown table %q (made by a newer version?)", table)
 }

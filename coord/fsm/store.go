@@ -30,6 +30,7 @@ const (
 	tGone       = "nodes_gone"
 	tMeta       = "meta"
 	tRecordings = "recordings"
+	tExits      = "exits"
 )
 
 func str(field string) *stringField { return &stringField{name: field} }
@@ -122,7 +123,7 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		&memdb.IndexSchema{Name: "nodekey", Unique: true, Indexer: str("NodeKey"), AllowMissing: true},
 		&memdb.IndexSchema{Name: "modify", Indexer: &memdb.UintFieldIndex{Field: "ModifyIndex"}}),
 	tGone:       table(tGone, byID(), &memdb.IndexSchema{Name: "index", Indexer: &memdb.UintFieldIndex{Field: "Index"}}),
-	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine"), by("env", "Env")),
+	tWorkspaces: table(tWorkspaces, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine"), by("env", "Env"), by("exit", "Exit")),
 	tEnvs:       table(tEnvs, byID(), byName(), by("owner", "OwnerID"), by("machine", "Machine")),
 	tIntercepts: table(tIntercepts, byID(), &memdb.IndexSchema{Name: "name", Unique: true, Indexer: str("Name"), AllowMissing: true},
 		&memdb.IndexSchema{Name: "slot", Unique: true, Indexer: str("Slot"), AllowMissing: true},
@@ -131,13 +132,14 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 	tIndex:  table(tIndex, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Table")}),
 	tAddrs:  table(tAddrs, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Addr")}),
 	tMeta:   table(tMeta, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Key")}),
+	tExits:  table(tExits, &memdb.IndexSchema{Name: "id", Unique: true, Indexer: str("Name")}, by("node", "Node")),
 	tRecordings: table(tRecordings, byID(), by("workspace", "WorkspaceID"),
 		&memdb.IndexSchema{Name: "seq", Indexer: &memdb.UintFieldIndex{Field: "Seq"}}),
 }}
 
 // dataTables are the tables a snapshot carries, in the order it writes them. All but audit
 // and idempotency (the history) are memdb tables.
-var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tGone, tRecordings, tIndex}
+var dataTables = []string{tUsers, tAPIKeys, tAuthKeys, tNodes, tWorkspaces, tEnvs, tIntercepts, tPolicy, tAudit, tIdem, tAddrs, tMeta, tGone, tRecordings, tExits, tIndex}
 
 func inMemdb(table string) bool { return table != tAudit && table != tIdem }
 
@@ -176,6 +178,7 @@ const (
 	TableEnvironments = tEnvs
 	TableIntercepts   = tIntercepts
 	TablePolicy       = tPolicy
+	TableExits        = tExits
 )
 
 // Store is the state as readers see it. Each read method sees one consistent moment.

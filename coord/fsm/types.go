@@ -97,6 +97,12 @@ type Workspace struct {
 	StateAt time.Time `json:"state_at,omitzero"`
 	// HostKey is the SSH host key its machine serves it with (authorized_keys form).
 	HostKey string `json:"host_key,omitempty"`
+	// Exit is the exit its egress is pinned to ("": its machine's uplink).
+	Exit string `json:"exit,omitempty"`
+	// EgressState is what its machine last verified of its egress ("", "verified",
+	// "egress-failed"), EgressReason the failed check and why. Cleared when Exit changes.
+	EgressState  string `json:"egress_state,omitempty"`
+	EgressReason string `json:"egress_reason,omitempty"`
 }
 
 // Observed states of a workspace, as agents report them.

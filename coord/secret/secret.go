@@ -103,3 +103,6 @@ func ComposeAAD(env string) string { return "environment/" + env + "/compose" }
 
 // VariablesAAD binds an environment's sealed variables to the environment.
 func VariablesAAD(env string) string { return "environment/" + env + "/variables" }
+
+// ExitKeyAAD binds an exit's sealed WireGuard private key to the exit.
+func ExitKeyAAD(exit string) string { return "exit/" + exit + "/private-key" }
