@@ -14,7 +14,8 @@ import (
 func apiWorkspace(w *fsm.Workspace, owner string) api.Workspace {
 	return api.Workspace{ID: w.ID, Name: w.Name, Owner: owner, Machine: w.Machine, Image: w.Image,
 		CPU: w.CPU, Memory: w.MemoryBytes, Desired: w.Desired, Env: w.Env,
-		IPv4: w.IPv4, IPv6: w.IPv6, State: w.State, Reason: w.Reason, HostKey: w.HostKey, CreatedAt: w.CreatedAt}
+		IPv4: w.IPv4, IPv6: w.IPv6, State: w.State, Reason: w.Reason, HostKey: w.HostKey,
+		Exit: w.Exit, EgressState: w.EgressState, EgressReason: w.EgressReason, CreatedAt: w.CreatedAt}
 }
 
 // parseMemory reads "512m", "2g", "1.5G" or a number of bytes, up to fsm.MaxMemory.
@@ -61,7 +62,7 @@ func (s *Server) createWorkspace(w http.ResponseWriter, r *http.Request, c *call
 		return err
 	}
 	ws := fsm.Workspace{ID: keys.New("w").ID, Name: req.Name, OwnerID: owner.ID, Machine: req.Machine,
-		Image: req.Image, CPU: req.CPU, MemoryBytes: mem, Desired: fsm.Running}
+		Image: req.Image, CPU: req.CPU, MemoryBytes: mem, Desired: fsm.Running, Exit: req.Exit}
 	if err := s.apply(r, c, "workspace.create", ws, &ws); err != nil {
 		return err
 	}

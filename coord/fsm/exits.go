@@ -42,6 +42,9 @@ func (x *Exit) check() error {
 	if err := ValidName("exit", x.Name); err != nil {
 		return err
 	}
+	if x.Name == "none" {
+		return errorf(CodeInvalid, `exit name "none" is taken by meshctl ws set-exit WS none (unpin): pick another`)
+	}
 	if err := firstErr(checkLen("the endpoint", x.Endpoint, maxExitField), checkLen("a key", x.PublicKey, maxExitField),
 		checkLen("the address", x.Address, maxExitField), checkLen("the sealed key", x.PrivateKey, maxSealedKeyLen)); err != nil {
 		return err

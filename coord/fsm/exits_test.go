@@ -80,6 +80,7 @@ func TestExitRefusals(t *testing.T) {
 		"no endpoint":     bad(func(x *Exit) { x.Endpoint = "" }),
 		"DNS not an IP":   bad(func(x *Exit) { x.DNS = []string{"dns.example"} }),
 		"too many DNS":    bad(func(x *Exit) { x.DNS = strings.Split(strings.Repeat("1.1.1.1,", 9)+"1.1.1.1", ",") }),
+		"named none":      bad(func(x *Exit) { x.Name = "none" }),
 		"node with keys":  {Name: "n", Kind: ExitNode, Node: "wm1", PrivateKey: "x"},
 		"unknown node":    {Name: "n", Kind: ExitNode, Node: "wm9"},
 		"public IP wrong": bad(func(x *Exit) { x.PublicIP = "example.com" }),
