@@ -37,7 +37,7 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request, mk key.MachineP
 }
 
 // stateTables are the tables a machine's state is made from.
-var stateTables = []string{fsm.TableWorkspaces, fsm.TableUsers, fsm.TablePolicy, fsm.TableEnvironments, fsm.TableNodes}
+var stateTables = []string{fsm.TableWorkspaces, fsm.TableUsers, fsm.TablePolicy, fsm.TableEnvironments, fsm.TableNodes, fsm.TableExits}
 
 // serveMachineState answers a machine's agent with the workspaces, environments and
 // intercepts wanted on it (an intercept's start and stop touch its service's machine, so
@@ -97,6 +97,13 @@ func (s *Server) machineState(store *fsm.Store, name string) (*api.MachineState,
 		}
 		if u := store.User(ws.OwnerID); u != nil {
 			spec.User = u.Name
+		}
+		if ws.Exit != "" {
+			x, err := s.exitSpec(store, ws.Exit)
+			if err != nil {
+				return nil, err
+			}
+			spec.Exit = x
 		}
 		st.Workspaces = append(st.Workspaces, spec)
 	}
