@@ -46,6 +46,7 @@ const testCompose = `services:
 // workmachine wm1 joined to it through the control protocol (tsnet, in this process).
 type envCoord struct {
 	url, admin string
+	state      string // its state directory
 }
 
 func startEnvCoord(t *testing.T) *envCoord {
@@ -67,7 +68,7 @@ func startEnvCoord(t *testing.T) *envCoord {
 		cancel()
 		<-done
 	})
-	c := &envCoord{url: "http://" + httpAddr}
+	c := &envCoord{url: "http://" + httpAddr, state: state}
 	for deadline := time.Now().Add(20 * time.Second); c.admin == ""; time.Sleep(50 * time.Millisecond) {
 		b, _ := os.ReadFile(filepath.Join(state, "admin.key"))
 		c.admin = strings.TrimSpace(string(b))

@@ -28,7 +28,7 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, envCmd, interceptCmd, sshCmd, sshConfigCmd, sftpServerCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, auditCmd, clusterCmd, backupCmd, versionCmd, helpCmd, initCmd}
+	commands = []*command{upCmd, downCmd, statusCmd, pingCmd, ncCmd, daemonCmd, coordCmd, nodeCmd, wsCmd, envCmd, interceptCmd, exitCmd, sshCmd, sshConfigCmd, sftpServerCmd, userCmd, apikeyCmd, authkeyCmd, policyCmd, auditCmd, clusterCmd, backupCmd, versionCmd, helpCmd, initCmd}
 }
 
 func lookup(name string) *command {

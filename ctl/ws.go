@@ -20,9 +20,10 @@ import (
 
 var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev containers)",
 	&command{name: "create", summary: "Create a workspace on a machine and wait until it runs",
-		usage: "NAME --machine M --image REF [--cpu N] [--memory SIZE] [--owner USER] [--wait=false] [--timeout DUR]",
+		usage: "NAME --machine M --image REF [--cpu N] [--memory SIZE] [--owner USER] [--exit NAME] [--wait=false] [--timeout DUR]",
 		examples: []string{"meshctl ws create api --machine wm1 --image docker.io/library/debian:12",
-			"meshctl ws create api --machine wm1 --image meshwork.dev/dev:1 --cpu 2 --memory 4g"}, run: wsCreate},
+			"meshctl ws create api --machine wm1 --image meshwork.dev/dev:1 --cpu 2 --memory 4g",
+			"meshctl ws create api --machine wm1 --image meshwork.dev/dev:1 --exit fra"}, run: wsCreate},
 	&command{name: "list", summary: "List workspaces with their state and connected environment", usage: "[--json]",
 		examples: []string{"meshctl ws list", "meshctl ws list --json"}, run: wsList},
 	&command{name: "start", summary: "Start a stopped workspace (its home and files are as it left them)", usage: "NAME [--wait=false]",
@@ -31,6 +32,8 @@ var wsCmd = group("ws", "Create, list, start, stop and delete workspaces (dev co
 		examples: []string{"meshctl ws stop api"}, run: wsSetter("stop", api.Stopped)},
 	&command{name: "logs", summary: "Print a workspace's output, from its machine over the mesh", usage: "NAME [--follow] [--tail N] [--socket PATH]",
 		examples: []string{"meshctl ws logs api", "meshctl ws logs api --follow --tail 20"}, run: wsLogs},
+	&command{name: "set-exit", summary: "Pin a workspace's internet traffic to an exit, or (none) back to its machine's uplink, live", usage: "WS EXIT|none",
+		examples: []string{"meshctl ws set-exit api fra", "meshctl ws set-exit api none"}, run: wsSetExit},
 	&command{name: "delete", summary: "Delete a workspace: its container, disk and address (the shared home stays)", usage: "NAME",
 		examples: []string{"meshctl ws delete api"}, run: remover("/v1/workspaces/", "deleted workspace %s; its machine removes the container")},
 )
@@ -43,6 +46,7 @@ func wsCreate(ctx context.Context, e *env, args []string) error {
 	fs.Float64Var(&req.CPU, "cpu", 0, "CPU limit in `cores` (0: none)")
 	fs.StringVar(&req.Memory, "memory", "", "memory limit, a `size` such as 512m or 4g (default: none)")
 	fs.StringVar(&req.Owner, "owner", "", "the `user` it belongs to (admins only; default: you)")
+	fs.StringVar(&req.Exit, "exit", "", "pin its internet traffic to this `exit` (see meshctl exit list; default: its machine's uplink)")
 	wait := fs.Bool("wait", true, "wait until the workspace runs (or fails), showing its progress")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait")
 	if err := e.args(fs, args, 1); err != nil {
@@ -167,9 +171,45 @@ func wsList(ctx context.Context, e *env, args []string) error {
 		if w.State == "failed" {
 			reason = failedReason(w)
 		}
-		rows = append(rows, []string{w.Name, w.Machine, state, cmp.Or(w.Env, "-"), w.IPv4, w.Owner, w.Image, limits(w), reason})
+		rows = append(rows, []string{w.Name, w.Machine, state, cmp.Or(w.Env, "-"), exitColumn(w), w.IPv4, w.Owner, w.Image, limits(w), reason})
 	}
-	return e.table("NAME\tMACHINE\tSTATE\tENV\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
+	return e.table("NAME\tMACHINE\tSTATE\tENV\tEXIT\tIPV4\tOWNER\tIMAGE\tLIMITS\tREASON", rows)
+}
+
+// exitColumn is a workspace's exit and, once its machine has checked, how its egress fares.
+func exitColumn(w api.Workspace) string {
+	switch {
+	case w.Exit == "":
+		return "-"
+	case w.EgressState == api.EgressFailed:
+		return w.Exit + " (egress-failed: " + cmp.Or(w.EgressReason, "no reason given") + ")"
+	case w.EgressState != "":
+		return w.Exit + " (" + w.EgressState + ")"
+	}
+	return w.Exit
+}
+
+// wsSetExit pins a workspace's egress to an exit, or (none) unpins it.
+func wsSetExit(ctx context.Context, e *env, args []string) error {
+	fs := e.flags()
+	if err := e.args(fs, args, 2); err != nil {
+		return err
+	}
+	name, exit := fs.Arg(0), fs.Arg(1)
+	if exit == "none" {
+		exit = ""
+	}
+	var ws api.Workspace
+	if err := e.call(ctx, "POST", "/v1/workspaces/"+url.PathEscape(name)+"/exit", api.SetExit{Exit: exit}, &ws); err != nil {
+		return err
+	}
+	if e.global.json {
+		return e.printJSON(ws)
+	}
+	if exit == "" {
+		return e.printf("workspace %s: egress through its machine's uplink again\n", name)
+	}
+	return e.printf("workspace %s: egress pinned to exit %s\n", name, exit)
 }
 
 func limits(w api.Workspace) string {
