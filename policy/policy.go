@@ -110,19 +110,18 @@ func typeName(t string) string {
 
 // memberOffset is where the first object member named name starts, or 0.
 func memberOffset(v *hujson.Value, name string) int {
-	off := -1
-	v.Range(func(v *hujson.Value) bool {
-		if obj, ok := v.Value.(*hujson.Object); ok && off < 0 {
-			for _, m := range obj.Members {
-				if lit, ok := m.Name.Value.(hujson.Literal); ok && lit.String() == name {
-					off = m.Name.StartOffset
-					return false
-				}
+	for v := range v.All() {
+		obj, ok := v.Value.(*hujson.Object)
+		if !ok {
+			continue
+		}
+		for _, m := range obj.Members {
+			if lit, ok := m.Name.Value.(hujson.Literal); ok && lit.String() == name {
+				return m.Name.StartOffset
 			}
 		}
-		return off < 0
-	})
-	return max(off, 0)
+	}
+	return 0
 }
 
 func lineAt(text []byte, off int) int {

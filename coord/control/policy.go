@@ -87,4 +87,5 @@ func (Policies) Explain(store *fsm.Store, p *policy.Policy, src, dst string) (po
 	}
 	return v, err
 }
+
 var _ adminapi.PolicyEngine = Policies{}
