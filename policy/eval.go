@@ -83,15 +83,20 @@ func (p *Policy) addrs(name string, hosts []Host) []netip.Addr {
 // node's packet filter (tailscale's own) decides; ok is false when every pair passes.
 func blocked(rules []tailcfg.FilterRule, from, to []netip.Addr, port uint16) (string, bool) {
 	f := packetFilter(rules)
+	checked := 0
 	for _, a := range from {
 		for _, b := range to {
 			if a.BitLen() != b.BitLen() {
 				continue
 			}
+			checked++
 			if f == nil || f.CheckTCP(a, b, port) != filter.Accept {
 				return fmt.Sprintf("%s → %s:%d", a, b, port), true
 			}
 		}
+	}
+	if checked == 0 {
+		return fmt.Sprintf("%v → %v:%d (no IPv4 or IPv6 address on both sides)", from, to, port), true
 	}
 	return "", false
 }

@@ -101,6 +101,9 @@ func TestExplain(t *testing.T) {
 	if err != nil || v.Allowed || v.Rule != -1 || !strings.Contains(v.Text, "100.64.0.2 → 100.64.1.1:22") {
 		t.Errorf("bob → ws:api:22: %+v, %v; want denied, naming the pair", v, err)
 	}
+	if v, err := p.Explain(mesh, rules, "10.0.0.1", "fd7a::101:22"); err != nil || v.Allowed {
+		t.Errorf("an IPv4 source to an IPv6 destination: %+v, %v; want denied", v, err)
+	}
 	for _, bad := range [][2]string{{"ghost", "ws:api:22"}, {"alice", "ws:ghost:22"}, {"alice", "ws:api"}, {"alice", "ws:api:1-2"}, {"nope:x", "ws:api:22"}} {
 		if _, err := p.Explain(mesh, rules, bad[0], bad[1]); err == nil {
 			t.Errorf("Explain(%s, %s) gave no error", bad[0], bad[1])
