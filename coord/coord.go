@@ -84,7 +84,8 @@ func Run(ctx context.Context, cfg Config) error {
 	b := &backend{fsm: f, expect: max(cfg.BootstrapExpect, 1), logf: cfg.Logf}
 	var ctrl atomic.Value // http.Handler of the control server, set once the replica is open
 	mux := http.NewServeMux()
-	admin := &adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk, InsecureJoin: cfg.InsecureJoin, Domain: cfg.Domain}
+	admin := &adminapi.Server{Backend: b, Logf: cfg.Logf, Secrets: sk, InsecureJoin: cfg.InsecureJoin, Domain: cfg.Domain,
+		Policies: control.Policies{}}
 	mux.Handle("/", admin.Handler())
 	controlRoutes := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h, ok := ctrl.Load().(http.Handler); ok {

@@ -51,6 +51,14 @@ type envCoord struct {
 
 func startEnvCoord(t *testing.T) *envCoord {
 	t.Helper()
+	c := startCoord(t)
+	c.joinWorkmachine(t, "wm1")
+	return c
+}
+
+// startCoord is a one-replica coord with a secret key, and no machine.
+func startCoord(t *testing.T) *envCoord {
+	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "secret.key")
 	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))), 0o600); err != nil {
@@ -76,7 +84,6 @@ func startEnvCoord(t *testing.T) *envCoord {
 			t.Fatal("coord did not write admin.key")
 		}
 	}
-	c.joinWorkmachine(t, "wm1")
 	return c
 }
 

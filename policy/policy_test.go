@@ -59,5 +59,6 @@ func TestOwnsTag(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`)
+	f.Add("{\n // c\n \"egress\": [{\"src\": [\"ws:owner:bob\"], \"exit\": \"eu\"},],\n \"tests\": [{\"src\": \"bob\", \"deny\": [\"env:prod/db:5432\"]}]}")
 	f.Fuzz(func(t *testing.T, s string) { Parse([]byte(s)) })
 }

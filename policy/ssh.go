@@ -12,13 +12,14 @@ type SSHGrant struct {
 	Logins []string `json:"logins"`
 }
 
-// SSHGrants are the grants the ssh rules give for workspace dst, groups expanded to users.
+// SSHGrants are the grants the ssh rules give for workspace dst (named NAME or ws:NAME in a
+// rule), groups expanded to users.
 // Sources that are not users, groups or "*" (tags, addresses) grant nothing here: SSH is
 // checked against who is calling, not from where.
 func (p *Policy) SSHGrants(dst string) []SSHGrant {
 	var out []SSHGrant
 	for _, r := range p.SSH {
-		if !slices.Contains(r.Dst, dst) && !slices.Contains(r.Dst, "*") {
+		if !slices.Contains(r.Dst, dst) && !slices.Contains(r.Dst, "ws:"+dst) && !slices.Contains(r.Dst, "*") {
 			continue
 		}
 		var users []string

@@ -13,6 +13,7 @@ func TestSSHGrants(t *testing.T) {
 			{"action": "accept", "src": ["group:dev"], "dst": ["api"], "users": ["dev"]},
 			{"action": "accept", "src": ["carol", "tag:ci"], "dst": ["*"], "users": ["root"]},
 			{"action": "accept", "src": ["*"], "dst": ["web"], "users": ["*"]},
+			{"action": "accept", "src": ["dave"], "dst": ["ws:db"], "users": ["dev"]},
 		],
 	}`))
 	if err != nil {
@@ -36,6 +37,9 @@ func TestSSHGrants(t *testing.T) {
 		{api, "mallory", "dev", "dev", false},
 		{p.SSHGrants("web"), "mallory", "root", "dev", true},
 		{p.SSHGrants("db"), "alice", "dev", "dev", false},
+		{p.SSHGrants("db"), "dave", "dev", "dev", true}, // ws:NAME names the workspace too
+		{p.SSHGrants("db"), "dave", "root", "dev", false},
+		{p.SSHGrants("api"), "dave", "dev", "dev", false},
 	} {
 		if got := Allows(tt.grants, tt.user, tt.login, tt.owner); got != tt.want {
 			t.Errorf("Allows(%v, %s as %s) = %v, want %v", tt.grants, tt.user, tt.login, got, tt.want)

@@ -75,14 +75,85 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if _, err := policy.Parse([]byte(req.Text)); err != nil {
-		return invalid("%v", err)
+	if _, err := s.checkPolicy(r, req.Text); err != nil {
+		return err
 	}
 	var p fsm.Policy
 	if err := s.apply(r, c, "policy.set", fsm.Policy{Text: req.Text}, &p); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, api.Policy{Text: p.Text, Version: p.Version})
+	return nil
+}
+
+// testPolicy checks a policy and runs its tests against the state, without setting it.
+func (s *Server) testPolicy(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "testing a policy"); err != nil {
+		return err
+	}
+	var req api.Policy
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	p, err := s.checkPolicy(r, req.Text)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.PolicyTestResult{Tests: len(p.Tests)})
+	return nil
+}
+
+// checkPolicy parses text and runs its tests against the state now; a failure is a 400
+// naming the line or the failing test.
+func (s *Server) checkPolicy(r *http.Request, text string) (*policy.Policy, error) {
+	p, err := policy.Parse([]byte(text))
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	if len(p.Tests) == 0 {
+		return p, nil
+	}
+	if s.Policies == nil {
+		return nil, invalid("policy: this coord cannot run the policy's tests: remove the tests section")
+	}
+	store, err := s.Backend.Read(r.Context(), api.Default)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Policies.Test(store, p); err != nil {
+		return nil, invalid("%v; fix the policy or the test", err)
+	}
+	return p, nil
+}
+
+// explainPolicy says whether src may reach dst under the policy in force, and which acl
+// allows it.
+func (s *Server) explainPolicy(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := adminOnly(c, "explaining the policy"); err != nil {
+		return err
+	}
+	var req api.PolicyExplainRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if s.Policies == nil {
+		return invalid("policy explain: this coord cannot explain policies")
+	}
+	store, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	var p *policy.Policy
+	if text := store.Policy().Text; text != "" {
+		if p, err = policy.Parse([]byte(text)); err != nil {
+			return invalid("the policy in force does not parse (%v): set a fixed one", err)
+		}
+	}
+	v, err := s.Policies.Explain(store, p, req.Src, req.Dst)
+	if err != nil {
+		return invalid("policy explain %s %s: %v", req.Src, req.Dst, err)
+	}
+	writeJSON(w, http.StatusOK, api.PolicyVerdict{Allowed: v.Allowed, Rule: v.Rule, Text: v.Text})
 	return nil
 }
 

@@ -46,6 +46,9 @@ type Server struct {
 	Domain string
 	// InsecureJoin admits replicas over plain HTTP from other machines (labs only): see join.
 	InsecureJoin bool
+	// Policies runs a policy's tests and explains it against the state (control.Policies);
+	// nil refuses policies with tests, and explain.
+	Policies PolicyEngine
 
 	metrics metrics
 	joins   joinSlots
@@ -149,6 +152,8 @@ func (s *Server) routes() map[string]handlerFunc {
 		"DELETE /v1/intercepts/{id}":        s.deleteIntercept,
 		"GET /v1/policy":                    s.getPolicy,
 		"PUT /v1/policy":                    s.setPolicy,
+		"POST /v1/policy/test":              s.testPolicy,
+		"POST /v1/policy/explain":           s.explainPolicy,
 		"GET /v1/audit":                     s.listAudit,
 		"GET /v1/recordings":                s.listRecordings,
 		"GET /v1/recordings/{id}":           s.getRecording,

@@ -353,6 +353,25 @@ type Policy struct {
 	Version uint64 `json:"version"`
 }
 
+// PolicyTestResult answers POST /v1/policy/test (a Policy whose tests all passed).
+type PolicyTestResult struct {
+	Tests int `json:"tests"` // how many tests ran
+}
+
+// PolicyExplainRequest asks POST /v1/policy/explain whether Src (a user, host, IP or
+// selector) may reach Dst ("ws:api:22") under the policy in force.
+type PolicyExplainRequest struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
+}
+
+// PolicyVerdict is the answer: Rule is the index of the acl that allows it, -1 for none.
+type PolicyVerdict struct {
+	Allowed bool   `json:"allowed"`
+	Rule    int    `json:"rule"`
+	Text    string `json:"text"`
+}
+
 type AuditEvent struct {
 	Seq    uint64    `json:"seq"`
 	Time   time.Time `json:"time"`

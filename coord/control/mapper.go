@@ -432,42 +432,22 @@ func (s *Server) filter(store *fsm.Store, nodes []*fsm.Node) (rules []tailcfg.Fi
 }
 
 // compile turns the policy's acls (AllowAll without one) into a packet filter for the current
-// nodes, isolating the environments.
+// nodes, isolating the environments. A policy that does not compile drops everything.
 func (s *Server) compile(store *fsm.Store, pol fsm.Policy, nodes []*fsm.Node) []tailcfg.FilterRule {
-	rules := policy.AllowAll
+	var p *policy.Policy
 	if pol.Version != 0 && pol.Text != "" {
-		p, err := policy.Parse([]byte(pol.Text))
-		if err == nil {
-			rules, err = p.Filter(hosts(store, nodes))
-		}
-		if err != nil {
+		var err error
+		if p, err = policy.Parse([]byte(pol.Text)); err != nil {
 			s.logf("control: policy version %d: %v; dropping all mesh traffic until it is fixed", pol.Version, err)
 			return []tailcfg.FilterRule{}
 		}
 	}
-	rules = isolate(rules, store.Environments(""), func(e *fsm.Environment) []netip.Addr { return allowed(store, e) })
-	rules = slices.Concat(rules, interceptRules(store)) // a new slice: policy.AllowAll is shared
-	if rules == nil {
-		rules = []tailcfg.FilterRule{} // nil would mean "unchanged" to the client
+	rules, err := compileRules(store, p, nodes)
+	if err != nil {
+		s.logf("control: policy version %d: %v; dropping all mesh traffic until it is fixed", pol.Version, err)
+		return []tailcfg.FilterRule{}
 	}
 	return rules
-}
-
-func hosts(store *fsm.Store, nodes []*fsm.Node) []policy.Host {
-	var out []policy.Host
-	for _, n := range nodes {
-		h := policy.Host{Name: n.Name, Tags: n.Tags}
-		if u := store.User(n.UserID); u != nil {
-			h.User = u.Name
-		}
-		for _, a := range []string{n.IPv4, n.IPv6} {
-			if ip, err := netip.ParseAddr(a); err == nil {
-				h.IPs = append(h.IPs, ip)
-			}
-		}
-		out = append(out, h)
-	}
-	return out
 }
 
 // tailNode is a node as the protocol describes it. The addresses of a machine's workspaces
