@@ -69,11 +69,14 @@ func newEgressLab(t testing.TB) *egressLab {
 }
 
 // workspace makes a workspace namespace on the workmachine.
-func (e *egressLab) workspace(t testing.TB, ip string) wsnet.Config {
+func (e *egressLab) workspace(t testing.TB, ip string, ip6 ...string) wsnet.Config {
 	b := make([]byte, 4)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
 	c := wsnet.Config{Netns: "egx-ws-" + id, HostIf: wsnet.HostIfPrefix + id, IPv4: netip.MustParseAddr(ip)}
+	if len(ip6) > 0 {
+		c.IPv6 = netip.MustParseAddr(ip6[0])
+	}
 	t.Cleanup(func() { e.wm.Do(func() error { return wsnet.Teardown(c) }) })
 	if err := e.wm.Do(func() error { _, err := wsnet.Setup(c); return err }); err != nil {
 		t.Fatal(err)
@@ -246,7 +249,7 @@ func TestPinnedEgress(t *testing.T) {
 	ours, _ := egress.NewPrivateKey()
 	x1 := e.exit(t, "egx-x1", "10.99.1.1/24", ours.Public())
 	x2 := e.exit(t, "egx-x2", "10.99.2.1/24", ours.Public())
-	ws, other := e.workspace(t, "100.64.0.7"), e.workspace(t, "100.64.0.8")
+	ws, other := e.workspace(t, "100.64.0.7", "fd7a:115c:a1e0::7"), e.workspace(t, "100.64.0.8")
 	wmAddr := e.wm.Addr(e.in.Net).String()
 	for _, c := range []wsnet.Config{ws, other} {
 		if got, err := echo(ctx, c, e.in.URL()); err != nil || got != wmAddr {
@@ -269,6 +272,7 @@ func TestPinnedEgress(t *testing.T) {
 			}
 		}
 		meshReachable(t, e, ws)
+		assertTable(t, ws, tun.Name())
 		if got, err := echo(ctx, other, e.in.URL()); err != nil || got != wmAddr {
 			t.Errorf("the unpinned workspace: echo saw %q (%v), want the workmachine's %s", got, err, wmAddr)
 		}
@@ -335,11 +339,32 @@ func TestPinnedEgress(t *testing.T) {
 		if n := fromWM.packets(t, false); n == 0 {
 			t.Errorf("the counter saw nothing from the workmachine after unpinning: it proves nothing")
 		}
-		out, _ := exec.Command("ip", "netns", "exec", ws.Netns, "nft", "list", "tables").CombinedOutput()
+		out, _ := exec.Command("ip", "netns", "exec", ws.Netns, "ip", "-6", "route", "show", "default").CombinedOutput()
+		if !strings.Contains(string(out), "via fe80::1 dev eth0") || strings.Contains(string(out), "unreachable") {
+			t.Errorf("IPv6 default route after Close: %q, want via fe80::1 dev eth0 again", out)
+		}
+		out, _ = exec.Command("ip", "netns", "exec", ws.Netns, "nft", "list", "tables").CombinedOutput()
 		if strings.Contains(string(out), egress.Table) {
 			t.Errorf("table %s still in the workspace after Close: %s", egress.Table, out)
 		}
 	})
+}
+
+// assertTable compares the workspace's fail-closed table, as nft lists it, with the golden one.
+func assertTable(t *testing.T, c wsnet.Config, tunIf string) {
+	t.Helper()
+	want, err := os.ReadFile("testdata/table.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", c.Netns, "nft", "list", "table", "inet", egress.Table).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list: %v: %s", err, out)
+	}
+	got := strings.ReplaceAll(string(out), tunIf, "TUN")
+	if strings.TrimSpace(got) != strings.TrimSpace(string(want)) {
+		t.Errorf("table in the workspace:\n%s\nwant (testdata/table.golden):\n%s", got, want)
+	}
 }
 
 // assertBlocked: from inside ws, TCP to the internet and DNS get nowhere.
@@ -380,4 +405,67 @@ func meshReachable(t *testing.T, e *egressLab, c wsnet.Config) {
 		return
 	}
 	conn.Close()
+}
+
+// TestVerifyCatchesDNSLeak: a pinned workspace whose resolver is a mesh address that asks the
+// internet from the workmachine itself (as a node's MagicDNS forwards) passes the echo but
+// fails Verify's DNS check, naming the leak; the mesh resolver's own address is closed to
+// pinned workspaces.
+func TestVerifyCatchesDNSLeak(t *testing.T) {
+	e := newEgressLab(t)
+	ours, _ := egress.NewPrivateKey()
+	x := e.exit(t, "egx-x1", "10.99.1.1/24", ours.Public())
+	ws := e.workspace(t, "100.64.0.7")
+	e.wm.AddAddrs("lo", "100.100.100.100/32")
+	for _, addr := range []string{"100.64.0.1:53", "100.100.100.100:53"} {
+		dnsForwarder(t, e.wm, addr, netip.AddrPortFrom(e.in.Addr, 53).String())
+	}
+	pin(t, e, ws, x.spec(ours))
+	good := e.verification(x.public)
+	eventually(t, 20*time.Second, "verified egress", func() error { return egress.Verify(t.Context(), ws, good) })
+
+	leaky := good
+	leaky.Resolver = netip.MustParseAddrPort("100.64.0.1:53")
+	err := egress.Verify(t.Context(), ws, leaky)
+	if !egress.IsCheck(err, egress.CheckDNS) || !strings.Contains(err.Error(), e.wm.Addr(e.in.Net).String()) {
+		t.Errorf("Verify through a resolver that asks from the workmachine = %v, want a failed %s check naming %v", err, egress.CheckDNS, e.wm.Addr(e.in.Net))
+	}
+	magic := good
+	magic.Resolver = netip.MustParseAddrPort("100.100.100.100:53")
+	err = egress.Verify(t.Context(), ws, magic)
+	if !egress.IsCheck(err, egress.CheckDNS) || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("Verify through the mesh resolver = %v, want a failed %s check: the query dropped in the workspace", err, egress.CheckDNS)
+	}
+}
+
+// dnsForwarder relays DNS over UDP from listen (inside h) to upstream, asking from h.
+func dnsForwarder(t *testing.T, h *lab.Host, listen, upstream string) {
+	pc, err := h.ListenPacket("udp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { pc.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			up, err := h.DialContext(ctx, "udp", upstream)
+			cancel()
+			if err != nil {
+				continue
+			}
+			up.SetDeadline(time.Now().Add(2 * time.Second))
+			up.Write(buf[:n])
+			if m, err := up.Read(buf); err == nil {
+				pc.WriteTo(buf[:m], from)
+			}
+			up.Close()
+		}
+	}()
 }
