@@ -469,3 +469,29 @@ func dnsForwarder(t *testing.T, h *lab.Host, listen, upstream string) {
 		}
 	}()
 }
+
+// TestUnpinWithoutTunnel: an agent that restarted has no Tunnel for a workspace it pinned
+// before; Unpin alone gives the workspace its machine's NAT back, and it can be pinned again.
+func TestUnpinWithoutTunnel(t *testing.T) {
+	e := newEgressLab(t)
+	ours, _ := egress.NewPrivateKey()
+	x := e.exit(t, "egx-x1", "10.99.1.1/24", ours.Public())
+	ws := e.workspace(t, "100.64.0.7")
+	wmAddr := e.wm.Addr(e.in.Net).String()
+	if err := egress.Unpin(ws); err != nil {
+		t.Fatalf("Unpin of a workspace never pinned: %v", err)
+	}
+	for round := range 2 {
+		tun := pin(t, e, ws, x.spec(ours))
+		eventually(t, 20*time.Second, "verified egress", func() error {
+			return egress.Verify(t.Context(), ws, e.verification(x.public))
+		})
+		if err := egress.Unpin(ws); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := echo(t.Context(), ws, e.in.URL()); err != nil || got != wmAddr {
+			t.Errorf("round %d: after Unpin the echo saw %q (%v), want the workmachine's %s", round, got, err, wmAddr)
+		}
+		tun.Close()
+	}
+}

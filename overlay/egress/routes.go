@@ -101,7 +101,7 @@ func unpin(ws netns.NsHandle, c wsnet.Config) error {
 		del = append(del, &netlink.Route{Dst: prefixNet(allV6), Type: unix.RTN_UNREACHABLE})
 	}
 	for _, r := range del {
-		if err := nl.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := nl.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("remove route %v: %w", r.Dst, err)
 		}
 	}
