@@ -495,3 +495,29 @@ func TestUnpinWithoutTunnel(t *testing.T) {
 		tun.Close()
 	}
 }
+
+// TestTUNDownUp: a root process in the workspace sets the tunnel's TUN down and up again (its
+// routes go with it); the device survives, and the agent's next Update (as every
+// reconcile does) restores egress.
+func TestTUNDownUp(t *testing.T) {
+	e := newEgressLab(t)
+	ours, _ := egress.NewPrivateKey()
+	x := e.exit(t, "egx-x1", "10.99.1.1/24", ours.Public())
+	ws := e.workspace(t, "100.64.0.7")
+	tun := pin(t, e, ws, x.spec(ours))
+	v := e.verification(x.public)
+	eventually(t, 20*time.Second, "verified egress", func() error { return egress.Verify(t.Context(), ws, v) })
+	for _, state := range []string{"down", "up"} {
+		out, err := exec.Command("ip", "netns", "exec", ws.Netns, "ip", "link", "set", tun.Name(), state).CombinedOutput()
+		if err != nil {
+			t.Fatalf("TUN %s: %v: %s", state, err, out)
+		}
+		time.Sleep(1500 * time.Millisecond) // wireguard-go polls the TUN's state every second
+	}
+	if err := tun.Update(x.spec(ours)); err != nil { // routes via the TUN went with it down
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "verified egress after the TUN went down and up", func() error {
+		return egress.Verify(t.Context(), ws, v)
+	})
+}

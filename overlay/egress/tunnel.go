@@ -250,8 +250,9 @@ func (t *nsTUN) MTU() (mtu int, err error) {
 	return mtu, err
 }
 
-// nsBind opens its UDP sockets in the host's namespace, whichever goroutine asks: wireguard-go
-// reopens them from its own goroutines (when the TUN comes up), whose threads are in the
+// nsBind opens its UDP sockets in the host's namespace, whichever goroutine asks. Pin opens
+// them from the caller's thread; but wireguard-go may reopen them from its own goroutines
+// (its TUN event reader brings a device that is down up), whose threads are in the
 // process's namespace, which is not always the host's (a lab host's Do).
 type nsBind struct {
 	conn.Bind
