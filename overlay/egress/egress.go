@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -123,8 +124,10 @@ func (s Spec) Validate() error {
 	case s.MTU != 0 && (s.MTU < 1280 || s.MTU > 65535):
 		return fmt.Errorf("egress: exit %q: MTU %d: give 1280 to 65535, or 0 for %d", s.Name, s.MTU, DefaultMTU)
 	}
-	if _, _, err := net.SplitHostPort(s.Endpoint); err != nil {
-		return fmt.Errorf("egress: exit %q: endpoint %q: give host:port: %w", s.Name, s.Endpoint, err)
+	if host, port, err := net.SplitHostPort(s.Endpoint); err != nil || host == "" {
+		return fmt.Errorf("egress: exit %q: endpoint %q: give host:port, e.g. 203.0.113.9:51820", s.Name, s.Endpoint)
+	} else if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("egress: exit %q: endpoint %q: port %q: give a UDP port number", s.Name, s.Endpoint, port)
 	}
 	for _, p := range s.Addresses {
 		if !p.IsValid() {

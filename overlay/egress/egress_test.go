@@ -60,6 +60,7 @@ func TestSpecFromExit(t *testing.T) {
 		"bad DNS":        func(x *api.ExitSpec) { x.DNS = []string{"resolver"} },
 		"no port":        func(x *api.ExitSpec) { x.Endpoint = "203.0.113.9" },
 		"empty endpoint": func(x *api.ExitSpec) { x.Endpoint = "" },
+		"named port":     func(x *api.ExitSpec) { x.Endpoint = "exit.example:wg" },
 	} {
 		x := exitSpec(t)
 		mutate(&x)
@@ -97,4 +98,30 @@ func TestIfName(t *testing.T) {
 	if a == b || len(a) > 15 || !strings.HasPrefix(a, "mwe") {
 		t.Errorf("IfName: %q and %q", a, b)
 	}
+}
+
+// FuzzSpecFromExit: whatever coord sends, SpecFromExit does not panic, and what it accepts
+// is valid, prints no private key, and lists every DNS server in its resolv.conf.
+func FuzzSpecFromExit(f *testing.F) {
+	k, _ := egress.NewPrivateKey()
+	f.Add(k.Base64(), k.Public().String(), "203.0.113.9:51820", "10.64.12.7/32, fd00::7/128", "10.64.0.1")
+	f.Add("", "", "", "", "")
+	f.Add("AAAA", "x", "[::1]:1", ",", "::1")
+	f.Fuzz(func(t *testing.T, priv, peer, endpoint, address, dns string) {
+		x := api.ExitSpec{Name: "f", Kind: api.ExitWireGuard, PrivateKey: priv, PeerPublicKey: peer,
+			Endpoint: endpoint, Address: address, DNS: strings.Split(dns, ";")}
+		s, err := egress.SpecFromExit(x)
+		if err != nil {
+			return
+		}
+		if err := s.Validate(); err != nil {
+			t.Fatalf("accepted an invalid spec: %v", err)
+		}
+		if strings.Contains(fmt.Sprintf("%v %+v", s, s), s.PrivateKey.Base64()) {
+			t.Fatalf("the spec prints its private key")
+		}
+		if n := strings.Count(s.ResolvConf(), "nameserver "); n != len(s.DNS) {
+			t.Fatalf("resolv.conf has %d nameservers for %d DNS servers", n, len(s.DNS))
+		}
+	})
 }
