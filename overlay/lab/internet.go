@@ -14,7 +14,9 @@ import (
 
 // Internet is the lab's stand-in for the internet: a network, and on its first address a host
 // whose HTTP server (port 80) answers every request with the caller's source address and whose
-// DNS server (UDP port 53) answers names added with AddRecord and logs every query.
+// DNS server (UDP port 53) answers names added with AddRecord and logs every query. The log
+// is asked over HTTP too: GET /dns?name=NAME answers the addresses that asked for NAME, one a
+// line (the DNS logger's protocol of overlay/egress.Verify).
 type Internet struct {
 	Net  *Network
 	Host *Host
@@ -104,7 +106,10 @@ func (in *Internet) serve() error {
 	if err != nil {
 		return err
 	}
-	in.http = &http.Server{Handler: http.HandlerFunc(echoAddr)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", echoAddr)
+	mux.HandleFunc("/dns", in.whoAsked)
+	in.http = &http.Server{Handler: mux}
 	if in.dns, err = in.Host.ListenPacket("udp", ":53"); err != nil {
 		ln.Close()
 		return err
@@ -140,6 +145,22 @@ func echoAddr(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	w.Write([]byte(ap.Addr().String() + "\n"))
+}
+
+// DNSURL is the HTTP endpoint that says who asked the DNS server for a name (?name=NAME).
+func (in *Internet) DNSURL() string { return in.URL() + "dns" }
+
+// whoAsked answers the addresses that asked for the name ?name=, one a line, first asker first.
+func (in *Internet) whoAsked(w http.ResponseWriter, r *http.Request) {
+	name := canonical(r.URL.Query().Get("name"))
+	seen := map[netip.Addr]bool{}
+	w.Header().Set("Content-Type", "text/plain")
+	for _, q := range in.Queries() {
+		if q.Name == name && !seen[q.From.Addr()] {
+			seen[q.From.Addr()] = true
+			w.Write([]byte(q.From.Addr().String() + "\n"))
+		}
+	}
 }
 
 func (in *Internet) serveDNS() {
