@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +64,7 @@ func Pin(c wsnet.Config, spec Spec) (*Tunnel, error) {
 
 func (t *Tunnel) open() error {
 	var err error
-	if t.host, err = currentNS(); err != nil {
+	if t.host, err = wsnet.CurrentNS(); err != nil {
 		return err
 	}
 	if t.ws, err = netns.GetFromName(t.c.Netns); err != nil {
@@ -84,7 +83,7 @@ func (t *Tunnel) open() error {
 // configured for t.spec and up.
 func (t *Tunnel) startDevice() error {
 	var td tun.Device
-	err := inNS(t.ws, func() (err error) {
+	err := wsnet.InNS(t.ws, func() (err error) {
 		td, err = tun.CreateTUN(t.name, t.spec.mtu())
 		return err
 	})
@@ -243,7 +242,7 @@ type nsTUN struct {
 }
 
 func (t *nsTUN) MTU() (mtu int, err error) {
-	err = inNS(t.ns, func() (err error) {
+	err = wsnet.InNS(t.ns, func() (err error) {
 		mtu, err = t.Device.MTU()
 		return err
 	})
@@ -260,35 +259,9 @@ type nsBind struct {
 }
 
 func (b *nsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
-	err = inNS(b.ns, func() (err error) {
+	err = wsnet.InNS(b.ns, func() (err error) {
 		fns, actual, err = b.Bind.Open(port)
 		return err
 	})
 	return fns, actual, err
-}
-
-// currentNS is the calling thread's network namespace.
-func currentNS() (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	h, err := netns.Get()
-	if err != nil {
-		return h, fmt.Errorf("current network namespace: %w", err)
-	}
-	return h, nil
-}
-
-// inNS runs f on a fresh OS thread switched into ns, a thread never handed back to the Go
-// scheduler (as wsnet does): no other code runs in a namespace it did not expect.
-func inNS(ns netns.NsHandle, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // not unlocked on purpose: the thread dies with the goroutine
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter namespace: %w", err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
 }

@@ -40,6 +40,12 @@ func inNS(ns netns.NsHandle, f func() error) error {
 	return <-errc
 }
 
+// InNS is inNS for packages that set up more inside a namespace (overlay/egress).
+func InNS(ns netns.NsHandle, f func() error) error { return inNS(ns, f) }
+
+// CurrentNS is currentNS for other packages.
+func CurrentNS() (netns.NsHandle, error) { return currentNS() }
+
 // ensureNetns opens the named namespace, creating it when absent.
 func ensureNetns(name string) (netns.NsHandle, error) {
 	if h, err := netns.GetFromName(name); err == nil {
