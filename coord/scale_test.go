@@ -107,7 +107,8 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// freeAddrs picks a loopback TCP address for an admin API and a UDP one for a cluster port.
+// freeAddrs picks a loopback TCP address for an admin API and one for a cluster port, which
+// coord uses twice: QUIC on UDP and the DERP relay on TCP, so its number is free in both.
 func freeAddrs(b testing.TB) (httpAddr, clusterAddr string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -115,13 +116,21 @@ func freeAddrs(b testing.TB) (httpAddr, clusterAddr string) {
 	}
 	httpAddr = ln.Addr().String()
 	ln.Close()
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
+	for range 100 {
+		tcp, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		clusterAddr = tcp.Addr().String()
+		udp, err := net.ListenPacket("udp", clusterAddr)
+		tcp.Close()
+		if err == nil {
+			udp.Close()
+			return httpAddr, clusterAddr
+		}
 	}
-	clusterAddr = udp.LocalAddr().String()
-	udp.Close()
-	return httpAddr, clusterAddr
+	b.Fatal("no loopback port free for both TCP and UDP in 100 tries")
+	return "", ""
 }
 
 // startReplicas runs n coord replicas in this process, real Raft over QUIC on loopback: c1
