@@ -19,24 +19,6 @@ import (
 	"meshwork.dev/overlay/lab"
 )
 
-// wireguardGoVersion is the stock wireguard-go the throughput baseline runs.
-const wireguardGoVersion = "v0.0.0-20260522210424-ecfc5a8d5446"
-
-// wireguardGo returns the stock wireguard-go binary, built into bin/stock on first use.
-func wireguardGo(b *testing.B) string {
-	bin, _ := filepath.Abs("../bin/stock")
-	path := filepath.Join(bin, "wireguard")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	cmd := exec.Command("go", "install", "golang.zx2c4.com/wireguard@"+wireguardGoVersion)
-	cmd.Env = append(os.Environ(), "GOBIN="+bin)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building wireguard-go: %v\n%s", err, out)
-	}
-	return path
-}
-
 // iperf runs iperf3 from client to server's addr for secs seconds and returns Gbit/s.
 func iperf(b *testing.B, client, server *lab.Host, addr string, secs int) float64 {
 	return iperfVia(b, client, server, addr, addr, 5201, secs)
@@ -222,7 +204,7 @@ func socksDial(h *lab.Host, proxy, target string) (net.Conn, error) {
 func BenchmarkMeshThroughput(b *testing.B) {
 	l := lab.New(b)
 	meshctl, _ := exec.LookPath("meshctl")
-	wg := wireguardGo(b)
+	wg := lab.WireGuardGo(b)
 	lan := l.Network("lan")
 	host := func(name string) *lab.Host {
 		h := l.Host(name)

@@ -24,24 +24,6 @@ import (
 	"meshwork.dev/workspace/wsnet"
 )
 
-// wireguardGoVersion is the stock wireguard-go the exits run: the module the tunnel links.
-const wireguardGoVersion = "v0.0.0-20260522210424-ecfc5a8d5446"
-
-// wireguardGo returns the stock wireguard-go binary, built into bin/stock on first use.
-func wireguardGo(t testing.TB) string {
-	bin, _ := filepath.Abs("../../bin/stock")
-	path := filepath.Join(bin, "wireguard")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	cmd := exec.Command("go", "install", "golang.zx2c4.com/wireguard@"+wireguardGoVersion)
-	cmd.Env = append(os.Environ(), "GOBIN="+bin)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building wireguard-go: %v\n%s", err, out)
-	}
-	return path
-}
-
 // egressLab is an internet (echo + DNS logger), exits on it, and a workmachine on it with
 // NAT for its workspaces.
 type egressLab struct {
@@ -59,7 +41,7 @@ func newEgressLab(t testing.TB) *egressLab {
 	}
 	b := make([]byte, 2)
 	rand.Read(b)
-	e := &egressLab{l: l, in: l.Internet(), wg: wireguardGo(t), tag: hex.EncodeToString(b)}
+	e := &egressLab{l: l, in: l.Internet(), wg: lab.WireGuardGo(t), tag: hex.EncodeToString(b)}
 	e.wm = e.in.PublicHost("egx-wm")
 	e.wm.AddAddrs("lo", "100.64.0.1/32") // the machine's mesh address, as its TUN would hold it
 	if err := e.wm.Do(func() error { return wsnet.EnableNAT("egx-mesh0") }); err != nil {

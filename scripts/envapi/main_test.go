@@ -39,7 +39,7 @@ func startRedisAfter(t *testing.T, delay time.Duration, port int, extra ...strin
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Skip("envapi: no redis-server (install it with scripts/deps.sh)")
+		t.Fatal("envapi: no redis-server: scripts/deps.sh installs it")
 	}
 	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, extra...)
 	cmd := exec.Command(bin, args...)
